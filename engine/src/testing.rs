@@ -1,0 +1,36 @@
+//! Test support: a fresh Postgres database and a fresh ClickHouse database per test, on the servers that
+//! `AMIGO_DATABASE_URL` and `AMIGO_CLICKHOUSE_URL` name (`scripts/services env` prints them).
+
+use sqlx::Connection;
+
+use crate::clickhouse::quote_identifier;
+use crate::EngineConfig;
+
+const DEFAULT_DATABASE_URL: &str = "postgres://amigo@127.0.0.1:55432/amigo";
+const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:58123";
+
+/// Prefix of every database a test creates; `scripts/test` drops leftovers before a run.
+pub const TEST_DATABASE_PREFIX: &str = "amigo_test_";
+
+/// Creates an empty Postgres database and an empty ClickHouse database with one fresh name, and returns the
+/// configuration that points the engine at them.
+pub async fn fresh_databases() -> EngineConfig {
+    let name = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let server_url = std::env::var("AMIGO_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+    let mut admin = sqlx::PgConnection::connect(&server_url)
+        .await
+        .unwrap_or_else(|error| panic!("tests need Postgres at {server_url} (run scripts/services start): {error}"));
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.expect("create test database");
+    let mut database_url = url::Url::parse(&server_url).expect("AMIGO_DATABASE_URL is a URL");
+    database_url.set_path(&name);
+
+    let clickhouse_url = std::env::var("AMIGO_CLICKHOUSE_URL").unwrap_or_else(|_| DEFAULT_CLICKHOUSE_URL.into());
+    ::clickhouse::Client::default()
+        .with_url(&clickhouse_url)
+        .query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
+        .execute()
+        .await
+        .unwrap_or_else(|error| panic!("tests need ClickHouse at {clickhouse_url} (run scripts/services start): {error}"));
+
+    EngineConfig { database_url: database_url.to_string(), clickhouse_url, clickhouse_database: name }
+}

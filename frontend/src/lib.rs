@@ -1,0 +1,7 @@
+//! The WASM entry: `hydrate()` attaches the reactive app to the HTML the server rendered.
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}
