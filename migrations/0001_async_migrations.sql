@@ -14,9 +14,33 @@ CREATE TABLE async_migration (
     min_version             text        NOT NULL,
     max_version             text        NOT NULL,
     parameters              jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    -- What an operation saved to continue from after a crash (e.g. the last partition copied).
     checkpoint              jsonb,
+    -- Work waiting for a runner: 'run' (start or resume) or 'rollback'; cleared when the run ends.
+    requested_action        text CHECK (requested_action IN ('run', 'rollback')),
+    requested_by            text,
+    rolling_back            boolean     NOT NULL DEFAULT false,
+    -- Set by a stop request; the runner that owns the migration acts on it.
+    stop_requested_by       text,
+    stop_and_rollback       boolean     NOT NULL DEFAULT false,
+    -- Why the runner is pausing between steps (health-based throttling), shown on the page.
+    waiting_reason          text,
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
+
+-- At most one migration is starting or running on an instance at a time.
+CREATE UNIQUE INDEX async_migration_one_active ON async_migration ((true)) WHERE status IN ('starting', 'running');
+
+-- Every change to a migration is announced, so that pages and runners in any process see it at once.
+CREATE FUNCTION notify_async_migration_changed() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('amigo_migration_changed', NEW.name);
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER async_migration_changed AFTER INSERT OR UPDATE ON async_migration
+    FOR EACH ROW EXECUTE FUNCTION notify_async_migration_changed();
 
 CREATE TABLE async_migration_error (
     id              bigserial PRIMARY KEY,

@@ -1,32 +1,29 @@
-//! The ClickHouse side: one HTTP client per engine, the server's version, and statements sent with query ids.
+//! The ClickHouse side: one HTTP client per engine, the server's version, statements sent under query ids,
+//! and killing and watching those queries.
 
 use std::time::Duration;
 
+use crate::version::Version;
 use crate::{Error, Result};
 
 /// How long the startup check waits for ClickHouse before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A ClickHouse server version, compared field by field (`18.16.1` < `24.3.2.23`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ServerVersion(pub Vec<u32>);
-
-impl ServerVersion {
-    pub fn parse(text: &str) -> ServerVersion {
-        ServerVersion(text.trim().split('.').map_while(|part| part.parse().ok()).collect())
-    }
-
-    /// True when this server is at least `major.minor`.
-    pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        self.0.as_slice() >= [major, minor].as_slice()
-    }
+/// Settings and limits sent with one statement.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    pub settings: Vec<(String, String)>,
+    /// Sent as `max_execution_time`, and enforced on the client too.
+    pub timeout: Option<Duration>,
 }
 
-impl std::fmt::Display for ServerVersion {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(u32::to_string).collect();
-        formatter.write_str(&parts.join("."))
-    }
+/// What `system.processes` says of a running query.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct QueryProgress {
+    pub elapsed: f64,
+    pub read_rows: u64,
+    pub total_rows_approx: u64,
+    pub written_rows: u64,
 }
 
 /// The engine's ClickHouse connection: the client bound to the product's database, and what the server supports.
@@ -35,7 +32,7 @@ pub struct ClickHouse {
     client: ::clickhouse::Client,
     url: String,
     database: String,
-    version: ServerVersion,
+    version: Version,
 }
 
 impl ClickHouse {
@@ -50,7 +47,8 @@ impl ClickHouse {
             .await
             .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
             .map_err(|error| unreachable(error.to_string()))?;
-        let version = ServerVersion::parse(&version_text);
+        let version = Version::parse(&version_text)
+            .ok_or_else(|| unreachable(format!("it answered {version_text:?} to SELECT version()")))?;
         server
             .query(&format!("CREATE DATABASE IF NOT EXISTS {}", quote_identifier(database)))
             .execute()
@@ -72,13 +70,53 @@ impl ClickHouse {
     }
 
     /// The version read at connect time.
-    pub fn version(&self) -> &ServerVersion {
+    pub fn version(&self) -> &Version {
         &self.version
     }
 
     /// Asks the server for its version now (a live check, unlike [`ClickHouse::version`]).
     pub async fn server_version(&self) -> Result<String> {
         Ok(self.client.query("SELECT version()").fetch_one().await?)
+    }
+
+    /// Runs one statement under `query_id` with `options`.
+    pub async fn execute(&self, sql: &str, query_id: &str, options: &QueryOptions) -> Result<()> {
+        let mut query = self.client.query(sql).with_setting("query_id", query_id);
+        for (name, value) in &options.settings {
+            query = query.with_setting(name, value);
+        }
+        let Some(timeout) = options.timeout else {
+            return Ok(query.execute().await?);
+        };
+        let query = query.with_setting("max_execution_time", timeout.as_secs().max(1).to_string());
+        match tokio::time::timeout(timeout + Duration::from_secs(1), query.execute()).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => {
+                self.kill_query(query_id).await?;
+                Err(Error::QueryTimeout { query_id: query_id.into(), seconds: timeout.as_secs() })
+            }
+        }
+    }
+
+    /// Kills the query with this id and waits until it is gone (`KILL QUERY ... SYNC`). Killing a query that
+    /// already ended is not an error.
+    pub async fn kill_query(&self, query_id: &str) -> Result<()> {
+        self.client
+            .query("KILL QUERY WHERE query_id = ? SYNC")
+            .bind(query_id)
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// The progress of a running query, or `None` when it is not running.
+    pub async fn query_progress(&self, query_id: &str) -> Result<Option<QueryProgress>> {
+        Ok(self
+            .client
+            .query("SELECT elapsed, read_rows, total_rows_approx, written_rows FROM system.processes WHERE query_id = ?")
+            .bind(query_id)
+            .fetch_optional()
+            .await?)
     }
 }
 
@@ -90,15 +128,6 @@ pub fn quote_identifier(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_compare_numerically() {
-        assert!(ServerVersion::parse("18.16.1").at_least(18, 16));
-        assert!(!ServerVersion::parse("18.16.1").at_least(24, 1));
-        assert!(ServerVersion::parse("24.3.2.23").at_least(24, 1));
-        assert!(ServerVersion::parse("24.10.1") > ServerVersion::parse("24.9.7"));
-        assert_eq!(ServerVersion::parse("23.8.16.40").to_string(), "23.8.16.40");
-    }
 
     #[test]
     fn identifiers_are_quoted() {

@@ -1,5 +1,8 @@
 //! The engine's one error type: what went wrong, worded for the operator who has to act on it.
 
+use crate::parameters::ParameterError;
+use crate::status::{IllegalMove, IllegalRequest};
+
 /// Every failure the engine reports.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,6 +16,57 @@ pub enum Error {
     Postgres(#[from] sqlx::Error),
     #[error("ClickHouse error: {0}")]
     ClickHouse(#[from] ::clickhouse::error::Error),
+    #[error("ClickHouse query {query_id} ran longer than its timeout of {seconds} s")]
+    QueryTimeout { query_id: String, seconds: u64 },
+    #[error("no migration named {0:?}; `amigo migrations list` shows them")]
+    UnknownMigration(String),
+    #[error(transparent)]
+    IllegalRequest(#[from] IllegalRequest),
+    #[error(transparent)]
+    IllegalMove(#[from] IllegalMove),
+    #[error(transparent)]
+    Parameter(#[from] ParameterError),
+    #[error("{migration} changed meanwhile (another request won); reload and try again")]
+    ChangedMeanwhile { migration: String },
+    #[error("cannot start {migration}: {active} is already starting or running, and only one migration runs at a time")]
+    AnotherMigrationActive { migration: String, active: String },
+    #[error("{migration} is already being stopped (requested by {by})")]
+    AlreadyStopping { migration: String, by: String },
+    #[error("cannot start {migration}: this instance runs amigo {instance}, and it runs on amigo {range} only")]
+    VersionOutOfRange { migration: String, instance: String, range: String },
+    #[error("cannot start {migration}: it depends on {dependency}, which is {status}; complete {dependency} first")]
+    DependencyNotCompleted { migration: String, dependency: String, status: String },
+    #[error("setting {key}: {reason}")]
+    InvalidSetting { key: String, reason: String },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the runner lost its lease on {migration}: another runner declared it dead")]
+    LeaseLost { migration: String },
+    #[error("stored state is corrupt: {0}")]
+    Corrupt(String),
+    /// A failure inside a migration's own code, in its words.
+    #[error("{0}")]
+    Migration(String),
+}
+
+impl Error {
+    /// True for errors caused by the request itself (bad name, bad state, bad value), as opposed to failures
+    /// of the databases or the migration: what a web server answers with 4xx.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::UnknownMigration(_)
+                | Error::IllegalRequest(_)
+                | Error::Parameter(_)
+                | Error::ChangedMeanwhile { .. }
+                | Error::AnotherMigrationActive { .. }
+                | Error::AlreadyStopping { .. }
+                | Error::VersionOutOfRange { .. }
+                | Error::DependencyNotCompleted { .. }
+                | Error::InvalidSetting { .. }
+                | Error::InvalidRequest(_)
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,41 +1,125 @@
 //! amigo's migration engine: migration state in Postgres, the data it changes in ClickHouse.
 //!
-//! This crate knows nothing of HTTP or Leptos; the web server and the CLI drive it through [`Engine`].
+//! This crate knows nothing of HTTP or Leptos. The web server and the CLI drive it through [`Engine`]'s
+//! verbs (list, start, stop, rollback, resume, settings); a [`runner::Runner`] executes what they queue.
 
 pub mod clickhouse;
+pub mod context;
+pub mod definition;
 pub mod demo;
 pub mod error;
+pub mod migrations;
+pub mod parameters;
+pub mod runner;
+pub mod settings;
+pub mod status;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod upgrade;
+pub mod version;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
 
 pub use error::{Error, Result};
 
 use crate::clickhouse::ClickHouse;
-use crate::store::Store;
+use crate::context::MigrationContext;
+use crate::definition::MigrationDefinition;
+use crate::parameters::{ParameterSpec, Parameters};
+use crate::settings::RuntimeSettings;
+use crate::status::{Request, Status};
+use crate::store::{AuditEntry, MigrationError, MigrationRecord, Store};
+use crate::upgrade::UpgradeCheck;
+use crate::version::Version;
 
-/// Where the engine finds its two databases.
+/// The actor recorded for what the engine decides by itself.
+pub const ENGINE_ACTOR: &str = "amigo";
+
+/// Where the engine finds its databases, which amigo version this instance runs, and how fast runners must
+/// prove they are alive.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub database_url: String,
     pub clickhouse_url: String,
     pub clickhouse_database: String,
+    /// The version migrations' version ranges and the upgrade gate are checked against.
+    pub instance_version: Version,
+    /// A runner whose heartbeat is older than this is taken for dead.
+    pub lease_timeout: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(database_url: &str, clickhouse_url: &str, clickhouse_database: &str) -> EngineConfig {
+        EngineConfig {
+            database_url: database_url.into(),
+            clickhouse_url: clickhouse_url.into(),
+            clickhouse_database: clickhouse_database.into(),
+            instance_version: Version::parse(env!("CARGO_PKG_VERSION")).expect("the crate version is a version"),
+            lease_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Runners renew their lease five times per lease timeout.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease_timeout / 5).max(Duration::from_millis(100))
+    }
+}
+
+/// A migration's recorded state with what its definition says about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationOverview {
+    #[serde(flatten)]
+    pub record: MigrationRecord,
+    pub operation_count: usize,
+    /// The description of the operation at `current_operation_index`.
+    pub current_operation: Option<String>,
+    pub depends_on: Vec<String>,
+    pub parameter_specs: Vec<ParameterSpec>,
+    /// False when this binary has no definition for a recorded migration.
+    pub defined: bool,
 }
 
 /// The engine's handle: cheap to clone, shared by the web server, the runner and the CLI.
 #[derive(Clone)]
 pub struct Engine {
+    config: Arc<EngineConfig>,
     store: Store,
     clickhouse: ClickHouse,
+    definitions: Arc<Vec<MigrationDefinition>>,
+    changes: Arc<OnceLock<broadcast::Sender<MigrationRecord>>>,
 }
 
 impl Engine {
-    /// Connects to both databases, applies the Postgres schema and checks that ClickHouse answers.
+    /// Connects with the migrations amigo ships.
     pub async fn connect(config: &EngineConfig) -> Result<Engine> {
+        Engine::connect_with(config, migrations::all()).await
+    }
+
+    /// Connects to both databases, applies the Postgres schema, records the given definitions, and marks
+    /// completed those this instance does not need.
+    pub async fn connect_with(config: &EngineConfig, definitions: Vec<MigrationDefinition>) -> Result<Engine> {
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
         let clickhouse = ClickHouse::connect(&config.clickhouse_url, &config.clickhouse_database).await?;
-        Ok(Engine { store, clickhouse })
+        store.register(&definitions).await?;
+        let engine = Engine {
+            config: Arc::new(config.clone()),
+            store,
+            clickhouse,
+            definitions: Arc::new(definitions),
+            changes: Arc::new(OnceLock::new()),
+        };
+        engine.complete_not_required().await?;
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     pub fn store(&self) -> &Store {
@@ -46,10 +130,247 @@ impl Engine {
         &self.clickhouse
     }
 
+    pub fn definition(&self, name: &str) -> Option<&MigrationDefinition> {
+        self.definitions.iter().find(|definition| definition.name == name)
+    }
+
     /// Checks that both databases answer now; used by `/healthz`.
     pub async fn check_health(&self) -> Result<()> {
         self.store.server_version().await?;
         self.clickhouse.server_version().await?;
         Ok(())
+    }
+
+    pub async fn postgres_version(&self) -> Result<Version> {
+        let text = self.store.server_version_number().await?;
+        Version::parse(&text).ok_or_else(|| Error::Corrupt(format!("Postgres reports version {text:?}")))
+    }
+
+    /// Every recorded migration, in name order.
+    pub async fn list(&self) -> Result<Vec<MigrationOverview>> {
+        let records = self.store.migrations().await?;
+        Ok(records.into_iter().map(|record| self.overview(record)).collect())
+    }
+
+    pub async fn migration(&self, name: &str) -> Result<MigrationOverview> {
+        Ok(self.overview(self.record(name).await?))
+    }
+
+    pub fn overview(&self, record: MigrationRecord) -> MigrationOverview {
+        let definition = self.definition(&record.name);
+        MigrationOverview {
+            operation_count: definition.map_or(0, |definition| definition.operations.len()),
+            current_operation: definition
+                .and_then(|definition| definition.operations.get(record.current_operation_index as usize))
+                .map(|operation| operation.description.clone()),
+            depends_on: definition.map(|definition| definition.depends_on.clone()).unwrap_or_default(),
+            parameter_specs: definition.map(|definition| definition.parameters.clone()).unwrap_or_default(),
+            defined: definition.is_some(),
+            record,
+        }
+    }
+
+    async fn record(&self, name: &str) -> Result<MigrationRecord> {
+        self.store.migration(name).await?.ok_or_else(|| Error::UnknownMigration(name.into()))
+    }
+
+    /// The names of every migration this binary defines.
+    pub fn definition_names(&self) -> Vec<String> {
+        self.definitions.iter().map(|definition| definition.name.clone()).collect()
+    }
+
+    fn require_definition(&self, name: &str) -> Result<&MigrationDefinition> {
+        self.definition(name).ok_or_else(|| Error::UnknownMigration(name.into()))
+    }
+
+    /// Validates `values` (a JSON object of parameter values) for migration `name`, defaults filled in.
+    pub fn parameters_from_json(&self, name: &str, values: &serde_json::Map<String, serde_json::Value>) -> Result<Parameters> {
+        let definition = self.require_definition(name)?;
+        Ok(Parameters::from_json(name, &definition.parameters, values)?)
+    }
+
+    /// Validates `KEY=VALUE` assignments for migration `name`, defaults filled in.
+    pub fn parameters_from_assignments(&self, name: &str, assignments: &[String]) -> Result<Parameters> {
+        let definition = self.require_definition(name)?;
+        Ok(Parameters::from_assignments(name, &definition.parameters, assignments)?)
+    }
+
+    /// Queues a fresh run of `name` with the given parameter values, after checking its status, the
+    /// instance version, its dependencies and the parameters. Refused requests change nothing.
+    pub async fn start(&self, name: &str, actor: &str, values: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        let definition = self.require_definition(name)?;
+        let record = self.record(name).await?;
+        Request::Start.check(name, record.status, record.rolling_back)?;
+        if !definition.versions.contains(&self.config.instance_version) {
+            return Err(Error::VersionOutOfRange {
+                migration: name.into(),
+                instance: self.config.instance_version.to_string(),
+                range: definition.versions.to_string(),
+            });
+        }
+        for dependency in &definition.depends_on {
+            let status = self.store.migration(dependency).await?.map(|record| record.status);
+            if status != Some(Status::Completed) {
+                return Err(Error::DependencyNotCompleted {
+                    migration: name.into(),
+                    dependency: dependency.clone(),
+                    status: status.map_or_else(|| "not defined".into(), |status| status.to_string()),
+                });
+            }
+        }
+        let parameters = Parameters::from_json(name, &definition.parameters, values)?.to_json();
+        self.store.request_run(name, record.status, actor, Some(&parameters)).await?;
+        self.store.audit(actor, "start", Some(name), &parameters).await
+    }
+
+    /// Queues a resume of an errored migration from its current operation and checkpoint.
+    pub async fn resume(&self, name: &str, actor: &str) -> Result<()> {
+        self.require_definition(name)?;
+        let record = self.record(name).await?;
+        Request::Resume.check(name, record.status, record.rolling_back)?;
+        self.store.request_run(name, Status::Errored, actor, None).await?;
+        self.store.audit(actor, "resume", Some(name), &serde_json::json!({ "operation_index": record.current_operation_index })).await
+    }
+
+    /// Queues a rollback of an errored migration.
+    pub async fn rollback(&self, name: &str, actor: &str) -> Result<()> {
+        self.require_definition(name)?;
+        let record = self.record(name).await?;
+        Request::Rollback.check(name, record.status, record.rolling_back)?;
+        self.store.request_rollback(name, actor).await?;
+        self.store.audit(actor, "rollback", Some(name), &serde_json::json!({})).await
+    }
+
+    /// Stops a starting or running migration: kills its current ClickHouse query at once (the runner, in
+    /// whatever process, then records the stop and rolls back if asked to).
+    pub async fn stop(&self, name: &str, actor: &str, rollback: bool) -> Result<()> {
+        let record = self.record(name).await?;
+        let request = if rollback { Request::StopAndRollback } else { Request::Stop };
+        request.check(name, record.status, record.rolling_back)?;
+        self.store.request_stop(name, actor, rollback).await?;
+        self.store.audit(actor, request.as_str(), Some(name), &serde_json::json!({})).await?;
+        if self.store.stop_unclaimed(name, &format!("stopped by {actor} before it started")).await? {
+            return Ok(());
+        }
+        let current = self.record(name).await?;
+        if !current.current_query_id.is_empty() {
+            self.clickhouse.kill_query(&current.current_query_id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn errors(&self, name: &str) -> Result<Vec<MigrationError>> {
+        self.record(name).await?;
+        self.store.errors(name).await
+    }
+
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>> {
+        self.store.audit_log(limit).await
+    }
+
+    pub async fn settings(&self) -> Result<RuntimeSettings> {
+        Ok(RuntimeSettings::from_stored(&self.store.settings().await?))
+    }
+
+    /// Validates and saves one runtime setting; runners read settings fresh, so it takes effect at once.
+    pub async fn update_setting(&self, key: &str, value: &serde_json::Value, actor: &str) -> Result<RuntimeSettings> {
+        let mut settings = self.settings().await?;
+        settings.apply(key, value)?;
+        self.store.save_setting(key, value, actor).await?;
+        self.store.audit(actor, "update setting", None, &serde_json::json!({ key: value })).await?;
+        Ok(settings)
+    }
+
+    /// Which migrations must complete before this instance may run `target` (default: its own version).
+    pub async fn check_upgrade(&self, target: Option<&Version>) -> Result<UpgradeCheck> {
+        let target = target.cloned().unwrap_or_else(|| self.config.instance_version.clone());
+        Ok(UpgradeCheck::evaluate(target, &self.store.migrations().await?))
+    }
+
+    /// Every change to any migration, from any process, as it is committed.
+    pub fn subscribe(&self) -> broadcast::Receiver<MigrationRecord> {
+        self.changes
+            .get_or_init(|| {
+                let (sender, _) = broadcast::channel(1024);
+                tokio::spawn(forward_changes(self.store.clone(), sender.clone()));
+                sender
+            })
+            .subscribe()
+    }
+
+    /// Marks errored (and resumable) every run whose runner stopped renewing its lease, killing the query it
+    /// left behind.
+    pub async fn reap_dead_runners(&self) -> Result<()> {
+        for lease in self.store.take_stale_leases(self.config.lease_timeout).await? {
+            if let Some(record) = self.store.migration(&lease.migration_name).await? {
+                if !record.current_query_id.is_empty() {
+                    self.clickhouse.kill_query(&record.current_query_id).await?;
+                }
+            }
+            if let Some(record) = self.store.abandon_run(&lease).await? {
+                tracing::warn!(migration = %record.name, runner_id = %lease.runner_id, "runner died; migration errored");
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks completed every not-started migration whose `is_required` check says this instance does not
+    /// need it.
+    pub async fn complete_not_required(&self) -> Result<()> {
+        for record in self.store.migrations().await? {
+            if record.status != Status::NotStarted {
+                continue;
+            }
+            let Some(definition) = self.definition(&record.name) else { continue };
+            let Some(is_required) = &definition.is_required else { continue };
+            let context = MigrationContext::for_checks(
+                &record.name,
+                self.clickhouse.clone(),
+                self.store.pool().clone(),
+                Parameters::from_json(&record.name, &definition.parameters, &serde_json::Map::new())?,
+            );
+            if !is_required(context).await? && self.store.complete_not_required(&record.name).await? {
+                self.store.audit(ENGINE_ACTOR, "completed: not required on this instance", Some(&record.name), &serde_json::json!({})).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Listens for `amigo_migration_changed` and broadcasts the changed record. After a lost connection (the
+/// listener reconnects by itself) every record is sent again, since changes may have been missed.
+async fn forward_changes(store: Store, sender: broadcast::Sender<MigrationRecord>) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(store.pool()).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for changes; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen("amigo_migration_changed").await {
+            tracing::warn!(%error, "cannot listen for changes; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            let changed = match listener.try_recv().await {
+                Ok(Some(notification)) => store.migration(notification.payload()).await.map(|record| record.into_iter().collect()),
+                Ok(None) => store.migrations().await,
+                Err(error) => {
+                    tracing::warn!(%error, "change listener failed; reconnecting");
+                    break;
+                }
+            };
+            match changed {
+                Ok(records) => {
+                    for record in records {
+                        let _ = sender.send(record);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot read a changed migration"),
+            }
+        }
     }
 }

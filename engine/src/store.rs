@@ -1,15 +1,109 @@
-//! The Postgres side: the connection pool, the embedded schema, and every read and write of state.
+//! The Postgres side: the connection pool, the embedded schema, and every read and write of migration state.
+//!
+//! Status changes are written with the expected old status in the `WHERE` clause: a change that lost a race
+//! updates no row and is reported as [`Error::ChangedMeanwhile`].
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
 
+use crate::definition::MigrationDefinition;
+use crate::status::{check_move, Status};
 use crate::{Error, Result};
+
+/// The columns of `async_migration` every read selects.
+const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_operation_index, current_query_id, \
+     runner_id, started_at, finished_at, min_version, max_version, parameters, checkpoint, requested_action, \
+     requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, updated_at";
+
+/// One migration's recorded state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationRecord {
+    pub name: String,
+    pub description: String,
+    pub status: Status,
+    pub progress: i16,
+    pub current_operation_index: i32,
+    pub current_query_id: String,
+    pub runner_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub min_version: String,
+    pub max_version: String,
+    pub parameters: serde_json::Value,
+    pub checkpoint: Option<serde_json::Value>,
+    pub requested_action: Option<String>,
+    pub requested_by: Option<String>,
+    pub rolling_back: bool,
+    pub stop_requested_by: Option<String>,
+    pub stop_and_rollback: bool,
+    pub waiting_reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl MigrationRecord {
+    fn from_row(row: &PgRow) -> Result<MigrationRecord> {
+        let status_text: String = row.try_get("status")?;
+        let status = Status::parse(&status_text).ok_or_else(|| Error::Corrupt(format!("unknown status {status_text:?}")))?;
+        Ok(MigrationRecord {
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            status,
+            progress: row.try_get("progress")?,
+            current_operation_index: row.try_get("current_operation_index")?,
+            current_query_id: row.try_get("current_query_id")?,
+            runner_id: row.try_get("runner_id")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            min_version: row.try_get("min_version")?,
+            max_version: row.try_get("max_version")?,
+            parameters: row.try_get("parameters")?,
+            checkpoint: row.try_get("checkpoint")?,
+            requested_action: row.try_get("requested_action")?,
+            requested_by: row.try_get("requested_by")?,
+            rolling_back: row.try_get("rolling_back")?,
+            stop_requested_by: row.try_get("stop_requested_by")?,
+            stop_and_rollback: row.try_get("stop_and_rollback")?,
+            waiting_reason: row.try_get("waiting_reason")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// One entry of a migration's error log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationError {
+    pub occurred_at: DateTime<Utc>,
+    pub operation_index: Option<i32>,
+    pub query_id: Option<String>,
+    pub message: String,
+}
+
+/// One entry of the audit log: who did what, when, with which parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub migration_name: Option<String>,
+    pub parameters: serde_json::Value,
+}
+
+/// A lease whose runner stopped sending heartbeats.
+#[derive(Debug, Clone)]
+pub struct StaleLease {
+    pub migration_name: String,
+    pub runner_id: String,
+}
 
 /// The migration state store in Postgres.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    url: String,
 }
 
 impl Store {
@@ -21,7 +115,7 @@ impl Store {
             .connect(url)
             .await
             .map_err(|source| Error::PostgresUnreachable { url: redact_password(url), source })?;
-        Ok(Store { pool })
+        Ok(Store { pool, url: url.to_string() })
     }
 
     /// Applies the schema under `migrations/` (embedded at compile time).
@@ -34,9 +128,459 @@ impl Store {
         &self.pool
     }
 
+    /// The URL the pool was opened with (listeners open their own connection to it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The server's `version()` string.
     pub async fn server_version(&self) -> Result<String> {
         Ok(sqlx::query_scalar("SELECT version()").fetch_one(&self.pool).await?)
+    }
+
+    /// The server's version number (`server_version` setting), e.g. `15.18 (Debian ...)`.
+    pub async fn server_version_number(&self) -> Result<String> {
+        Ok(sqlx::query_scalar("SELECT current_setting('server_version')").fetch_one(&self.pool).await?)
+    }
+
+    /// Adds a row for every defined migration not yet recorded, and refreshes the description and versions
+    /// of those that are.
+    pub async fn register(&self, definitions: &[MigrationDefinition]) -> Result<()> {
+        for definition in definitions {
+            sqlx::query(
+                "INSERT INTO async_migration (name, description, min_version, max_version) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description,
+                     min_version = EXCLUDED.min_version, max_version = EXCLUDED.max_version
+                 WHERE (async_migration.description, async_migration.min_version, async_migration.max_version)
+                     IS DISTINCT FROM (EXCLUDED.description, EXCLUDED.min_version, EXCLUDED.max_version)",
+            )
+            .bind(&definition.name)
+            .bind(&definition.description)
+            .bind(definition.min_version())
+            .bind(definition.max_version())
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn migrations(&self) -> Result<Vec<MigrationRecord>> {
+        let rows = sqlx::query(&format!("SELECT {MIGRATION_COLUMNS} FROM async_migration ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(MigrationRecord::from_row).collect()
+    }
+
+    pub async fn migration(&self, name: &str) -> Result<Option<MigrationRecord>> {
+        let row = sqlx::query(&format!("SELECT {MIGRATION_COLUMNS} FROM async_migration WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(MigrationRecord::from_row).transpose()
+    }
+
+    /// The migration that is starting or running, if any.
+    pub async fn active_migration(&self) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM async_migration WHERE status IN ('starting', 'running')")
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Queues a run (start or resume): `from` → starting. A start resets progress and the checkpoint.
+    pub async fn request_run(
+        &self,
+        name: &str,
+        from: Status,
+        actor: &str,
+        parameters: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        check_move(name, from, Status::Starting)?;
+        let fresh_start = from != Status::Errored;
+        let outcome = sqlx::query(
+            "UPDATE async_migration SET status = 'starting', requested_action = 'run', requested_by = $3,
+                 parameters = COALESCE($4, parameters),
+                 progress = CASE WHEN $5 THEN 0 ELSE progress END,
+                 current_operation_index = CASE WHEN $5 THEN 0 ELSE current_operation_index END,
+                 checkpoint = CASE WHEN $5 THEN NULL ELSE checkpoint END,
+                 started_at = CASE WHEN $5 THEN NULL ELSE started_at END,
+                 finished_at = NULL, current_query_id = '', stop_requested_by = NULL, stop_and_rollback = false,
+                 waiting_reason = NULL, updated_at = now()
+             WHERE name = $1 AND status = $2 AND NOT rolling_back AND runner_id IS NULL",
+        )
+        .bind(name)
+        .bind(from.as_str())
+        .bind(actor)
+        .bind(parameters)
+        .bind(fresh_start)
+        .execute(&self.pool)
+        .await;
+        match outcome {
+            Ok(result) if result.rows_affected() == 1 => Ok(()),
+            Ok(_) => Err(Error::ChangedMeanwhile { migration: name.into() }),
+            Err(sqlx::Error::Database(error)) if error.constraint() == Some("async_migration_one_active") => {
+                let active = self.active_migration().await?.unwrap_or_default();
+                Err(Error::AnotherMigrationActive { migration: name.into(), active })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Queues a rollback of an errored migration.
+    pub async fn request_rollback(&self, name: &str, actor: &str) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE async_migration SET rolling_back = true, requested_action = 'rollback', requested_by = $2,
+                 waiting_reason = NULL, updated_at = now()
+             WHERE name = $1 AND status = 'errored' AND NOT rolling_back AND runner_id IS NULL",
+        )
+        .bind(name)
+        .bind(actor)
+        .execute(&self.pool)
+        .await?;
+        expect_one_row(result.rows_affected(), name)
+    }
+
+    /// Marks a stop request on a starting or running migration; a second stop while one is pending is refused.
+    pub async fn request_stop(&self, name: &str, actor: &str, rollback: bool) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE async_migration SET stop_requested_by = $2, stop_and_rollback = $3, updated_at = now()
+             WHERE name = $1 AND status IN ('starting', 'running') AND stop_requested_by IS NULL",
+        )
+        .bind(name)
+        .bind(actor)
+        .bind(rollback)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 1 {
+            return Ok(());
+        }
+        match self.migration(name).await? {
+            Some(record) if record.stop_requested_by.is_some() && record.status.is_active() => {
+                Err(Error::AlreadyStopping { migration: name.into(), by: record.stop_requested_by.unwrap_or_default() })
+            }
+            _ => Err(Error::ChangedMeanwhile { migration: name.into() }),
+        }
+    }
+
+    /// A stop of a migration no runner has claimed yet: it goes straight to errored. Returns false when a
+    /// runner owns it (the runner then acts on the stop request).
+    pub async fn stop_unclaimed(&self, name: &str, message: &str) -> Result<bool> {
+        let mut transaction = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE async_migration SET status = 'errored', requested_action = NULL, stop_requested_by = NULL,
+                 updated_at = now()
+             WHERE name = $1 AND status = 'starting' AND runner_id IS NULL",
+        )
+        .bind(name)
+        .execute(&mut *transaction)
+        .await?;
+        if result.rows_affected() == 1 {
+            insert_error(&mut transaction, name, None, None, message).await?;
+        }
+        transaction.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Claims the oldest queued request among the migrations this runner has definitions for: sets
+    /// `runner_id` and takes the lease in one transaction. Returns the claimed migration.
+    pub async fn claim_request(&self, runner_id: &str, known_migrations: &[String]) -> Result<Option<MigrationRecord>> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE async_migration SET runner_id = $1, updated_at = now()
+             WHERE name = (SELECT name FROM async_migration
+                           WHERE requested_action IS NOT NULL AND runner_id IS NULL AND stop_requested_by IS NULL
+                               AND name = ANY($2)
+                           ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING {MIGRATION_COLUMNS}"
+        ))
+        .bind(runner_id)
+        .bind(known_migrations)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = MigrationRecord::from_row(&row)?;
+        sqlx::query("INSERT INTO runner_lease (migration_name, runner_id) VALUES ($1, $2)")
+            .bind(&record.name)
+            .bind(runner_id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Some(record))
+    }
+
+    /// Renews this runner's lease; false when the lease is gone (another runner declared this one dead).
+    pub async fn heartbeat(&self, name: &str, runner_id: &str) -> Result<bool> {
+        let result = sqlx::query("UPDATE runner_lease SET heartbeat_at = now() WHERE migration_name = $1 AND runner_id = $2")
+            .bind(name)
+            .bind(runner_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Removes leases whose heartbeat is older than `timeout` and hands back what they covered.
+    pub async fn take_stale_leases(&self, timeout: Duration) -> Result<Vec<StaleLease>> {
+        let rows = sqlx::query(
+            "DELETE FROM runner_lease WHERE heartbeat_at < now() - make_interval(secs => $1)
+             RETURNING migration_name, runner_id",
+        )
+        .bind(timeout.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(StaleLease { migration_name: row.try_get(0)?, runner_id: row.try_get(1)? }))
+            .collect()
+    }
+
+    /// Moves a migration this runner owns from `from` to `to`, setting the given timestamps.
+    pub async fn move_status(&self, name: &str, runner_id: &str, from: Status, to: Status) -> Result<()> {
+        check_move(name, from, to)?;
+        let result = sqlx::query(
+            "UPDATE async_migration SET status = $4,
+                 started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,
+                 finished_at = CASE WHEN $4 IN ('completed', 'errored', 'rolled_back', 'failed_at_startup')
+                                    THEN now() ELSE NULL END,
+                 progress = CASE WHEN $4 = 'completed' THEN 100 ELSE progress END,
+                 updated_at = now()
+             WHERE name = $1 AND runner_id = $2 AND status = $3",
+        )
+        .bind(name)
+        .bind(runner_id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .execute(&self.pool)
+        .await?;
+        expect_one_row(result.rows_affected(), name)
+    }
+
+    /// Marks a not-started migration completed because this instance does not need it.
+    pub async fn complete_not_required(&self, name: &str) -> Result<bool> {
+        check_move(name, Status::NotStarted, Status::Completed)?;
+        let result = sqlx::query(
+            "UPDATE async_migration SET status = 'completed', progress = 100, finished_at = now(), updated_at = now()
+             WHERE name = $1 AND status = 'not_started' AND runner_id IS NULL",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Records where the run is: operation index, overall progress and the current query id.
+    pub async fn record_position(&self, name: &str, runner_id: &str, operation_index: usize, progress: u8, query_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE async_migration SET current_operation_index = $3, progress = $4, current_query_id = $5, updated_at = now()
+             WHERE name = $1 AND runner_id = $2",
+        )
+        .bind(name)
+        .bind(runner_id)
+        .bind(operation_index as i32)
+        .bind(i16::from(progress.min(100)))
+        .bind(query_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn save_checkpoint(&self, name: &str, runner_id: &str, checkpoint: Option<&serde_json::Value>) -> Result<()> {
+        sqlx::query("UPDATE async_migration SET checkpoint = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
+            .bind(name)
+            .bind(runner_id)
+            .bind(checkpoint)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_waiting_reason(&self, name: &str, runner_id: &str, reason: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE async_migration SET waiting_reason = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
+            .bind(name)
+            .bind(runner_id)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the start of a rollback by the owning runner (auto-rollback or stop-and-rollback).
+    pub async fn set_rolling_back(&self, name: &str, runner_id: &str, rolling_back: bool) -> Result<()> {
+        sqlx::query("UPDATE async_migration SET rolling_back = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
+            .bind(name)
+            .bind(runner_id)
+            .bind(rolling_back)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a run: `to` becomes the status (if it differs from the current one), the runner and any request
+    /// are cleared and the lease is released, in one transaction.
+    pub async fn finish_run(&self, name: &str, runner_id: &str, to: Status, reset_position: bool) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM async_migration WHERE name = $1 AND runner_id = $2 FOR UPDATE")
+                .bind(name)
+                .bind(runner_id)
+                .fetch_optional(&mut *transaction)
+                .await?;
+        let Some(current) = current.as_deref().and_then(Status::parse) else {
+            return Err(Error::LeaseLost { migration: name.into() });
+        };
+        if current != to {
+            check_move(name, current, to)?;
+        }
+        sqlx::query(
+            "UPDATE async_migration SET status = $3, runner_id = NULL, requested_action = NULL, rolling_back = false,
+                 stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL, current_query_id = '',
+                 finished_at = CASE WHEN status = $3 THEN finished_at ELSE now() END,
+                 progress = CASE WHEN $3 = 'completed' THEN 100 WHEN $4 THEN 0 ELSE progress END,
+                 current_operation_index = CASE WHEN $4 THEN 0 ELSE current_operation_index END,
+                 checkpoint = CASE WHEN $4 OR $3 = 'completed' THEN NULL ELSE checkpoint END,
+                 updated_at = now()
+             WHERE name = $1 AND runner_id = $2",
+        )
+        .bind(name)
+        .bind(runner_id)
+        .bind(to.as_str())
+        .bind(reset_position)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query("DELETE FROM runner_lease WHERE migration_name = $1 AND runner_id = $2")
+            .bind(name)
+            .bind(runner_id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a migration whose runner died: errored (or still errored, for a rollback), resumable, and the
+    /// reason recorded.
+    pub async fn abandon_run(&self, lease: &StaleLease) -> Result<Option<MigrationRecord>> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE async_migration SET status = 'errored', runner_id = NULL, requested_action = NULL,
+                 rolling_back = false, stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL,
+                 current_query_id = '', finished_at = now(), updated_at = now()
+             WHERE name = $1 AND runner_id = $2 AND status IN ('starting', 'running', 'errored')
+             RETURNING {MIGRATION_COLUMNS}"
+        ))
+        .bind(&lease.migration_name)
+        .bind(&lease.runner_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let record = row.as_ref().map(MigrationRecord::from_row).transpose()?;
+        if let Some(record) = &record {
+            let message = format!(
+                "runner {} died during operation {}; resume it, or roll it back",
+                lease.runner_id, record.current_operation_index
+            );
+            insert_error(&mut transaction, &record.name, Some(record.current_operation_index), None, &message).await?;
+        }
+        transaction.commit().await?;
+        Ok(record)
+    }
+
+    pub async fn record_error(&self, name: &str, operation_index: Option<i32>, query_id: Option<&str>, message: &str) -> Result<()> {
+        let mut connection = self.pool.acquire().await?;
+        insert_error(&mut connection, name, operation_index, query_id, message).await
+    }
+
+    pub async fn errors(&self, name: &str) -> Result<Vec<MigrationError>> {
+        let rows = sqlx::query(
+            "SELECT occurred_at, operation_index, query_id, message FROM async_migration_error
+             WHERE migration_name = $1 ORDER BY occurred_at, id",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(MigrationError {
+                    occurred_at: row.try_get(0)?,
+                    operation_index: row.try_get(1)?,
+                    query_id: row.try_get(2)?,
+                    message: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn audit(&self, actor: &str, action: &str, migration: Option<&str>, parameters: &serde_json::Value) -> Result<()> {
+        sqlx::query("INSERT INTO audit_log (actor, action, migration_name, parameters) VALUES ($1, $2, $3, $4)")
+            .bind(actor)
+            .bind(action)
+            .bind(migration)
+            .bind(parameters)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT occurred_at, actor, action, migration_name, parameters FROM audit_log ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    occurred_at: row.try_get(0)?,
+                    actor: row.try_get(1)?,
+                    action: row.try_get(2)?,
+                    migration_name: row.try_get(3)?,
+                    parameters: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every stored runtime setting as (key, value).
+    pub async fn settings(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let rows = sqlx::query("SELECT key, value FROM runtime_setting").fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    pub async fn save_setting(&self, key: &str, value: &serde_json::Value, actor: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO runtime_setting (key, value, updated_by) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_by = EXCLUDED.updated_by, updated_at = now()",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(actor)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn insert_error(
+    connection: &mut sqlx::PgConnection,
+    name: &str,
+    operation_index: Option<i32>,
+    query_id: Option<&str>,
+    message: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO async_migration_error (migration_name, operation_index, query_id, message) VALUES ($1, $2, $3, $4)")
+        .bind(name)
+        .bind(operation_index)
+        .bind(query_id.filter(|id| !id.is_empty()))
+        .bind(message)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+fn expect_one_row(rows: u64, name: &str) -> Result<()> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(Error::ChangedMeanwhile { migration: name.into() })
     }
 }
 

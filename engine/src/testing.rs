@@ -32,5 +32,5 @@ pub async fn fresh_databases() -> EngineConfig {
         .await
         .unwrap_or_else(|error| panic!("tests need ClickHouse at {clickhouse_url} (run scripts/services start): {error}"));
 
-    EngineConfig { database_url: database_url.to_string(), clickhouse_url, clickhouse_database: name }
+    EngineConfig::new(database_url.as_str(), &clickhouse_url, &name)
 }

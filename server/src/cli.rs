@@ -1,6 +1,8 @@
-//! The command line: every setting is a flag with an environment variable and a documented default.
+//! The command line: every setting is a flag with an environment variable and a documented default, and
+//! the subcommands other tools rely on (`amigo migrations ...`, `amigo check-upgrade`, ...).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -14,7 +16,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where amigo finds its databases and how it logs.
+/// Where amigo finds its databases, which version it runs as, and how it logs.
 #[derive(Debug, Args)]
 pub struct Settings {
     /// Postgres URL holding amigo's state.
@@ -26,25 +28,51 @@ pub struct Settings {
     /// ClickHouse database holding the product's tables.
     #[arg(long, global = true, env = "AMIGO_CLICKHOUSE_DATABASE", default_value = "amigo")]
     pub clickhouse_database: String,
+    /// The version this instance runs as, for migrations' version ranges and the upgrade gate.
+    #[arg(long, global = true, env = "AMIGO_INSTANCE_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub instance_version: String,
+    /// Seconds without a heartbeat after which a runner is taken for dead.
+    #[arg(long, global = true, env = "AMIGO_LEASE_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub lease_timeout_seconds: u64,
     /// Log filter, in `tracing` env-filter syntax (e.g. `info`, `amigo=debug,sqlx=warn`).
     #[arg(long, global = true, env = "AMIGO_LOG", default_value = "info")]
     pub log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "AMIGO_LOG_JSON")]
+    pub log_json: bool,
 }
 
 impl Settings {
-    pub fn engine_config(&self) -> engine::EngineConfig {
-        engine::EngineConfig {
-            database_url: self.database_url.clone(),
-            clickhouse_url: self.clickhouse_url.clone(),
-            clickhouse_database: self.clickhouse_database.clone(),
+    pub fn engine_config(&self) -> Result<engine::EngineConfig, crate::Error> {
+        let instance_version = engine::version::Version::parse(&self.instance_version)
+            .ok_or_else(|| crate::Error::Usage(format!("AMIGO_INSTANCE_VERSION {:?} is not a version like 1.2.3", self.instance_version)))?;
+        if self.lease_timeout_seconds == 0 {
+            return Err(crate::Error::Usage("AMIGO_LEASE_TIMEOUT_SECONDS must be at least 1".into()));
         }
+        let mut config = engine::EngineConfig::new(&self.database_url, &self.clickhouse_url, &self.clickhouse_database);
+        config.instance_version = instance_version;
+        config.lease_timeout = Duration::from_secs(self.lease_timeout_seconds);
+        Ok(config)
     }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the staff page.
+    /// Serve the staff page, with a runner inside unless --no-runner.
     Serve(ServeArgs),
+    /// Run migrations without the web server.
+    Worker,
+    /// List, start, stop, roll back and resume migrations.
+    #[command(subcommand)]
+    Migrations(MigrationsCommand),
+    /// Check that every migration the target version needs has completed.
+    CheckUpgrade {
+        /// The version to upgrade to (default: this binary's instance version).
+        #[arg(long = "to", value_name = "VERSION")]
+        target: Option<String>,
+    },
+    /// Create the product's ClickHouse schema and fill it with demo events.
+    Seed(SeedArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,13 +83,80 @@ pub struct ServeArgs {
     /// Folder with the built browser bundle (`pkg/`) and public files.
     #[arg(long, env = "AMIGO_SITE_ROOT", default_value = "target/site")]
     pub site_root: String,
+    /// Do not run migrations in this process (an `amigo worker` does).
+    #[arg(long)]
+    pub no_runner: bool,
+    /// Start even when migrations this version needs are not completed.
+    #[arg(long, env = "AMIGO_SKIP_UPGRADE_CHECK")]
+    pub skip_upgrade_check: bool,
 }
 
-/// Sends logs to stderr, filtered by `filter`.
-pub fn init_logging(filter: &str) {
+#[derive(Debug, Subcommand)]
+pub enum MigrationsCommand {
+    /// List every migration with its status and progress.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a migration.
+    Start {
+        name: String,
+        /// A parameter value, KEY=VALUE; repeat for more.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        parameters: Vec<String>,
+        /// Run it in this process and wait until it ends, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop a running migration (kills its ClickHouse query).
+    Stop {
+        name: String,
+        /// Roll it back after stopping.
+        #[arg(long)]
+        rollback: bool,
+    },
+    /// Roll back an errored migration.
+    Rollback {
+        name: String,
+        /// Run the rollback in this process and wait until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Resume an errored migration from its current operation.
+    Resume {
+        name: String,
+        /// Run it in this process and wait until it ends, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a migration's error log.
+    Errors {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// How many events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Replace existing demo data instead of refusing.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// Sends logs to stderr, filtered by `filter`, as text or JSON lines.
+pub fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|error| {
         eprintln!("amigo: ignoring AMIGO_LOG={filter:?} ({error}); logging at info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

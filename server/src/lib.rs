@@ -1,4 +1,9 @@
-//! amigo's server side: the command line and the web server, as a library so tests can drive them in-process.
+//! amigo's server side: the command line, its commands and the web server, as a library so tests can drive
+//! them in-process.
 
 pub mod cli;
+pub mod commands;
+pub mod error;
 pub mod web;
+
+pub use error::{Error, Result};

@@ -3,22 +3,31 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
+use engine::Engine;
 use server::cli::{self, Cli, Command};
-use server::web;
+use server::{commands, web};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(&cli.settings.log);
-    let outcome: anyhow::Result<()> = match &cli.command {
-        Command::Serve(serve) => web::serve(&cli.settings, serve).await,
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+    cli::init_logging(&cli.settings.log, cli.settings.log_json);
+    match run(&cli).await {
+        Ok(code) => code,
         Err(error) => {
             eprintln!("amigo: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.settings.engine_config()?;
+    let engine = Engine::connect(&config).await?;
+    Ok(match &cli.command {
+        Command::Serve(serve) => web::serve(engine, serve).await?,
+        Command::Worker => commands::worker(engine).await?,
+        Command::Migrations(command) => commands::migrations(&engine, command).await?,
+        Command::CheckUpgrade { target } => commands::check_upgrade(&engine, target.as_deref()).await?,
+        Command::Seed(seed) => commands::seed(&engine, seed).await?,
+    })
 }

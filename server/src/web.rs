@@ -1,17 +1,22 @@
-//! The web server: the Leptos pages and server functions, `/healthz`, static files, graceful shutdown.
+//! The web server: the Leptos pages and server functions, `/healthz`, static files, the embedded runner,
+//! the upgrade gate at start, graceful shutdown.
 
-use anyhow::Context;
+use std::process::ExitCode;
+
 use app::{shell, App};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use engine::runner::Runner;
 use engine::Engine;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 
-use crate::cli::{ServeArgs, Settings};
+use crate::cli::ServeArgs;
+use crate::{Error, Result};
 
 /// What every handler can reach.
 #[derive(Clone, axum::extract::FromRef)]
@@ -20,14 +25,27 @@ pub struct ServerState {
     pub engine: Engine,
 }
 
-/// Connects to the databases, then serves until Ctrl-C or SIGTERM.
-pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
-    let engine = Engine::connect(&settings.engine_config()).await?;
+/// Refuses to start while migrations this version needs are pending (unless told to skip the check), then
+/// serves until Ctrl-C or SIGTERM, with a runner inside unless `--no-runner`.
+pub async fn serve(engine: Engine, args: &ServeArgs) -> Result<ExitCode> {
     tracing::info!(
         clickhouse_version = %engine.clickhouse().version(),
-        postgres_version = %engine.store().server_version().await?,
+        postgres_version = %engine.postgres_version().await?,
+        instance_version = %engine.config().instance_version,
         "connected to both databases"
     );
+    let upgrade = engine.check_upgrade(None).await?;
+    if !upgrade.is_ready() {
+        if !args.skip_upgrade_check {
+            return Err(Error::UpgradeBlocked(upgrade.refusal()));
+        }
+        tracing::warn!("{}", upgrade.refusal());
+    }
+    let (shutdown, shutdown_signal_receiver) = watch::channel(false);
+    let runner_task = (!args.no_runner).then(|| {
+        let runner = Runner::new(engine.clone());
+        tokio::spawn(async move { runner.run(shutdown_signal_receiver).await })
+    });
     let leptos_options = LeptosOptions::builder()
         .output_name("amigo")
         .site_root(args.site_root.as_str())
@@ -37,11 +55,15 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     let router = router(ServerState { leptos_options, engine });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .map_err(|source| Error::Listen { address: args.listen, source })?;
     tracing::info!("serving the staff page at http://{}/instance/async_migrations", args.listen);
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    let _ = shutdown.send(true);
+    if let Some(task) = runner_task {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The whole HTTP surface.
@@ -66,7 +88,8 @@ async fn healthz(State(engine): State<Engine>) -> (StatusCode, String) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

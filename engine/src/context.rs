@@ -1,0 +1,124 @@
+//! What a running operation, rollback or check can reach: the databases, its parameters, and the means to
+//! report progress, record query ids and save a checkpoint.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::clickhouse::{ClickHouse, QueryOptions};
+use crate::parameters::Parameters;
+use crate::store::Store;
+use crate::Result;
+
+/// Progress is written to Postgres at most this often (operation boundaries are always written).
+const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The context handed to every step of a migration. Cheap to clone.
+#[derive(Clone)]
+pub struct MigrationContext {
+    pub migration: String,
+    pub clickhouse: ClickHouse,
+    pub postgres: PgPool,
+    pub parameters: Parameters,
+    position: Option<Arc<RunPosition>>,
+}
+
+/// Where a run is, shared between the runner and the step it is executing.
+pub(crate) struct RunPosition {
+    pub store: Store,
+    pub runner_id: String,
+    pub operation_index: usize,
+    pub operation_count: usize,
+    pub state: Mutex<PositionState>,
+}
+
+pub(crate) struct PositionState {
+    pub query_id: String,
+    pub checkpoint: Option<serde_json::Value>,
+    pub fraction: f64,
+    pub last_write: Option<Instant>,
+}
+
+impl RunPosition {
+    /// Overall progress in percent: operations done plus the fraction of the current one.
+    pub fn percent(&self, fraction: f64) -> u8 {
+        if self.operation_count == 0 {
+            return 100;
+        }
+        let done = self.operation_index as f64 + fraction.clamp(0.0, 1.0);
+        ((done / self.operation_count as f64) * 100.0).floor().min(100.0) as u8
+    }
+}
+
+impl MigrationContext {
+    /// A context for checks, outside any run.
+    pub(crate) fn for_checks(migration: &str, clickhouse: ClickHouse, postgres: PgPool, parameters: Parameters) -> MigrationContext {
+        MigrationContext { migration: migration.into(), clickhouse, postgres, parameters, position: None }
+    }
+
+    pub(crate) fn within_run(&self, position: Arc<RunPosition>) -> MigrationContext {
+        MigrationContext { position: Some(position), ..self.clone() }
+    }
+
+    /// The checkpoint saved by an earlier attempt of the current operation, if any.
+    pub fn checkpoint(&self) -> Option<serde_json::Value> {
+        let position = self.position.as_ref()?;
+        position.state.lock().expect("position lock").checkpoint.clone()
+    }
+
+    /// Saves how far the current operation got, so that a resume continues from there.
+    pub async fn save_checkpoint(&self, checkpoint: serde_json::Value) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        position.state.lock().expect("position lock").checkpoint = Some(checkpoint.clone());
+        position.store.save_checkpoint(&self.migration, &position.runner_id, Some(&checkpoint)).await
+    }
+
+    /// Reports how much of the current operation is done (0.0 to 1.0); written at most every 250 ms.
+    pub async fn report_progress(&self, fraction: f64) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        let (percent, query_id) = {
+            let mut state = position.state.lock().expect("position lock");
+            state.fraction = fraction;
+            if state.last_write.is_some_and(|written| written.elapsed() < PROGRESS_WRITE_INTERVAL) {
+                return Ok(());
+            }
+            state.last_write = Some(Instant::now());
+            (position.percent(fraction), state.query_id.clone())
+        };
+        position.store.record_position(&self.migration, &position.runner_id, position.operation_index, percent, &query_id).await
+    }
+
+    /// Runs one ClickHouse statement under a fresh query id, recorded as the current query id before it is
+    /// sent, so that a stop can kill it and the page can show it.
+    pub async fn clickhouse_execute(&self, sql: &str, options: &QueryOptions) -> Result<()> {
+        let query_id = self.new_query_id();
+        self.record_query_id(&query_id).await?;
+        self.clickhouse.execute(sql, &query_id, options).await
+    }
+
+    /// A query id naming the migration and operation, unique per statement.
+    pub fn new_query_id(&self) -> String {
+        let operation = self.position.as_ref().map_or(0, |position| position.operation_index);
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        format!("amigo-{}-op{}-{}", self.migration, operation, &unique[..12])
+    }
+
+    /// Records `query_id` as the statement now running.
+    pub async fn record_query_id(&self, query_id: &str) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        let percent = {
+            let mut state = position.state.lock().expect("position lock");
+            state.query_id = query_id.to_string();
+            state.last_write = Some(Instant::now());
+            position.percent(state.fraction)
+        };
+        position.store.record_position(&self.migration, &position.runner_id, position.operation_index, percent, query_id).await
+    }
+
+    /// The query id currently recorded.
+    pub fn current_query_id(&self) -> Option<String> {
+        let position = self.position.as_ref()?;
+        Some(position.state.lock().expect("position lock").query_id.clone()).filter(|id| !id.is_empty())
+    }
+}

@@ -1,0 +1,8 @@
+//! The migrations amigo ships, one file each, in the order they apply.
+
+use crate::definition::MigrationDefinition;
+
+/// Every migration this binary knows.
+pub fn all() -> Vec<MigrationDefinition> {
+    Vec::new()
+}

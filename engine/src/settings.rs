@@ -1,0 +1,160 @@
+//! Runtime settings stored in Postgres and editable while migrations run: what each one means, its default,
+//! and validation of new values.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The settings in force, defaults filled in for what was never saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeSettings {
+    /// Start the next required migration by itself, one at a time, in name order.
+    pub auto_start: bool,
+    /// Leave a failed migration errored instead of rolling it back.
+    pub disable_auto_rollback: bool,
+    /// How long a rollback may take before it is reported as failed.
+    pub rollback_timeout_seconds: u64,
+    /// How often a running migration's health check runs.
+    pub health_check_interval_seconds: u64,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            auto_start: false,
+            disable_auto_rollback: false,
+            rollback_timeout_seconds: 1800,
+            health_check_interval_seconds: 10,
+        }
+    }
+}
+
+/// The type and bounds of a setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SettingKind {
+    Boolean,
+    Seconds { min: u64, max: u64 },
+}
+
+/// A setting as the settings tab and the CLI present it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingSpec {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub description: &'static str,
+    pub kind: SettingKind,
+}
+
+/// Every setting, in the order the settings tab shows them (auto-start first).
+pub const SETTINGS: [SettingSpec; 4] = [
+    SettingSpec {
+        key: "auto_start",
+        label: "Auto-run migrations",
+        description: "Start the next required migration by itself, one at a time, in name order.",
+        kind: SettingKind::Boolean,
+    },
+    SettingSpec {
+        key: "disable_auto_rollback",
+        label: "Disable auto-rollback",
+        description: "When a migration fails, leave it errored for a person to resume or roll back, instead of rolling it back at once.",
+        kind: SettingKind::Boolean,
+    },
+    SettingSpec {
+        key: "rollback_timeout_seconds",
+        label: "Rollback timeout (seconds)",
+        description: "How long a rollback may run before it is reported as failed and the migration stays errored.",
+        kind: SettingKind::Seconds { min: 1, max: 7 * 24 * 3600 },
+    },
+    SettingSpec {
+        key: "health_check_interval_seconds",
+        label: "Health-check interval (seconds)",
+        description: "How often a running migration's health check runs; a failing check stops the migration.",
+        kind: SettingKind::Seconds { min: 1, max: 3600 },
+    },
+];
+
+impl RuntimeSettings {
+    /// Builds the settings from stored (key, value) rows; unknown or malformed rows are ignored with a warning.
+    pub fn from_stored(rows: &[(String, serde_json::Value)]) -> RuntimeSettings {
+        let mut settings = RuntimeSettings::default();
+        for (key, value) in rows {
+            if let Err(error) = settings.apply(key, value) {
+                tracing::warn!(%key, %error, "ignoring a stored setting");
+            }
+        }
+        settings
+    }
+
+    /// Validates `value` for `key` and applies it.
+    pub fn apply(&mut self, key: &str, value: &serde_json::Value) -> Result<()> {
+        let spec = SETTINGS.iter().find(|spec| spec.key == key).ok_or_else(|| Error::InvalidSetting {
+            key: key.into(),
+            reason: format!("no such setting; the settings are {}", SETTINGS.map(|spec| spec.key).join(", ")),
+        })?;
+        let invalid = |reason: String| Error::InvalidSetting { key: key.into(), reason };
+        match spec.kind {
+            SettingKind::Boolean => {
+                let flag = value.as_bool().ok_or_else(|| invalid(format!("{value} is not true or false")))?;
+                match key {
+                    "auto_start" => self.auto_start = flag,
+                    _ => self.disable_auto_rollback = flag,
+                }
+            }
+            SettingKind::Seconds { min, max } => {
+                let seconds = value.as_u64().ok_or_else(|| invalid(format!("{value} is not a whole number of seconds")))?;
+                if !(min..=max).contains(&seconds) {
+                    return Err(invalid(format!("{seconds} is out of range: it must be from {min} to {max}")));
+                }
+                match key {
+                    "rollback_timeout_seconds" => self.rollback_timeout_seconds = seconds,
+                    _ => self.health_check_interval_seconds = seconds,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current value of `key` as JSON.
+    pub fn value(&self, key: &str) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()?.get(key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_setting_has_a_value_and_accepts_its_own_default() {
+        let defaults = RuntimeSettings::default();
+        for spec in SETTINGS {
+            let value = defaults.value(spec.key).unwrap_or_else(|| panic!("{} has no value", spec.key));
+            RuntimeSettings::default().apply(spec.key, &value).unwrap();
+        }
+        assert_eq!(SETTINGS[0].key, "auto_start");
+    }
+
+    #[test]
+    fn bad_values_are_refused_and_change_nothing() {
+        let mut settings = RuntimeSettings::default();
+        assert!(settings.apply("auto_start", &json!("yes")).is_err());
+        assert!(settings.apply("rollback_timeout_seconds", &json!(0)).is_err());
+        assert!(settings.apply("rollback_timeout_seconds", &json!(-5)).is_err());
+        assert!(settings.apply("health_check_interval_seconds", &json!(1.5)).is_err());
+        assert!(settings.apply("colour", &json!(true)).is_err());
+        assert_eq!(settings, RuntimeSettings::default());
+        settings.apply("auto_start", &json!(true)).unwrap();
+        settings.apply("health_check_interval_seconds", &json!(2)).unwrap();
+        assert!(settings.auto_start);
+        assert_eq!(settings.health_check_interval_seconds, 2);
+    }
+
+    #[test]
+    fn stored_rows_override_defaults() {
+        let settings = RuntimeSettings::from_stored(&[("disable_auto_rollback".into(), json!(true)), ("bogus".into(), json!(1))]);
+        assert!(settings.disable_auto_rollback);
+        assert!(!settings.auto_start);
+    }
+}

@@ -1,0 +1,529 @@
+//! The runner against real Postgres and ClickHouse: full runs, failures and rollbacks in reverse order,
+//! stop (the ClickHouse query really killed), resume, leases, health checks, auto-start, and every refusal.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::definition::{CheckOutcome, MigrationDefinition, Operation};
+use engine::parameters::ParameterSpec;
+use engine::runner::Runner;
+use engine::status::{Request, Status};
+use engine::version::Version;
+use engine::{Engine, EngineConfig, Error, MigrationOverview};
+use serde_json::json;
+use tokio::sync::watch;
+
+const TESTER: &str = "tester@example.com";
+
+/// A test's engine over fresh databases, with the runners it started.
+struct Instance {
+    engine: Engine,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Instance {
+    async fn new(definitions: Vec<MigrationDefinition>) -> Instance {
+        Instance::with_config(definitions, |_| {}).await
+    }
+
+    async fn with_config(definitions: Vec<MigrationDefinition>, adjust: impl FnOnce(&mut EngineConfig)) -> Instance {
+        let mut config = engine::testing::fresh_databases().await;
+        config.lease_timeout = Duration::from_secs(2);
+        adjust(&mut config);
+        let engine = Engine::connect_with(&config, definitions).await.expect("connect");
+        Instance { engine, shutdown: watch::channel(false).0 }
+    }
+
+    fn spawn_runner(&self) -> Runner {
+        let runner = Runner::new(self.engine.clone());
+        let background = runner.clone();
+        let shutdown = self.shutdown.subscribe();
+        tokio::spawn(async move { background.run(shutdown).await });
+        runner
+    }
+
+    async fn overview(&self, name: &str) -> MigrationOverview {
+        self.engine.migration(name).await.expect("migration")
+    }
+
+    /// Waits up to 20 s for `condition` to hold of the migration.
+    async fn wait_for(&self, name: &str, what: &str, condition: impl Fn(&MigrationOverview) -> bool) -> MigrationOverview {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let overview = self.overview(name).await;
+            if condition(&overview) {
+                return overview;
+            }
+            assert!(Instant::now() < deadline, "{name} never became {what}: {:#?}", overview.record);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the run has ended: no runner, nothing queued, not active.
+    async fn wait_until_settled(&self, name: &str) -> MigrationOverview {
+        self.wait_for(name, "settled", |overview| {
+            let record = &overview.record;
+            !record.status.is_active() && record.runner_id.is_none() && record.requested_action.is_none()
+        })
+        .await
+    }
+
+    async fn clickhouse_count(&self, sql: &str) -> u64 {
+        self.engine.clickhouse().client().query(sql).fetch_one::<u64>().await.expect(sql)
+    }
+
+    async fn audit_actions(&self) -> Vec<String> {
+        self.engine.audit_log(100).await.unwrap().into_iter().map(|entry| entry.action).collect()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// A journal that Rust operations and rollbacks write to, to prove what ran and in which order.
+#[derive(Clone, Default)]
+struct Journal(Arc<Mutex<Vec<String>>>);
+
+impl Journal {
+    fn write(&self, entry: String) {
+        self.0.lock().unwrap().push(entry);
+    }
+
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// `count` Rust operations that journal `run i` and `rollback i`; operation `fail_at` fails while `failing`.
+fn journaled(name: &str, count: usize, fail_at: Option<usize>, failing: Arc<AtomicBool>, journal: &Journal) -> MigrationDefinition {
+    let mut definition = MigrationDefinition::new(name, "journals every step");
+    for index in 0..count {
+        let (run_journal, rollback_journal, failing) = (journal.clone(), journal.clone(), failing.clone());
+        definition = definition.operation(Operation::rust(
+            &format!("step {index}"),
+            move |_| {
+                let (journal, failing) = (run_journal.clone(), failing.clone());
+                async move {
+                    if fail_at == Some(index) && failing.load(Ordering::SeqCst) {
+                        return Err(Error::Migration(format!("injected failure in step {index}")));
+                    }
+                    journal.write(format!("run {index}"));
+                    Ok(())
+                }
+            },
+            move |_| {
+                let journal = rollback_journal.clone();
+                async move {
+                    journal.write(format!("rollback {index}"));
+                    Ok(())
+                }
+            },
+        ));
+    }
+    definition
+}
+
+/// A migration whose second operation is a ClickHouse query that runs for minutes unless killed.
+fn slow_query_migration(name: &str) -> MigrationDefinition {
+    MigrationDefinition::new(name, "creates a table, then runs a very long query")
+        .operation(Operation::clickhouse(
+            "create the target table",
+            "CREATE TABLE {database}.slow_target (n UInt64) ENGINE = MergeTree ORDER BY n",
+            "DROP TABLE IF EXISTS {database}.slow_target",
+        ))
+        .operation(Operation::clickhouse(
+            "a query that takes minutes",
+            "INSERT INTO {database}.slow_target SELECT sum(sipHash64(number)) FROM numbers(100000000000)",
+            "",
+        ))
+}
+
+#[tokio::test]
+async fn a_full_run_executes_every_operation_and_completes() {
+    let definition = MigrationDefinition::new("0001_full_run", "ClickHouse and Postgres operations")
+        .parameter(ParameterSpec::integer("rows", "rows to insert", 1000, 1, 1_000_000))
+        .operation(Operation::clickhouse(
+            "create a table",
+            "CREATE TABLE {database}.numbers_copy (n UInt64) ENGINE = MergeTree ORDER BY n",
+            "DROP TABLE IF EXISTS {database}.numbers_copy",
+        ))
+        .operation(Operation::clickhouse("fill it", "INSERT INTO {database}.numbers_copy SELECT number FROM numbers({rows})", ""))
+        .operation(Operation::postgres("note it in Postgres", "CREATE TABLE copied_marker (rows bigint); INSERT INTO copied_marker VALUES ({rows})", "DROP TABLE IF EXISTS copied_marker"));
+    let instance = Instance::new(vec![definition]).await;
+    let before = instance.overview("0001_full_run").await;
+    assert_eq!(before.record.status, Status::NotStarted);
+    assert_eq!(before.operation_count, 3);
+
+    let mut values = serde_json::Map::new();
+    values.insert("rows".into(), json!(2500));
+    instance.engine.start("0001_full_run", TESTER, &values).await.unwrap();
+    assert_eq!(instance.overview("0001_full_run").await.record.status, Status::Starting);
+    instance.spawn_runner();
+    let done = instance.wait_until_settled("0001_full_run").await;
+
+    let record = &done.record;
+    assert_eq!(record.status, Status::Completed, "{:?}", instance.engine.errors("0001_full_run").await);
+    assert_eq!(record.progress, 100);
+    assert!(record.started_at.is_some() && record.finished_at.is_some());
+    assert!(record.finished_at >= record.started_at);
+    assert_eq!(record.parameters, json!({ "rows": 2500 }));
+    assert_eq!(instance.clickhouse_count("SELECT count() FROM numbers_copy").await, 2500);
+    let marker: i64 = sqlx::query_scalar("SELECT rows FROM copied_marker").fetch_one(instance.engine.store().pool()).await.unwrap();
+    assert_eq!(marker, 2500);
+    assert!(instance.engine.errors("0001_full_run").await.unwrap().is_empty());
+    assert_eq!(instance.audit_actions().await, vec!["start"]);
+}
+
+#[tokio::test]
+async fn a_failure_in_operation_n_rolls_back_n_to_0_in_reverse() {
+    let journal = Journal::default();
+    let instance = Instance::new(vec![journaled("0001_fails", 4, Some(2), Arc::new(AtomicBool::new(true)), &journal)]).await;
+    instance.engine.start("0001_fails", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let done = instance.wait_until_settled("0001_fails").await;
+
+    assert_eq!(done.record.status, Status::RolledBack);
+    assert_eq!(journal.entries(), ["run 0", "run 1", "rollback 2", "rollback 1", "rollback 0"]);
+    assert_eq!(done.record.progress, 0);
+    let errors = instance.engine.errors("0001_fails").await.unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].operation_index, Some(2));
+    assert!(errors[0].message.contains("injected failure in step 2"), "{}", errors[0].message);
+}
+
+#[tokio::test]
+async fn with_auto_rollback_disabled_a_failure_stays_errored_and_resume_continues_from_it() {
+    let journal = Journal::default();
+    let failing = Arc::new(AtomicBool::new(true));
+    let instance = Instance::new(vec![journaled("0001_resumable", 4, Some(2), failing.clone(), &journal)]).await;
+    instance.engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.unwrap();
+    instance.engine.start("0001_resumable", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let errored = instance.wait_until_settled("0001_resumable").await;
+    assert_eq!(errored.record.status, Status::Errored);
+    assert_eq!(errored.record.current_operation_index, 2);
+    assert_eq!(errored.current_operation.as_deref(), Some("step 2"));
+    assert_eq!(journal.entries(), ["run 0", "run 1"], "no rollback may run");
+
+    failing.store(false, Ordering::SeqCst); // the operator fixed the cause
+    instance.engine.resume("0001_resumable", TESTER).await.unwrap();
+    let done = instance.wait_until_settled("0001_resumable").await;
+    assert_eq!(done.record.status, Status::Completed);
+    assert_eq!(journal.entries(), ["run 0", "run 1", "run 2", "run 3"], "resume must not redo steps 0 and 1");
+}
+
+#[tokio::test]
+async fn rollback_of_an_errored_migration_undoes_from_its_operation_down() {
+    let journal = Journal::default();
+    let instance = Instance::new(vec![journaled("0001_manual_rollback", 3, Some(1), Arc::new(AtomicBool::new(true)), &journal)]).await;
+    instance.engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.unwrap();
+    instance.engine.start("0001_manual_rollback", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    assert_eq!(instance.wait_until_settled("0001_manual_rollback").await.record.status, Status::Errored);
+
+    instance.engine.rollback("0001_manual_rollback", TESTER).await.unwrap();
+    let done = instance.wait_until_settled("0001_manual_rollback").await;
+    assert_eq!(done.record.status, Status::RolledBack);
+    assert!(!done.record.rolling_back);
+    assert_eq!(journal.entries(), ["run 0", "rollback 1", "rollback 0"]);
+    assert_eq!(instance.audit_actions().await, vec!["rollback", "start", "update setting"]);
+}
+
+/// Waits until the migration's current query shows in `system.processes`, and returns its id.
+async fn running_query_id(instance: &Instance, name: &str) -> String {
+    let overview = instance
+        .wait_for(name, "running its slow query", |overview| overview.record.current_operation_index == 1 && !overview.record.current_query_id.is_empty())
+        .await;
+    let query_id = overview.record.current_query_id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while instance.engine.clickhouse().query_progress(&query_id).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "query {query_id} never showed in system.processes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    query_id
+}
+
+#[tokio::test]
+async fn stop_kills_the_running_clickhouse_query_within_a_second() {
+    let instance = Instance::new(vec![slow_query_migration("0001_slow")]).await;
+    instance.engine.start("0001_slow", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let query_id = running_query_id(&instance, "0001_slow").await;
+
+    let stop_requested = Instant::now();
+    instance.engine.stop("0001_slow", TESTER, false).await.unwrap();
+    while instance.engine.clickhouse().query_progress(&query_id).await.unwrap().is_some() {
+        assert!(stop_requested.elapsed() < Duration::from_secs(1), "query still running 1 s after stop");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = instance.wait_until_settled("0001_slow").await;
+    assert_eq!(done.record.status, Status::Errored);
+    let errors = instance.engine.errors("0001_slow").await.unwrap();
+    assert!(errors.iter().any(|error| error.message == format!("stopped by {TESTER} during operation 1")), "{errors:?}");
+    assert_eq!(instance.clickhouse_count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'slow_target'").await, 1, "a plain stop rolls nothing back");
+    // A second stop of a migration that is no longer running is refused.
+    assert!(matches!(instance.engine.stop("0001_slow", TESTER, false).await, Err(Error::IllegalRequest(_))));
+}
+
+#[tokio::test]
+async fn stop_and_rollback_kills_the_query_then_rolls_back() {
+    let instance = Instance::new(vec![slow_query_migration("0001_slow")]).await;
+    instance.engine.start("0001_slow", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let query_id = running_query_id(&instance, "0001_slow").await;
+    instance.engine.stop("0001_slow", TESTER, true).await.unwrap();
+    let done = instance.wait_until_settled("0001_slow").await;
+    assert_eq!(done.record.status, Status::RolledBack);
+    assert!(instance.engine.clickhouse().query_progress(&query_id).await.unwrap().is_none());
+    assert_eq!(instance.clickhouse_count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'slow_target'").await, 0, "rollback drops the table");
+}
+
+#[tokio::test]
+async fn two_runners_never_run_one_migration_twice() {
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counted = executions.clone();
+    let definition = MigrationDefinition::new("0001_once", "counts its executions").operation(Operation::rust(
+        "count",
+        move |_| {
+            let executions = counted.clone();
+            async move {
+                executions.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(())
+            }
+        },
+        |_| async { Ok(()) },
+    ));
+    let instance = Instance::new(vec![definition]).await;
+    let second_engine = Engine::connect_with(instance.engine.config(), vec![]).await.unwrap();
+    instance.engine.start("0001_once", TESTER, &serde_json::Map::new()).await.unwrap();
+    let shutdown = watch::channel(false).1;
+    let (first, second) = (Runner::new(instance.engine.clone()), Runner::new(instance.engine.clone()));
+    let third = Runner::new(second_engine); // a binary without this migration never claims it
+    let (a, b, c) = tokio::join!(first.work_once(&shutdown), second.work_once(&shutdown), third.work_once(&shutdown));
+    let claimed = [a.unwrap(), b.unwrap(), c.unwrap()].iter().filter(|claimed| **claimed).count();
+    assert_eq!(claimed, 1);
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+    assert_eq!(instance.overview("0001_once").await.record.status, Status::Completed);
+}
+
+#[tokio::test]
+async fn a_dead_runner_is_detected_and_its_migration_left_resumable() {
+    let journal = Journal::default();
+    let instance = Instance::new(vec![journaled("0001_orphan", 3, None, Arc::new(AtomicBool::new(false)), &journal)]).await;
+    instance.engine.start("0001_orphan", TESTER, &serde_json::Map::new()).await.unwrap();
+    // A runner claims it, gets to operation 1, then dies without a word.
+    let pool = instance.engine.store().pool();
+    assert!(instance.engine.store().claim_request("runner-that-dies", &instance.engine.definition_names()).await.unwrap().is_some());
+    sqlx::query("UPDATE async_migration SET status = 'running', current_operation_index = 1, started_at = now()").execute(pool).await.unwrap();
+    sqlx::query("UPDATE runner_lease SET heartbeat_at = now() - interval '1 minute'").execute(pool).await.unwrap();
+
+    instance.spawn_runner();
+    let errored = instance.wait_until_settled("0001_orphan").await;
+    assert_eq!(errored.record.status, Status::Errored);
+    let errors = instance.engine.errors("0001_orphan").await.unwrap();
+    assert_eq!(errors[0].message, "runner runner-that-dies died during operation 1; resume it, or roll it back");
+
+    instance.engine.resume("0001_orphan", TESTER).await.unwrap();
+    assert_eq!(instance.wait_until_settled("0001_orphan").await.record.status, Status::Completed);
+    assert_eq!(journal.entries(), ["run 1", "run 2"]);
+}
+
+#[tokio::test]
+async fn a_failing_health_check_stops_the_migration_with_its_message() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let check = healthy.clone();
+    let definition = slow_query_migration("0001_unhealthy").health_check(move |_| {
+        let healthy = check.clone();
+        async move {
+            Ok(if healthy.load(Ordering::SeqCst) { CheckOutcome::Pass } else { CheckOutcome::Fail("too many parts in partition 202611".into()) })
+        }
+    });
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.update_setting("health_check_interval_seconds", &json!(1), TESTER).await.unwrap();
+    instance.engine.start("0001_unhealthy", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let query_id = running_query_id(&instance, "0001_unhealthy").await;
+    healthy.store(false, Ordering::SeqCst);
+    let done = instance.wait_until_settled("0001_unhealthy").await;
+    assert_eq!(done.record.status, Status::RolledBack);
+    assert!(instance.engine.clickhouse().query_progress(&query_id).await.unwrap().is_none());
+    let errors = instance.engine.errors("0001_unhealthy").await.unwrap();
+    assert_eq!(errors[0].message, "health check failed during operation 1: too many parts in partition 202611");
+}
+
+#[tokio::test]
+async fn a_failing_precheck_fails_the_start_and_changes_no_data() {
+    let journal = Journal::default();
+    let definition = journaled("0001_precheck", 2, None, Arc::new(AtomicBool::new(false)), &journal)
+        .precheck(|_| async { Ok(CheckOutcome::Fail("only 1 GiB free; it needs 40 GiB".into())) });
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.start("0001_precheck", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let done = instance.wait_until_settled("0001_precheck").await;
+    assert_eq!(done.record.status, Status::FailedAtStartup);
+    assert!(journal.entries().is_empty());
+    let errors = instance.engine.errors("0001_precheck").await.unwrap();
+    assert_eq!(errors[0].message, "precheck failed: only 1 GiB free; it needs 40 GiB");
+}
+
+#[tokio::test]
+async fn a_migration_needing_a_newer_clickhouse_fails_at_startup() {
+    let definition = MigrationDefinition::new("0001_future_sql", "needs features from the future").requires_clickhouse("99.1");
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.start("0001_future_sql", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    assert_eq!(instance.wait_until_settled("0001_future_sql").await.record.status, Status::FailedAtStartup);
+    let message = &instance.engine.errors("0001_future_sql").await.unwrap()[0].message;
+    assert!(message.starts_with("0001_future_sql needs ClickHouse >= 99.1, and this server runs "), "{message}");
+}
+
+#[tokio::test]
+async fn dependencies_and_version_ranges_are_checked_before_anything_changes() {
+    let instance = Instance::new(vec![
+        MigrationDefinition::new("0001_first", "first"),
+        MigrationDefinition::new("0002_second", "needs the first").depends_on("0001_first"),
+        MigrationDefinition::new("0003_old", "for old versions").versions("0.0.1", "0.0.9"),
+    ])
+    .await;
+    let refusal = instance.engine.start("0002_second", TESTER, &serde_json::Map::new()).await.unwrap_err();
+    assert_eq!(refusal.to_string(), "cannot start 0002_second: it depends on 0001_first, which is not started; complete 0001_first first");
+    let refusal = instance.engine.start("0003_old", TESTER, &serde_json::Map::new()).await.unwrap_err();
+    assert_eq!(
+        refusal.to_string(),
+        format!("cannot start 0003_old: this instance runs amigo {}, and it runs on amigo 0.0.1 - 0.0.9 only", env!("CARGO_PKG_VERSION"))
+    );
+    for name in ["0002_second", "0003_old"] {
+        assert_eq!(instance.overview(name).await.record.status, Status::NotStarted);
+    }
+    assert!(instance.audit_actions().await.is_empty(), "refusals change nothing");
+
+    instance.engine.start("0001_first", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    assert_eq!(instance.wait_until_settled("0001_first").await.record.status, Status::Completed);
+    instance.engine.start("0002_second", TESTER, &serde_json::Map::new()).await.unwrap();
+    assert_eq!(instance.wait_until_settled("0002_second").await.record.status, Status::Completed);
+}
+
+#[tokio::test]
+async fn parameters_are_validated_before_start_and_bad_ones_change_nothing() {
+    let definition = MigrationDefinition::new("0001_params", "takes parameters")
+        .parameter(ParameterSpec::integer("batch_size", "rows per batch", 1000, 1, 100_000))
+        .parameter(ParameterSpec::identifier("archive_table", "where to move rows", "events_archive"));
+    let instance = Instance::new(vec![definition]).await;
+    let refuse = |values: serde_json::Value| {
+        let engine = instance.engine.clone();
+        async move { engine.start("0001_params", TESTER, values.as_object().unwrap()).await.unwrap_err().to_string() }
+    };
+    assert_eq!(refuse(json!({ "batch_size": 0 })).await, "parameter batch_size of 0001_params: 0 is out of range: it must be from 1 to 100000");
+    assert_eq!(refuse(json!({ "batch_size": "lots" })).await, "parameter batch_size of 0001_params: \"lots\" is not a whole number");
+    assert!(refuse(json!({ "archive_table": "x`; DROP TABLE events; --" })).await.contains("is not a table or column name"));
+    assert_eq!(refuse(json!({ "colour": "red" })).await, "0001_params has no parameter \"colour\"; it takes: batch_size, archive_table");
+    let overview = instance.overview("0001_params").await;
+    assert_eq!(overview.record.status, Status::NotStarted);
+    assert_eq!(overview.record.parameters, json!({}));
+    assert!(instance.audit_actions().await.is_empty());
+
+    let assignments = ["batch_size=50".to_string()];
+    let parameters = instance.engine.parameters_from_assignments("0001_params", &assignments).unwrap();
+    instance.engine.start("0001_params", TESTER, parameters.to_json().as_object().unwrap()).await.unwrap();
+    assert_eq!(instance.overview("0001_params").await.record.parameters, json!({ "batch_size": 50, "archive_table": "events_archive" }));
+}
+
+#[tokio::test]
+async fn the_upgrade_gate_lists_what_must_complete_first() {
+    let instance = Instance::new(vec![
+        MigrationDefinition::new("0001_old_enough", "done before 0.3").versions("0.1.0", "0.2.0"),
+        MigrationDefinition::new("0002_later", "later").versions("0.1.0", "0.9.0"),
+    ])
+    .await;
+    let check = instance.engine.check_upgrade(Some(&Version::parse("0.5.0").unwrap())).await.unwrap();
+    assert!(!check.is_ready());
+    assert_eq!(
+        check.refusal(),
+        "List of async migrations to be applied:\n- 0001_old_enough - Available on amigo versions 0.1.0 - 0.2.0\nAsync migrations are not completed."
+    );
+    assert!(instance.engine.check_upgrade(Some(&Version::parse("0.2.0").unwrap())).await.unwrap().is_ready());
+}
+
+#[tokio::test]
+async fn migrations_this_instance_does_not_need_are_marked_completed_without_running() {
+    let journal = Journal::default();
+    let not_needed = journaled("0001_not_needed", 2, None, Arc::new(AtomicBool::new(false)), &journal).is_required(|_| async { Ok(false) });
+    let needed = MigrationDefinition::new("0002_needed", "needed").is_required(|_| async { Ok(true) });
+    let instance = Instance::new(vec![not_needed, needed]).await;
+    let record = instance.overview("0001_not_needed").await.record;
+    assert_eq!(record.status, Status::Completed);
+    assert_eq!(record.progress, 100);
+    assert!(journal.entries().is_empty());
+    assert_eq!(instance.overview("0002_needed").await.record.status, Status::NotStarted);
+    assert_eq!(instance.audit_actions().await, vec!["completed: not required on this instance"]);
+}
+
+#[tokio::test]
+async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
+    let instance = Instance::new(vec![MigrationDefinition::new("0001_any", "placeholder")]).await;
+    let pool = instance.engine.store().pool().clone();
+    for status in Status::ALL {
+        for request in Request::ALL {
+            sqlx::query("UPDATE async_migration SET status = $1, runner_id = NULL, requested_action = NULL, stop_requested_by = NULL, rolling_back = false")
+                .bind(status.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+            let outcome = match request {
+                Request::Start => instance.engine.start("0001_any", TESTER, &serde_json::Map::new()).await,
+                Request::Stop => instance.engine.stop("0001_any", TESTER, false).await,
+                Request::StopAndRollback => instance.engine.stop("0001_any", TESTER, true).await,
+                Request::Rollback => instance.engine.rollback("0001_any", TESTER).await,
+                Request::Resume => instance.engine.resume("0001_any", TESTER).await,
+            };
+            if request.allowed_from().contains(&status) {
+                outcome.unwrap_or_else(|error| panic!("{request:?} from {status:?} was refused: {error}"));
+            } else {
+                let refusal = outcome.expect_err(&format!("{request:?} from {status:?} was accepted"));
+                assert!(matches!(refusal, Error::IllegalRequest(_)), "{refusal:?}");
+                let after: String = sqlx::query_scalar("SELECT status FROM async_migration").fetch_one(&pool).await.unwrap();
+                assert_eq!(after, status.as_str(), "a refused {request:?} changed the status");
+            }
+        }
+    }
+    assert!(matches!(instance.engine.start("0009_missing", TESTER, &serde_json::Map::new()).await, Err(Error::UnknownMigration(_))));
+}
+
+#[tokio::test]
+async fn concurrent_starts_let_exactly_one_win() {
+    let instance = Instance::new(vec![MigrationDefinition::new("0001_a", "a"), MigrationDefinition::new("0002_b", "b")]).await;
+    let empty = serde_json::Map::new();
+    let (same_one, same_two) = tokio::join!(instance.engine.start("0001_a", TESTER, &empty), instance.engine.start("0001_a", TESTER, &empty));
+    assert_eq!([same_one.is_ok(), same_two.is_ok()].iter().filter(|ok| **ok).count(), 1);
+    let refusal = instance.engine.start("0002_b", TESTER, &empty).await.unwrap_err();
+    assert_eq!(refusal.to_string(), "cannot start 0002_b: 0001_a is already starting or running, and only one migration runs at a time");
+    let (stop_one, stop_two) = tokio::join!(instance.engine.stop("0001_a", TESTER, false), instance.engine.stop("0001_a", TESTER, false));
+    assert_eq!([stop_one.is_ok(), stop_two.is_ok()].iter().filter(|ok| **ok).count(), 1, "{stop_one:?} {stop_two:?}");
+}
+
+#[tokio::test]
+async fn auto_start_runs_required_migrations_one_at_a_time_in_name_order() {
+    let journal = Journal::default();
+    let first = journaled("0001_auto", 1, None, Arc::new(AtomicBool::new(false)), &journal);
+    let second = journaled("0002_auto", 1, None, Arc::new(AtomicBool::new(false)), &journal);
+    let elsewhere = MigrationDefinition::new("0003_other_version", "not for this version").versions("9.0.0", "9.9.9");
+    let instance = Instance::new(vec![second, first, elsewhere]).await;
+    instance.spawn_runner();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(journal.entries().is_empty(), "auto-start is off by default");
+
+    instance.engine.update_setting("auto_start", &json!(true), TESTER).await.unwrap();
+    instance.wait_for("0002_auto", "completed", |overview| overview.record.status == Status::Completed).await;
+    assert_eq!(instance.overview("0001_auto").await.record.status, Status::Completed);
+    assert_eq!(journal.entries(), ["run 0", "run 0"]);
+    let first_finished = instance.overview("0001_auto").await.record.finished_at.unwrap();
+    let second_started = instance.overview("0002_auto").await.record.started_at.unwrap();
+    assert!(first_finished <= second_started, "one at a time, in name order");
+    assert_eq!(instance.overview("0003_other_version").await.record.status, Status::NotStarted);
+}

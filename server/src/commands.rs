@@ -1,0 +1,208 @@
+//! The `amigo migrations ...`, `amigo check-upgrade`, `amigo worker` and `amigo seed` commands: each a thin
+//! layer over one engine verb, printing for people or, with `--json`, for tools.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use engine::runner::Runner;
+use engine::status::Status;
+use engine::version::Version;
+use engine::{Engine, MigrationOverview};
+use tokio::sync::watch;
+
+use crate::cli::{MigrationsCommand, SeedArgs};
+use crate::{Error, Result};
+
+/// Who the audit log names for actions taken from the command line.
+fn cli_actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<ExitCode> {
+    let actor = cli_actor();
+    match command {
+        MigrationsCommand::List { json } => {
+            let migrations = engine.list().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&migrations)?);
+            } else {
+                print_table(&migrations);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrationsCommand::Start { name, parameters, wait } => {
+            let values = engine.parameters_from_assignments(name, parameters)?.to_json();
+            let values = values.as_object().cloned().unwrap_or_default();
+            engine.start(name, &actor, &values).await?;
+            finish_request(engine, name, "started", *wait).await
+        }
+        MigrationsCommand::Stop { name, rollback } => {
+            engine.stop(name, &actor, *rollback).await?;
+            println!("{name}: stop requested{}", if *rollback { "; it will be rolled back" } else { "" });
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrationsCommand::Rollback { name, wait } => {
+            engine.rollback(name, &actor).await?;
+            finish_request(engine, name, "rollback requested", *wait).await
+        }
+        MigrationsCommand::Resume { name, wait } => {
+            engine.resume(name, &actor).await?;
+            finish_request(engine, name, "resume requested", *wait).await
+        }
+        MigrationsCommand::Errors { name, json } => {
+            let errors = engine.errors(name).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&errors)?);
+            } else if errors.is_empty() {
+                println!("{name} has no errors");
+            } else {
+                for error in errors {
+                    let operation = error.operation_index.map_or_else(|| "-".into(), |index| index.to_string());
+                    let query = error.query_id.unwrap_or_default();
+                    println!("{}  operation {operation}  {query}\n  {}", error.occurred_at.to_rfc3339(), error.message);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints what was queued; with `--wait`, runs a runner here until the migration's run ends.
+async fn finish_request(engine: &Engine, name: &str, what: &str, wait: bool) -> Result<ExitCode> {
+    if !wait {
+        println!("{name}: {what}; a runner (amigo serve or amigo worker) carries it out");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let final_state = run_until_settled(engine, name).await?;
+    let status = final_state.record.status;
+    println!("{name}: {status}");
+    Ok(if matches!(status, Status::Completed | Status::RolledBack) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs a runner in this process until `name` is neither queued, running nor rolling back; Ctrl-C stops the
+/// runner, which leaves the migration errored and resumable.
+async fn run_until_settled(engine: &Engine, name: &str) -> Result<MigrationOverview> {
+    let (shutdown, shutdown_signal) = watch::channel(false);
+    let mut changes = engine.subscribe();
+    let runner = Runner::new(engine.clone());
+    let runner_task = tokio::spawn(async move { runner.run(shutdown_signal).await });
+    let mut progress = ProgressDisplay::new();
+    let outcome = loop {
+        let overview = engine.migration(name).await?;
+        progress.show(&overview);
+        let record = &overview.record;
+        if !record.status.is_active() && record.requested_action.is_none() && record.runner_id.is_none() {
+            break overview;
+        }
+        tokio::select! {
+            _ = changes.recv() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\ninterrupted: stopping the runner; `amigo migrations resume {name}` continues");
+                let _ = shutdown.send(true);
+            }
+        }
+    };
+    progress.finish();
+    let _ = shutdown.send(true);
+    let _ = runner_task.await;
+    Ok(outcome)
+}
+
+/// A one-line progress bar on a terminal; a line per change of operation otherwise.
+struct ProgressDisplay {
+    terminal: bool,
+    last_line: String,
+}
+
+impl ProgressDisplay {
+    fn new() -> ProgressDisplay {
+        ProgressDisplay { terminal: std::io::stderr().is_terminal(), last_line: String::new() }
+    }
+
+    fn show(&mut self, overview: &MigrationOverview) {
+        let record = &overview.record;
+        let filled = usize::try_from(record.progress.clamp(0, 100) / 5).unwrap_or(0);
+        let operation = overview.current_operation.as_deref().unwrap_or("");
+        let phase = if record.rolling_back { "rolling back" } else { "" };
+        let line = format!(
+            "{} [{}{}] {:>3}% {} operation {}/{} {operation} {phase}",
+            record.name,
+            "#".repeat(filled),
+            ".".repeat(20 - filled),
+            record.progress,
+            record.status,
+            record.current_operation_index + 1,
+            overview.operation_count,
+        );
+        if line == self.last_line {
+            return;
+        }
+        let mut stderr = std::io::stderr();
+        if self.terminal {
+            let _ = write!(stderr, "\r\x1b[2K{line}");
+            let _ = stderr.flush();
+        } else {
+            let _ = writeln!(stderr, "{line}");
+        }
+        self.last_line = line;
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+fn print_table(migrations: &[MigrationOverview]) {
+    println!("{:<32} {:<22} {:>5}  {:<9} {:<25} {:<25}", "NAME", "STATUS", "DONE", "OPERATION", "STARTED", "FINISHED");
+    for overview in migrations {
+        let record = &overview.record;
+        let time = |at: Option<chrono::DateTime<chrono::Utc>>| at.map_or_else(|| "-".into(), |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+        println!(
+            "{:<32} {:<22} {:>4}%  {:<9} {:<25} {:<25}",
+            record.name,
+            record.status.to_string(),
+            record.progress,
+            format!("{}/{}", record.current_operation_index, overview.operation_count),
+            time(record.started_at),
+            time(record.finished_at),
+        );
+    }
+}
+
+/// `amigo check-upgrade`: prints the refusal and exits 1 when migrations are pending.
+pub async fn check_upgrade(engine: &Engine, target: Option<&str>) -> Result<ExitCode> {
+    let target = target
+        .map(|text| Version::parse(text).ok_or_else(|| Error::Usage(format!("--to {text:?} is not a version like 1.2.3"))))
+        .transpose()?;
+    let check = engine.check_upgrade(target.as_ref()).await?;
+    if check.is_ready() {
+        println!("Async migrations are completed: amigo {} may run.", check.target);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{}", check.refusal());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `amigo worker`: a runner without the web server, until Ctrl-C or SIGTERM.
+pub async fn worker(engine: Engine) -> Result<ExitCode> {
+    let (shutdown, shutdown_signal) = watch::channel(false);
+    let runner = Runner::new(engine);
+    let runner_task = tokio::spawn(async move { runner.run(shutdown_signal).await });
+    crate::web::shutdown_signal().await;
+    let _ = shutdown.send(true);
+    let _ = runner_task.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `amigo seed`: the product's ClickHouse schema and demo events.
+pub async fn seed(engine: &Engine, args: &SeedArgs) -> Result<ExitCode> {
+    let request = engine::demo::SeedRequest { replace: args.replace, ..engine::demo::SeedRequest::new(args.events) };
+    let report = engine::demo::seed(engine.clickhouse(), &request).await?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
