@@ -14,6 +14,9 @@ use crate::Result;
 /// Progress is written to Postgres at most this often (operation boundaries are always written).
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often a running statement's progress is read from `system.processes`.
+const QUERY_PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
 /// The context handed to every step of a migration. Cheap to clone.
 #[derive(Clone)]
 pub struct MigrationContext {
@@ -90,11 +93,33 @@ impl MigrationContext {
     }
 
     /// Runs one ClickHouse statement under a fresh query id, recorded as the current query id before it is
-    /// sent, so that a stop can kill it and the page can show it.
+    /// sent, so that a stop can kill it and the page can show it. While it runs, the operation's progress
+    /// follows the rows it has read (`system.processes`) against the rows it will read.
     pub async fn clickhouse_execute(&self, sql: &str, options: &QueryOptions) -> Result<()> {
+        self.clickhouse_execute_part(sql, options, 0.0..1.0).await
+    }
+
+    /// [`MigrationContext::clickhouse_execute`] for a statement that is one part of its operation: its
+    /// progress moves the operation's from `span.start` to `span.end` (e.g. one partition of many).
+    pub async fn clickhouse_execute_part(&self, sql: &str, options: &QueryOptions, span: std::ops::Range<f64>) -> Result<()> {
         let query_id = self.new_query_id();
         self.record_query_id(&query_id).await?;
-        self.clickhouse.execute(sql, &query_id, options).await
+        let statement = self.clickhouse.execute(sql, &query_id, options);
+        tokio::pin!(statement);
+        let mut poll = tokio::time::interval(QUERY_PROGRESS_INTERVAL);
+        loop {
+            tokio::select! {
+                outcome = &mut statement => return outcome,
+                _ = poll.tick() => {
+                    if let Ok(Some(progress)) = self.clickhouse.query_progress(&query_id).await {
+                        if progress.total_rows_approx > 0 {
+                            let done = (progress.read_rows as f64 / progress.total_rows_approx as f64).min(1.0);
+                            self.report_progress(span.start + (span.end - span.start) * done).await?;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// A query id naming the migration and operation, unique per statement.

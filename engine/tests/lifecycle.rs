@@ -527,3 +527,39 @@ async fn auto_start_runs_required_migrations_one_at_a_time_in_name_order() {
     assert!(first_finished <= second_started, "one at a time, in name order");
     assert_eq!(instance.overview("0003_other_version").await.record.status, Status::NotStarted);
 }
+
+#[tokio::test]
+async fn progress_follows_the_rows_a_running_statement_has_read() {
+    let definition = MigrationDefinition::new("0001_progress", "copies a table slowly")
+        .operation(Operation::clickhouse(
+            "create and fill the source",
+            "CREATE TABLE {database}.progress_source ENGINE = MergeTree ORDER BY n AS SELECT number AS n FROM numbers(327680)",
+            "DROP TABLE IF EXISTS {database}.progress_source",
+        ))
+        .operation(
+            Operation::clickhouse(
+                "copy it, about a second per block",
+                "CREATE TABLE {database}.progress_target ENGINE = MergeTree ORDER BY n AS SELECT n, sleepEachRow(0.000015) AS slept FROM {database}.progress_source",
+                "DROP TABLE IF EXISTS {database}.progress_target",
+            )
+            .with_setting("max_block_size", "65536")
+            .with_setting("max_threads", "1"),
+        );
+    let instance = Instance::new(vec![definition]).await;
+    let mut changes = instance.engine.subscribe();
+    instance.engine.start("0001_progress", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let mut seen_within_copy = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = tokio::time::timeout_at(deadline.into(), changes.recv()).await.expect("progress events").unwrap();
+        if record.current_operation_index == 1 && record.progress > 50 && record.progress < 100 {
+            seen_within_copy.push(record.progress);
+        }
+        if record.status == Status::Completed {
+            break;
+        }
+    }
+    assert!(!seen_within_copy.is_empty(), "no progress was reported while the copy ran");
+    assert!(seen_within_copy.windows(2).all(|pair| pair[0] <= pair[1]), "progress went backwards: {seen_within_copy:?}");
+}
