@@ -47,6 +47,12 @@ pub enum Error {
     /// A failure inside a migration's own code, in its words.
     #[error("{0}")]
     Migration(String),
+    #[error("wrong email or password")]
+    LoginRefused,
+    #[error("too many failed logins; try again in {} minute{}", minutes, if *minutes == 1 { "" } else { "s" })]
+    TooManyLoginAttempts { minutes: i64 },
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
 }
 
 impl Error {
@@ -65,6 +71,8 @@ impl Error {
                 | Error::DependencyNotCompleted { .. }
                 | Error::InvalidSetting { .. }
                 | Error::InvalidRequest(_)
+                | Error::LoginRefused
+                | Error::TooManyLoginAttempts { .. }
         )
     }
 }

@@ -3,6 +3,7 @@
 //! This crate knows nothing of HTTP or Leptos. The web server and the CLI drive it through [`Engine`]'s
 //! verbs (list, start, stop, rollback, resume, settings); a [`runner::Runner`] executes what they queue.
 
+pub mod accounts;
 pub mod clickhouse;
 pub mod context;
 pub mod definition;
