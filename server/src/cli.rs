@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// amigo: async data migrations for ClickHouse and Postgres, supervised from a staff page.
 #[derive(Debug, Parser)]
@@ -40,6 +40,16 @@ pub struct Settings {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "AMIGO_LOG_JSON")]
     pub log_json: bool,
+    /// Also load a set of demo migrations: `e2e` is the end-to-end specs' set. Never in production.
+    #[arg(long, global = true, env = "AMIGO_EXTRA_MIGRATIONS", value_enum)]
+    pub extra_migrations: Option<ExtraMigrations>,
+}
+
+/// Demo migrations that can be loaded next to the real ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExtraMigrations {
+    /// Fast, deterministic migrations for the end-to-end specs (engine/src/migrations/e2e.rs).
+    E2e,
 }
 
 impl Settings {
@@ -53,6 +63,15 @@ impl Settings {
         config.instance_version = instance_version;
         config.lease_timeout = Duration::from_secs(self.lease_timeout_seconds);
         Ok(config)
+    }
+
+    /// The migrations this binary ships, plus the demo set if one was asked for.
+    pub fn migration_definitions(&self) -> Vec<engine::definition::MigrationDefinition> {
+        let mut definitions = engine::migrations::all();
+        if self.extra_migrations == Some(ExtraMigrations::E2e) {
+            definitions.extend(engine::migrations::e2e::all());
+        }
+        definitions
     }
 }
 
@@ -73,6 +92,9 @@ pub enum Command {
     },
     /// Create the product's ClickHouse schema and fill it with demo events.
     Seed(SeedArgs),
+    /// Manage the accounts that log in to the staff page.
+    #[command(subcommand)]
+    Users(UsersCommand),
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +156,18 @@ pub enum MigrationsCommand {
         name: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an account; the password is read from AMIGO_USER_PASSWORD, or asked for on a terminal.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Let it use the staff page (the first account on an instance is staff anyway).
+        #[arg(long)]
+        staff: bool,
     },
 }
 

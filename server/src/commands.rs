@@ -1,5 +1,5 @@
-//! The `amigo migrations ...`, `amigo check-upgrade`, `amigo worker` and `amigo seed` commands: each a thin
-//! layer over one engine verb, printing for people or, with `--json`, for tools.
+//! The `amigo migrations ...`, `amigo check-upgrade`, `amigo worker`, `amigo seed` and `amigo users ...`
+//! commands: each a thin layer over one engine verb, printing for people or, with `--json`, for tools.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use engine::version::Version;
 use engine::{Engine, MigrationOverview};
 use tokio::sync::watch;
 
-use crate::cli::{MigrationsCommand, SeedArgs};
+use crate::cli::{MigrationsCommand, SeedArgs, UsersCommand};
 use crate::{Error, Result};
 
 /// Who the audit log names for actions taken from the command line.
@@ -205,4 +205,46 @@ pub async fn seed(engine: &Engine, args: &SeedArgs) -> Result<ExitCode> {
     let report = engine::demo::seed(engine.clickhouse(), &request).await?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `amigo users create`: adds an account and prints how to log in with it.
+pub async fn users(engine: &Engine, command: &UsersCommand) -> Result<ExitCode> {
+    match command {
+        UsersCommand::Create { email, staff } => {
+            let password = new_password()?;
+            let user = engine::accounts::Accounts::of(engine).create_user(email, &password, *staff).await?;
+            let kind = if user.is_staff { "staff account" } else { "account (not staff: it cannot use the staff page)" };
+            println!("created {kind} {}; log in at /login with this email and the password", user.email);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The new account's password: `AMIGO_USER_PASSWORD`, or typed twice on a terminal without echo.
+fn new_password() -> Result<String> {
+    if let Ok(password) = std::env::var("AMIGO_USER_PASSWORD") {
+        return Ok(password);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage("set AMIGO_USER_PASSWORD, or run `amigo users create` on a terminal to type the password".into()));
+    }
+    let password = read_hidden("Password: ")?;
+    if read_hidden("Password again: ")? != password {
+        return Err(Error::Usage("the two passwords differ; nothing was created".into()));
+    }
+    Ok(password)
+}
+
+/// Reads a line from the terminal with echo switched off (`stty -echo`), switching it back on afterwards.
+fn read_hidden(prompt: &str) -> Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let stty = |setting: &str| std::process::Command::new("stty").arg(setting).stdin(std::process::Stdio::inherit()).status();
+    stty("-echo")?;
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    stty("echo")?;
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

@@ -22,12 +22,13 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = cli.settings.engine_config()?;
-    let engine = Engine::connect(&config).await?;
+    let engine = Engine::connect_with(&config, cli.settings.migration_definitions()).await?;
     Ok(match &cli.command {
         Command::Serve(serve) => web::serve(engine, serve).await?,
         Command::Worker => commands::worker(engine).await?,
         Command::Migrations(command) => commands::migrations(&engine, command).await?,
         Command::CheckUpgrade { target } => commands::check_upgrade(&engine, target.as_deref()).await?,
         Command::Seed(seed) => commands::seed(&engine, seed).await?,
+        Command::Users(command) => commands::users(&engine, command).await?,
     })
 }

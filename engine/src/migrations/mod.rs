@@ -2,6 +2,8 @@
 
 use crate::definition::MigrationDefinition;
 
+pub mod e2e;
+
 /// Every migration this binary knows.
 pub fn all() -> Vec<MigrationDefinition> {
     Vec::new()
