@@ -101,22 +101,19 @@ impl Engine {
         Engine::connect_with(config, migrations::all()).await
     }
 
-    /// Connects to both databases, applies the Postgres schema, records the given definitions, and marks
-    /// completed those this instance does not need.
+    /// Connects to both databases, applies the Postgres schema and records the given definitions.
     pub async fn connect_with(config: &EngineConfig, definitions: Vec<MigrationDefinition>) -> Result<Engine> {
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
         let clickhouse = ClickHouse::connect(&config.clickhouse_url, &config.clickhouse_database).await?;
         store.register(&definitions).await?;
-        let engine = Engine {
+        Ok(Engine {
             config: Arc::new(config.clone()),
             store,
             clickhouse,
             definitions: Arc::new(definitions),
             changes: Arc::new(OnceLock::new()),
-        };
-        engine.complete_not_required().await?;
-        Ok(engine)
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -316,7 +313,8 @@ impl Engine {
     }
 
     /// Marks completed every not-started migration whose `is_required` check says this instance does not
-    /// need it.
+    /// need it. Runners do this when they start and before each auto-start; not at connect, so that commands
+    /// which prepare the instance (`amigo seed`) come first.
     pub async fn complete_not_required(&self) -> Result<()> {
         for record in self.store.migrations().await? {
             if record.status != Status::NotStarted {

@@ -53,6 +53,9 @@ impl Runner {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut changes = self.engine.subscribe();
         tracing::info!(runner_id = %self.runner_id, "runner started");
+        if let Err(error) = self.engine.complete_not_required().await {
+            tracing::error!(%error, "cannot tell which migrations this instance needs");
+        }
         while !*shutdown.borrow() {
             if let Err(error) = self.work_once(&shutdown).await {
                 tracing::error!(%error, "runner pass failed; retrying");

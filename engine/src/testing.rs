@@ -34,3 +34,37 @@ pub async fn fresh_databases() -> EngineConfig {
 
     EngineConfig::new(database_url.as_str(), &clickhouse_url, &name)
 }
+
+/// Waits up to `limit` for `condition` to hold of migration `name`, and returns it; panics with the record
+/// when it never does.
+pub async fn wait_for(
+    engine: &crate::Engine,
+    name: &str,
+    limit: std::time::Duration,
+    what: &str,
+    condition: impl Fn(&crate::MigrationOverview) -> bool,
+) -> crate::MigrationOverview {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let overview = engine.migration(name).await.expect("migration");
+        if condition(&overview) {
+            return overview;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} never became {what}: {:#?}", overview.record);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// True when a migration's run has ended: no runner, nothing queued, not starting or running.
+pub fn is_settled(overview: &crate::MigrationOverview) -> bool {
+    let record = &overview.record;
+    !record.status.is_active() && record.runner_id.is_none() && record.requested_action.is_none()
+}
+
+/// Runs a runner for `engine` in the background until the returned sender is dropped or sends `true`.
+pub fn spawn_runner(engine: &crate::Engine) -> tokio::sync::watch::Sender<bool> {
+    let (shutdown, signal) = tokio::sync::watch::channel(false);
+    let runner = crate::runner::Runner::new(engine.clone());
+    tokio::spawn(async move { runner.run(signal).await });
+    shutdown
+}

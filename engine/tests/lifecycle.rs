@@ -16,10 +16,10 @@ use tokio::sync::watch;
 
 const TESTER: &str = "tester@example.com";
 
-/// A test's engine over fresh databases, with the runners it started.
+/// A test's engine over fresh databases, with the runners it started (stopped when it is dropped).
 struct Instance {
     engine: Engine,
-    shutdown: watch::Sender<bool>,
+    runners: Mutex<Vec<watch::Sender<bool>>>,
 }
 
 impl Instance {
@@ -32,41 +32,23 @@ impl Instance {
         config.lease_timeout = Duration::from_secs(2);
         adjust(&mut config);
         let engine = Engine::connect_with(&config, definitions).await.expect("connect");
-        Instance { engine, shutdown: watch::channel(false).0 }
+        Instance { engine, runners: Mutex::new(Vec::new()) }
     }
 
-    fn spawn_runner(&self) -> Runner {
-        let runner = Runner::new(self.engine.clone());
-        let background = runner.clone();
-        let shutdown = self.shutdown.subscribe();
-        tokio::spawn(async move { background.run(shutdown).await });
-        runner
+    fn spawn_runner(&self) {
+        self.runners.lock().unwrap().push(engine::testing::spawn_runner(&self.engine));
     }
 
     async fn overview(&self, name: &str) -> MigrationOverview {
         self.engine.migration(name).await.expect("migration")
     }
 
-    /// Waits up to 20 s for `condition` to hold of the migration.
     async fn wait_for(&self, name: &str, what: &str, condition: impl Fn(&MigrationOverview) -> bool) -> MigrationOverview {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let overview = self.overview(name).await;
-            if condition(&overview) {
-                return overview;
-            }
-            assert!(Instant::now() < deadline, "{name} never became {what}: {:#?}", overview.record);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        engine::testing::wait_for(&self.engine, name, Duration::from_secs(20), what, condition).await
     }
 
-    /// Waits until the run has ended: no runner, nothing queued, not active.
     async fn wait_until_settled(&self, name: &str) -> MigrationOverview {
-        self.wait_for(name, "settled", |overview| {
-            let record = &overview.record;
-            !record.status.is_active() && record.runner_id.is_none() && record.requested_action.is_none()
-        })
-        .await
+        self.wait_for(name, "settled", engine::testing::is_settled).await
     }
 
     async fn clickhouse_count(&self, sql: &str) -> u64 {
@@ -75,12 +57,6 @@ impl Instance {
 
     async fn audit_actions(&self) -> Vec<String> {
         self.engine.audit_log(100).await.unwrap().into_iter().map(|entry| entry.action).collect()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
     }
 }
 
@@ -456,7 +432,9 @@ async fn migrations_this_instance_does_not_need_are_marked_completed_without_run
     let not_needed = journaled("0001_not_needed", 2, None, Arc::new(AtomicBool::new(false)), &journal).is_required(|_| async { Ok(false) });
     let needed = MigrationDefinition::new("0002_needed", "needed").is_required(|_| async { Ok(true) });
     let instance = Instance::new(vec![not_needed, needed]).await;
-    let record = instance.overview("0001_not_needed").await.record;
+    assert_eq!(instance.overview("0001_not_needed").await.record.status, Status::NotStarted, "connecting decides nothing");
+    instance.spawn_runner();
+    let record = instance.wait_for("0001_not_needed", "completed", |overview| overview.record.status == Status::Completed).await.record;
     assert_eq!(record.status, Status::Completed);
     assert_eq!(record.progress, 100);
     assert!(journal.entries().is_empty());

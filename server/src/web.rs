@@ -41,6 +41,9 @@ pub async fn serve(engine: Engine, args: &ServeArgs) -> Result<ExitCode> {
         }
         tracing::warn!("{}", upgrade.refusal());
     }
+    if args.no_runner {
+        engine.complete_not_required().await?;
+    }
     let (shutdown, shutdown_signal_receiver) = watch::channel(false);
     let runner_task = (!args.no_runner).then(|| {
         let runner = Runner::new(engine.clone());

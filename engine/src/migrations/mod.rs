@@ -4,7 +4,10 @@ use crate::definition::MigrationDefinition;
 
 pub mod e2e;
 
+#[path = "0001_events_sort_key.rs"]
+pub mod events_sort_key;
+
 /// Every migration this binary knows.
 pub fn all() -> Vec<MigrationDefinition> {
-    Vec::new()
+    vec![events_sort_key::definition()]
 }

@@ -1,0 +1,323 @@
+//! 0001_events_sort_key: gives `events` a sort key that starts with the columns queries filter on and a
+//! sample key, by building a new table and copying every partition into it.
+//!
+//! ClickHouse cannot change a MergeTree table's sort key in place, so:
+//! 0. create `events_0001_new` with the new keys;
+//! 1. copy `events` into it one partition at a time (`INSERT ... SELECT`), saving a checkpoint after each
+//!    partition so a resume continues from the next one;
+//! 2. catch up: partitions whose row count changed while the copy ran (the product keeps inserting) are
+//!    copied again, a bounded number of passes;
+//! 3. swap the names in one `RENAME TABLE` statement (inserts wait for it, none fail), keeping the original
+//!    as `events_0001_backup`, then copy into the new `events` the rows the original received between the
+//!    last catch-up and the rename (by `uuid`, only in partitions whose count moved);
+//! 4. verify every partition: the new table holds every row of the original, checked by row count and a
+//!    content checksum.
+//!
+//! Nothing is deleted: the original stays as `events_0001_backup` until an admin drops it. Rollback renames
+//! it back (copying over rows inserted after the swap) and drops the new table.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use crate::clickhouse::{quote_identifier, QueryOptions};
+use crate::context::MigrationContext;
+use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
+use crate::demo::{events_partition_checksums, partition_row_counts, table_exists};
+use crate::parameters::{quote_string, ParameterSpec};
+use crate::{Error, Result};
+
+pub const NAME: &str = "0001_events_sort_key";
+const EVENTS: &str = "events";
+const NEW_TABLE: &str = "events_0001_new";
+const BACKUP_TABLE: &str = "events_0001_backup";
+const SORTING_KEY: &str = "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid";
+const SAMPLING_KEY: &str = "cityHash64(distinct_id)";
+/// Active parts in one partition above which the health check stops the copy (inserts start to fail at 300).
+const MAX_PARTS_PER_PARTITION: u64 = 250;
+
+pub fn definition() -> MigrationDefinition {
+    MigrationDefinition::new(
+        NAME,
+        "Give the events table the sort key (team_id, day, event, distinct_id hash, uuid) and a sample key, copying it partition by partition into a new table",
+    )
+    .versions("0.1.0", "0.4.0")
+    .requires_clickhouse("18.16")
+    .parameter(ParameterSpec::integer(
+        "max_threads",
+        "Threads ClickHouse may use for each partition's copy; 0 leaves the server's default",
+        0,
+        0,
+        256,
+    ))
+    .parameter(ParameterSpec::integer(
+        "catch_up_passes",
+        "How many times partitions that received inserts during the copy are copied again before the swap",
+        3,
+        1,
+        20,
+    ))
+    .is_required(is_required)
+    .precheck(precheck)
+    .health_check(health_check)
+    .operation(Operation::clickhouse(
+        "create events_0001_new with the new sort and sample keys",
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {{database}}.{NEW_TABLE} AS {{database}}.{EVENTS}
+             ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) ORDER BY ({SORTING_KEY}) SAMPLE BY {SAMPLING_KEY}"
+        ),
+        &format!("DROP TABLE IF EXISTS {{database}}.{NEW_TABLE}"),
+    ))
+    .operation(Operation::rust("copy events into it, partition by partition", copy_partitions, nothing_to_undo))
+    .operation(Operation::rust("copy again the partitions that received inserts meanwhile", catch_up, nothing_to_undo))
+    .operation(Operation::rust("swap the tables, keeping the original as events_0001_backup", swap, swap_back))
+    .operation(Operation::rust("verify row counts and checksums of every partition", verify, nothing_to_undo))
+}
+
+/// Needed when `events` exists and does not have the new sampling key yet.
+async fn is_required(context: MigrationContext) -> Result<bool> {
+    if !table_exists(&context.clickhouse, EVENTS).await? {
+        return Ok(false);
+    }
+    let sampling_key: String = context
+        .clickhouse
+        .client()
+        .query("SELECT sampling_key FROM system.tables WHERE database = ? AND name = ?")
+        .bind(context.clickhouse.database())
+        .bind(EVENTS)
+        .fetch_one()
+        .await?;
+    Ok(sampling_key.replace(' ', "") != SAMPLING_KEY.replace(' ', ""))
+}
+
+/// The copy needs as much free disk as `events` takes, plus a margin; servers without `system.disks`
+/// (before 19.15) cannot tell, and pass.
+async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
+    if !table_exists(&context.clickhouse, EVENTS).await? {
+        return Ok(CheckOutcome::Fail(format!("{}.{EVENTS} does not exist", context.clickhouse.database())));
+    }
+    if !context.clickhouse.version().at_least(19, 15) {
+        return Ok(CheckOutcome::Pass);
+    }
+    let needed: u64 = context
+        .clickhouse
+        .client()
+        .query("SELECT toUInt64(sum(bytes_on_disk) * 1.2) FROM system.parts WHERE database = ? AND table = ? AND active")
+        .bind(context.clickhouse.database())
+        .bind(EVENTS)
+        .fetch_one()
+        .await?;
+    let free: u64 = context.clickhouse.client().query("SELECT min(free_space) FROM system.disks").fetch_one().await?;
+    Ok(if free >= needed {
+        CheckOutcome::Pass
+    } else {
+        CheckOutcome::Fail(format!("{free} bytes free on disk, and the copy needs {needed}; free some space first"))
+    })
+}
+
+/// Fails when a partition of either table has so many active parts that inserts would soon be refused.
+async fn health_check(context: MigrationContext) -> Result<CheckOutcome> {
+    let most_parts: u64 = context
+        .clickhouse
+        .client()
+        .query(
+            "SELECT toUInt64(max(parts)) FROM (SELECT table, partition_id, count() AS parts FROM system.parts
+             WHERE database = ? AND table IN (?, ?) AND active GROUP BY table, partition_id)",
+        )
+        .bind(context.clickhouse.database())
+        .bind(EVENTS)
+        .bind(NEW_TABLE)
+        .fetch_one()
+        .await?;
+    Ok(if most_parts > MAX_PARTS_PER_PARTITION {
+        CheckOutcome::Fail(format!("a partition has {most_parts} active parts (limit {MAX_PARTS_PER_PARTITION}); let merges catch up, then resume"))
+    } else {
+        CheckOutcome::Pass
+    })
+}
+
+async fn nothing_to_undo(_context: MigrationContext) -> Result<()> {
+    Ok(())
+}
+
+fn table(context: &MigrationContext, name: &str) -> String {
+    format!("{}.{}", quote_identifier(context.clickhouse.database()), quote_identifier(name))
+}
+
+fn copy_options(context: &MigrationContext) -> QueryOptions {
+    let max_threads = context.parameters.integer("max_threads");
+    let settings = if max_threads > 0 { vec![("max_threads".to_string(), max_threads.to_string())] } else { Vec::new() };
+    QueryOptions { settings, timeout: None }
+}
+
+/// Rows per partition id, from active parts (no data read).
+async fn row_counts(context: &MigrationContext, name: &str) -> Result<BTreeMap<String, u64>> {
+    Ok(partition_row_counts(&context.clickhouse, name).await?.into_iter().collect())
+}
+
+/// Replaces partition `partition_id` of the new table with a fresh copy of the same partition of `events`.
+/// Partition ids are `toYYYYMM(timestamp)` values; the `WHERE` on the partition expression lets ClickHouse
+/// read that partition only.
+async fn copy_partition(context: &MigrationContext, partition_id: &str, span: std::ops::Range<f64>) -> Result<()> {
+    let month: u32 = partition_id
+        .parse()
+        .map_err(|_| Error::Migration(format!("{EVENTS} has partition {partition_id:?}, which is not a toYYYYMM(timestamp) month")))?;
+    let new_table = table(context, NEW_TABLE);
+    context
+        .clickhouse_execute_part(
+            &format!("ALTER TABLE {new_table} DROP PARTITION ID {}", quote_string(partition_id)),
+            &QueryOptions::default(),
+            span.start..span.start,
+        )
+        .await?;
+    context
+        .clickhouse_execute_part(
+            &format!("INSERT INTO {new_table} SELECT * FROM {} WHERE toYYYYMM(timestamp) = {month}", table(context, EVENTS)),
+            &copy_options(context),
+            span,
+        )
+        .await
+}
+
+/// Operation 1: every partition of `events`, in order, skipping those the checkpoint lists as copied.
+async fn copy_partitions(context: MigrationContext) -> Result<()> {
+    let partitions: Vec<String> = row_counts(&context, EVENTS).await?.into_keys().collect();
+    let mut copied: BTreeSet<String> = context
+        .checkpoint()
+        .and_then(|checkpoint| serde_json::from_value(checkpoint["copied"].clone()).ok())
+        .unwrap_or_default();
+    let total = partitions.len().max(1) as f64;
+    for (index, partition_id) in partitions.iter().enumerate() {
+        if copied.contains(partition_id) {
+            continue;
+        }
+        copy_partition(&context, partition_id, index as f64 / total..(index + 1) as f64 / total).await?;
+        copied.insert(partition_id.clone());
+        context.save_checkpoint(json!({ "copied": copied })).await?;
+        context.report_progress((index + 1) as f64 / total).await?;
+    }
+    Ok(())
+}
+
+/// Partitions whose row counts differ between `events` and the new table.
+async fn differing_partitions(context: &MigrationContext) -> Result<Vec<String>> {
+    let source = row_counts(context, EVENTS).await?;
+    let copy = row_counts(context, NEW_TABLE).await?;
+    Ok(source.into_iter().filter(|(partition_id, rows)| copy.get(partition_id) != Some(rows)).map(|(id, _)| id).collect())
+}
+
+/// Operation 2: copies again what changed during the copy, until nothing did or the passes run out (the
+/// swap reconciles what is left).
+async fn catch_up(context: MigrationContext) -> Result<()> {
+    let passes = context.parameters.integer("catch_up_passes");
+    for pass in 0..passes {
+        let changed = differing_partitions(&context).await?;
+        if changed.is_empty() {
+            break;
+        }
+        tracing::info!(migration = NAME, pass, partitions = ?changed, "copying again partitions that received inserts");
+        for partition_id in &changed {
+            copy_partition(&context, partition_id, 0.0..0.0).await?;
+        }
+        context.report_progress((pass + 1) as f64 / passes as f64).await?;
+    }
+    Ok(())
+}
+
+/// Copies into `into` the rows of `from` (by uuid) that `into` lacks, in the given partitions.
+async fn copy_missing_rows(context: &MigrationContext, from: &str, into: &str, partitions: &BTreeSet<String>) -> Result<()> {
+    for partition_id in partitions {
+        let month: u32 = partition_id.parse().map_err(|_| Error::Migration(format!("unexpected partition {partition_id:?}")))?;
+        let (from, into) = (table(context, from), table(context, into));
+        context
+            .clickhouse_execute_part(
+                &format!(
+                    "INSERT INTO {into} SELECT * FROM {from} WHERE toYYYYMM(timestamp) = {month}
+                     AND uuid NOT IN (SELECT uuid FROM {into} WHERE toYYYYMM(timestamp) = {month})"
+                ),
+                &copy_options(context),
+                0.0..0.0,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Operation 3: the swap, idempotent so that a resume after a crash mid-way finishes it.
+async fn swap(context: MigrationContext) -> Result<()> {
+    let clickhouse = &context.clickhouse;
+    if table_exists(clickhouse, BACKUP_TABLE).await? && !table_exists(clickhouse, NEW_TABLE).await? {
+        // Swapped by an earlier attempt that died before reconciling: check every partition.
+        let all: BTreeSet<String> = row_counts(&context, BACKUP_TABLE).await?.into_keys().collect();
+        return copy_missing_rows(&context, BACKUP_TABLE, EVENTS, &all).await;
+    }
+    let before_rename = row_counts(&context, EVENTS).await?;
+    let mut suspicious: BTreeSet<String> = differing_partitions(&context).await?.into_iter().collect();
+    context
+        .clickhouse_execute_part(
+            &format!(
+                "RENAME TABLE {} TO {}, {} TO {}",
+                table(&context, EVENTS),
+                table(&context, BACKUP_TABLE),
+                table(&context, NEW_TABLE),
+                table(&context, EVENTS)
+            ),
+            &QueryOptions::default(),
+            0.0..0.0,
+        )
+        .await?;
+    let after_rename = row_counts(&context, BACKUP_TABLE).await?;
+    suspicious.extend(after_rename.iter().filter(|(id, rows)| before_rename.get(*id) != Some(rows)).map(|(id, _)| id.clone()));
+    copy_missing_rows(&context, BACKUP_TABLE, EVENTS, &suspicious).await
+}
+
+/// Rollback of operation 3: the original back under its name, with the rows inserted after the swap.
+async fn swap_back(context: MigrationContext) -> Result<()> {
+    let clickhouse = &context.clickhouse;
+    if !table_exists(clickhouse, BACKUP_TABLE).await? {
+        return Ok(());
+    }
+    if table_exists(clickhouse, NEW_TABLE).await? {
+        return Err(Error::Migration(format!(
+            "both {NEW_TABLE} and {BACKUP_TABLE} exist next to {EVENTS}; rename them by hand so that {EVENTS} is the table to keep"
+        )));
+    }
+    context
+        .clickhouse_execute_part(
+            &format!(
+                "RENAME TABLE {} TO {}, {} TO {}",
+                table(&context, EVENTS),
+                table(&context, NEW_TABLE),
+                table(&context, BACKUP_TABLE),
+                table(&context, EVENTS)
+            ),
+            &QueryOptions::default(),
+            0.0..0.0,
+        )
+        .await?;
+    let all: BTreeSet<String> = row_counts(&context, NEW_TABLE).await?.into_keys().collect();
+    copy_missing_rows(&context, NEW_TABLE, EVENTS, &all).await
+}
+
+/// Operation 4: every partition of the original is whole in the new table.
+async fn verify(context: MigrationContext) -> Result<()> {
+    let original = events_partition_checksums(&context.clickhouse, BACKUP_TABLE).await?;
+    let migrated: BTreeMap<String, _> = events_partition_checksums(&context.clickhouse, EVENTS)
+        .await?
+        .into_iter()
+        .map(|partition| (partition.partition_id.clone(), partition))
+        .collect();
+    for partition in &original {
+        let Some(copy) = migrated.get(&partition.partition_id) else {
+            return Err(Error::Migration(format!("partition {} is missing from the new {EVENTS}", partition.partition_id)));
+        };
+        let intact = if copy.rows == partition.rows { copy.checksum == partition.checksum } else { copy.rows > partition.rows };
+        if !intact {
+            return Err(Error::Migration(format!(
+                "partition {}: the original has {} rows (checksum {}), the new {EVENTS} {} rows (checksum {})",
+                partition.partition_id, partition.rows, partition.checksum, copy.rows, copy.checksum
+            )));
+        }
+    }
+    Ok(())
+}
