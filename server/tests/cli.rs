@@ -1,19 +1,25 @@
-//! The `amigo` binary itself: one-line errors for unreachable databases, and the upgrade gate's contract.
+//! The `amigo` binary itself: one-line errors for unreachable databases and bad input, the `list --json`
+//! and upgrade-gate contracts other tools rely on.
 
 use std::process::{Command, Output};
 
 use engine::EngineConfig;
 
-/// Runs `amigo` with `args` against the databases in `config`.
-fn amigo(config: &EngineConfig, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amigo"))
+/// The `amigo` command with `args`, pointed at the databases in `config`.
+fn amigo_command(config: &EngineConfig, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_amigo"));
+    command
         .args(args)
         .env("AMIGO_DATABASE_URL", &config.database_url)
         .env("AMIGO_CLICKHOUSE_URL", &config.clickhouse_url)
         .env("AMIGO_CLICKHOUSE_DATABASE", &config.clickhouse_database)
-        .env("AMIGO_LOG", "warn")
-        .output()
-        .expect("run amigo")
+        .env("AMIGO_LOG", "warn");
+    command
+}
+
+/// Runs `amigo` with `args` against the databases in `config`.
+fn amigo(config: &EngineConfig, args: &[&str]) -> Output {
+    amigo_command(config, args).output().expect("run amigo")
 }
 
 fn the_one_error_line(output: &Output) -> String {
@@ -38,4 +44,74 @@ async fn serve_with_an_unreachable_clickhouse_fails_with_one_line_naming_the_url
     let config = EngineConfig { clickhouse_url: "http://127.0.0.1:9".into(), ..engine::testing::fresh_databases().await };
     let line = the_one_error_line(&amigo(&config, &["serve", "--listen", "127.0.0.1:0"]));
     assert!(line.contains("http://127.0.0.1:9"), "{line}");
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn list_json_prints_the_documented_fields_for_every_migration() {
+    let config = engine::testing::fresh_databases().await;
+    let output = amigo(&config, &["migrations", "list", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let migrations: Vec<serde_json::Value> = serde_json::from_str(&stdout(&output)).expect("a JSON array");
+    assert!(!migrations.is_empty());
+    for migration in &migrations {
+        for field in [
+            "name", "description", "status", "progress", "current_operation_index", "current_query_id", "started_at",
+            "finished_at", "min_version", "max_version",
+        ] {
+            assert!(migration.get(field).is_some(), "{field} missing from {migration}");
+        }
+        assert_eq!(migration["status"], "not_started");
+    }
+    assert!(migrations.iter().any(|migration| migration["name"] == "0001_events_sort_key"));
+}
+
+#[tokio::test]
+async fn check_upgrade_lists_pending_migrations_and_exits_non_zero() {
+    let config = engine::testing::fresh_databases().await;
+    let output = amigo(&config, &["check-upgrade", "--to", "99.0.0"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"List of async migrations to be applied:"));
+    assert_eq!(lines.last(), Some(&"Async migrations are not completed."));
+    assert!(lines.contains(&"- 0001_events_sort_key - Available on amigo versions 0.1.0 - 0.4.0"), "{text}");
+
+    let output = amigo(&config, &["check-upgrade"]);
+    assert!(output.status.success(), "this version needs nothing yet: {}", stdout(&output));
+    let refusal = amigo(&config, &["check-upgrade", "--to", "banana"]);
+    assert!(the_one_error_line(&refusal).contains("\"banana\" is not a version"));
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_while_required_migrations_are_pending() {
+    let config = engine::testing::fresh_databases().await;
+    let mut command_line = amigo_command(&config, &["serve", "--listen", "127.0.0.1:0"]);
+    let output = command_line.env("AMIGO_INSTANCE_VERSION", "0.5.0").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("amigo: List of async migrations to be applied:\n- 0001_events_sort_key - Available on amigo versions 0.1.0 - 0.4.0\nAsync migrations are not completed."), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_command_line_input_gets_a_clear_error_and_changes_nothing() {
+    let config = engine::testing::fresh_databases().await;
+    let cases: [(&[&str], &str); 6] = [
+        (&["migrations", "start", "0009_nope"], "no migration named \"0009_nope\""),
+        (&["migrations", "start", "0001_events_sort_key", "--param", "max_threads=-1"], "0 to 256"),
+        (&["migrations", "start", "0001_events_sort_key", "--param", "max_threads=1; DROP TABLE events"], "is not a whole number"),
+        (&["migrations", "start", "0001_events_sort_key", "--param", "colour=red"], "has no parameter \"colour\""),
+        (&["migrations", "rollback", "0001_events_sort_key"], "cannot roll back 0001_events_sort_key: it is not started"),
+        (&["migrations", "errors", "0009_nope"], "no migration named"),
+    ];
+    for (args, expected) in cases {
+        let line = the_one_error_line(&amigo(&config, args));
+        assert!(line.contains(expected), "{args:?}: {line}");
+    }
+    let output = amigo(&config, &["migrations", "list", "--json"]);
+    let migrations: Vec<serde_json::Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(migrations.iter().all(|migration| migration["status"] == "not_started" && migration["parameters"] == serde_json::json!({})));
 }
