@@ -6,9 +6,11 @@
 //! the same data, whatever the batch size.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, Utc};
+use futures::stream::{self, TryStreamExt};
 
 use crate::clickhouse::{quote_identifier, ClickHouse};
 use crate::version::Version;
@@ -46,7 +48,8 @@ const MAX_INGESTION_DELAY_SECONDS: u64 = 60;
 pub struct SeedRequest {
     /// How many events to write (1 to [`MAX_EVENTS`]).
     pub events: u64,
-    /// How many calendar months the events span, ending with the month before `until`: one partition each.
+    /// How many calendar months the events span, ending with the month of `until`'s last second before it:
+    /// one partition each.
     pub months: u32,
     /// How many teams (projects) the events and persons belong to; team ids are 1..=teams.
     pub teams: u32,
@@ -58,6 +61,8 @@ pub struct SeedRequest {
     pub replace: bool,
     /// Rows per `INSERT ... SELECT`: bounds the server's memory and sets how often progress is logged.
     pub batch_rows: u64,
+    /// How many inserts run at once: each keeps about one server core busy (sorting rows by the sort key).
+    pub concurrent_inserts: usize,
 }
 
 impl SeedRequest {
@@ -74,6 +79,7 @@ impl SeedRequest {
             until: Utc::now().date_naive().and_time(NaiveTime::MIN).and_utc(),
             replace: false,
             batch_rows: 10_000_000,
+            concurrent_inserts: 2,
         }
     }
 
@@ -103,6 +109,9 @@ impl SeedRequest {
         if self.batch_rows == 0 {
             return Err(Error::InvalidRequest("cannot insert batches of 0 rows: ask for at least 1".into()));
         }
+        if self.concurrent_inserts == 0 {
+            return Err(Error::InvalidRequest("cannot run 0 inserts at once: ask for at least 1".into()));
+        }
         month_spans(self.until, self.months).ok_or_else(|| {
             Error::InvalidRequest(format!(
                 "cannot seed {} months before {}: ClickHouse DateTime holds 1970 to 2106",
@@ -112,7 +121,7 @@ impl SeedRequest {
     }
 }
 
-/// What a seed wrote, read back from the server.
+/// What a seed wrote (counted on the server) and how long it took.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeedReport {
     pub events: u64,
@@ -143,8 +152,7 @@ impl fmt::Display for SeedReport {
     }
 }
 
-/// One month's rows of one table, as `INSERT ... SELECT` checks them: row count and an order-independent
-/// hash of their content.
+/// One partition of an events table: its row count and an order-independent hash of its rows.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
 pub struct PartitionChecksum {
     pub partition_id: String,
@@ -189,6 +197,8 @@ pub async fn create_schema(clickhouse: &ClickHouse) -> Result<()> {
 
 /// Writes the demo data `request` describes: creates the schema if missing, refuses to add to existing rows
 /// unless `request.replace` (then empties both tables), and inserts `events` and `person` batch by batch.
+///
+/// A seed that fails half-way leaves the rows already inserted: seed again with `replace`.
 pub async fn seed(clickhouse: &ClickHouse, request: &SeedRequest) -> Result<SeedReport> {
     let months = request.plan()?;
     let started = Instant::now();
@@ -199,9 +209,10 @@ pub async fn seed(clickhouse: &ClickHouse, request: &SeedRequest) -> Result<Seed
     if existing_events + existing_persons > 0 {
         if !request.replace {
             return Err(Error::InvalidRequest(format!(
-                "{}.{EVENTS_TABLE} already holds {existing_events} events and {PERSON_TABLE} {existing_persons} persons: \
-                 seeding again would mix two data sets. Seed with replace (`amigo seed --replace`) to empty both tables first.",
-                clickhouse.database()
+                "the demo tables already hold data ({database}.{EVENTS_TABLE}: {existing_events} rows, \
+                 {database}.{PERSON_TABLE}: {existing_persons} rows) and seeding again would mix two data sets: \
+                 seed with replace (`amigo seed --replace`) to empty both tables first",
+                database = clickhouse.database()
             )));
         }
         tracing::info!(existing_events, existing_persons, "emptying the demo tables before seeding");
@@ -211,8 +222,7 @@ pub async fn seed(clickhouse: &ClickHouse, request: &SeedRequest) -> Result<Seed
         }
     }
 
-    insert_events(clickhouse, request, &months).await?;
-    insert_persons(clickhouse, request, &months).await?;
+    run_inserts(clickhouse, inserts(clickhouse, request, &months), request.concurrent_inserts).await?;
 
     let partitions = partition_row_counts(clickhouse, EVENTS_TABLE).await?;
     let report = SeedReport {
@@ -263,8 +273,11 @@ pub async fn partition_row_counts(clickhouse: &ClickHouse, table: &str) -> Resul
 /// Reads every row of the event columns (uuid, event, team_id, distinct_id, properties, timestamp).
 pub async fn events_partition_checksums(clickhouse: &ClickHouse, table: &str) -> Result<Vec<PartitionChecksum>> {
     let query = format!(
-        "SELECT _partition_id, count(), sum(cityHash64(toString(uuid), event, team_id, distinct_id, properties, timestamp))
-         FROM {} GROUP BY _partition_id ORDER BY _partition_id",
+        "SELECT
+             _partition_id AS partition_id,
+             count() AS rows,
+             sum(cityHash64(toString(uuid), event, team_id, distinct_id, properties, timestamp)) AS checksum
+         FROM {} GROUP BY partition_id ORDER BY partition_id",
         qualified(clickhouse, table)
     );
     Ok(clickhouse.client().query(&query).fetch_all().await?)
@@ -282,7 +295,7 @@ struct MonthSpan {
 fn month_spans(until: DateTime<Utc>, months: u32) -> Option<Vec<MonthSpan>> {
     let last_second = until - chrono::Duration::seconds(1);
     let last_month = NaiveDate::from_ymd_opt(last_second.year(), last_second.month(), 1)?;
-    let first_month = last_month.checked_sub_months(Months::new(months - 1))?;
+    let first_month = last_month.checked_sub_months(Months::new(months.checked_sub(1)?))?;
     let timestamp = |date: NaiveDate| date.and_time(NaiveTime::MIN).and_utc().timestamp();
     if timestamp(first_month) < 0 || until.timestamp() > i64::from(u32::MAX) {
         return None;
@@ -310,38 +323,51 @@ fn month_boundaries(events: u64, months: &[MonthSpan]) -> Vec<u64> {
     boundaries
 }
 
-/// Inserts the events month by month (each `INSERT` fills one partition), at most `batch_rows` rows at a time.
-async fn insert_events(clickhouse: &ClickHouse, request: &SeedRequest, months: &[MonthSpan]) -> Result<()> {
-    let boundaries = month_boundaries(request.events, months);
-    for (month, range) in months.iter().zip(boundaries.windows(2)) {
-        for (first, count) in batches(range[0], range[1], request.batch_rows) {
-            let query = insert_events_sql(clickhouse, request, month, first, count);
-            clickhouse.client().query(&query).execute().await?;
-            tracing::info!(
-                table = EVENTS_TABLE,
-                month = %DateTime::from_timestamp(month.start, 0).unwrap_or_default().format("%Y-%m"),
-                written = first + count,
-                total = request.events,
-                "seeding demo data"
-            );
-        }
-    }
-    Ok(())
+/// One `INSERT ... SELECT` of a seed.
+struct Insert {
+    table: &'static str,
+    rows: u64,
+    sql: String,
 }
 
-/// Inserts one person per distinct id, at most `batch_rows` rows at a time.
-async fn insert_persons(clickhouse: &ClickHouse, request: &SeedRequest, months: &[MonthSpan]) -> Result<()> {
-    for (first, count) in batches(0, request.distinct_ids, request.batch_rows) {
-        let query = insert_persons_sql(clickhouse, request, months, first, count);
-        clickhouse.client().query(&query).execute().await?;
-        tracing::info!(
-            table = PERSON_TABLE,
-            written = first + count,
-            total = request.distinct_ids,
-            "seeding demo data"
-        );
-    }
-    Ok(())
+/// The seed's inserts, at most `batch_rows` rows each: events month by month (each insert fills one
+/// partition), then one person per distinct id.
+fn inserts(clickhouse: &ClickHouse, request: &SeedRequest, months: &[MonthSpan]) -> Vec<Insert> {
+    let boundaries = month_boundaries(request.events, months);
+    let events = months.iter().zip(boundaries.windows(2)).flat_map(|(month, range)| {
+        batches(range[0], range[1], request.batch_rows).map(move |(first, count)| Insert {
+            table: EVENTS_TABLE,
+            rows: count,
+            sql: insert_events_sql(clickhouse, request, month, first, count),
+        })
+    });
+    let persons = batches(0, request.distinct_ids, request.batch_rows).map(|(first, count)| Insert {
+        table: PERSON_TABLE,
+        rows: count,
+        sql: insert_persons_sql(clickhouse, request, months, first, count),
+    });
+    events.chain(persons).collect()
+}
+
+/// Runs `inserts`, `concurrent_inserts` at a time, logging each one done.
+async fn run_inserts(clickhouse: &ClickHouse, inserts: Vec<Insert>, concurrent_inserts: usize) -> Result<()> {
+    let total = inserts.len();
+    let done = AtomicUsize::new(0);
+    stream::iter(inserts.into_iter().map(Ok))
+        .try_for_each_concurrent(concurrent_inserts, |insert| {
+            let done = &done;
+            async move {
+                clickhouse.client().query(&insert.sql).execute().await?;
+                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::info!(
+                    table = insert.table,
+                    rows = insert.rows,
+                    "seeding demo data: {done} of {total} inserts done"
+                );
+                Ok(())
+            }
+        })
+        .await
 }
 
 /// `(first, count)` of each batch of at most `batch_rows` numbers in `first..end`.
@@ -499,6 +525,7 @@ mod tests {
         assert_eq!(month_spans(at("1970-03-01T00:00:00Z"), 3), None);
         assert!(month_spans(at("1970-03-01T00:00:00Z"), 2).is_some());
         assert_eq!(month_spans(at("2107-01-01T00:00:00Z"), 1), None);
+        assert_eq!(month_spans(at("2024-03-01T00:00:00Z"), 0), None);
     }
 
     #[test]
@@ -527,6 +554,7 @@ mod tests {
             SeedRequest { distinct_ids: 0, ..request.clone() },
             SeedRequest { distinct_ids: 1_001, ..request.clone() },
             SeedRequest { batch_rows: 0, ..request.clone() },
+            SeedRequest { concurrent_inserts: 0, ..request.clone() },
         ] {
             assert!(bad.plan().is_err(), "{bad:?} accepted");
         }
