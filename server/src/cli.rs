@@ -177,8 +177,11 @@ pub struct SeedArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
     /// Replace existing demo data instead of refusing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "if_empty")]
     pub replace: bool,
+    /// Seed only when there are no events yet; otherwise leave the data as it is and succeed.
+    #[arg(long)]
+    pub if_empty: bool,
 }
 
 /// Sends logs to stderr, filtered by `filter`, as text or JSON lines.

@@ -201,6 +201,14 @@ pub async fn worker(engine: Engine) -> Result<ExitCode> {
 
 /// `amigo seed`: the product's ClickHouse schema and demo events.
 pub async fn seed(engine: &Engine, args: &SeedArgs) -> Result<ExitCode> {
+    if args.if_empty && engine::demo::events_table_exists(engine.clickhouse()).await? {
+        let partitions = engine::demo::partition_row_counts(engine.clickhouse(), engine::demo::EVENTS_TABLE).await?;
+        let events: u64 = partitions.iter().map(|(_, rows)| rows).sum();
+        if events > 0 {
+            println!("{events} events already there; left as they are");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let request = engine::demo::SeedRequest { replace: args.replace, ..engine::demo::SeedRequest::new(args.events) };
     let report = engine::demo::seed(engine.clickhouse(), &request).await?;
     println!("{report}");
