@@ -541,3 +541,22 @@ async fn progress_follows_the_rows_a_running_statement_has_read() {
     assert!(!seen_within_copy.is_empty(), "no progress was reported while the copy ran");
     assert!(seen_within_copy.windows(2).all(|pair| pair[0] <= pair[1]), "progress went backwards: {seen_within_copy:?}");
 }
+
+#[tokio::test]
+async fn a_statement_past_its_timeout_fails_its_operation_and_leaves_no_query_behind() {
+    let definition = MigrationDefinition::new("0001_timeout", "a query with a one-second limit").operation(
+        Operation::clickhouse("a query that takes minutes", "SELECT sum(sipHash64(number)) FROM numbers(100000000000)", "")
+            .with_timeout(Duration::from_secs(1)),
+    );
+    let instance = Instance::new(vec![definition]).await;
+    let started = Instant::now();
+    instance.engine.start("0001_timeout", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let done = instance.wait_until_settled("0001_timeout").await;
+    assert!(started.elapsed() < Duration::from_secs(10), "the timeout did not fire: {:?}", started.elapsed());
+    assert_eq!(done.record.status, Status::RolledBack);
+    let errors = instance.engine.errors("0001_timeout").await.unwrap();
+    let query_id = errors[0].query_id.clone().expect("the error names the query");
+    assert!(errors[0].message.starts_with("operation 0 failed: "), "{}", errors[0].message);
+    assert!(instance.engine.clickhouse().query_progress(&query_id).await.unwrap().is_none());
+}
