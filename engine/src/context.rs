@@ -44,6 +44,23 @@ pub(crate) struct PositionState {
 }
 
 impl RunPosition {
+    /// The position at the start of operation `operation_index`, continuing from `checkpoint` if given.
+    pub fn starting(
+        store: &Store,
+        runner_id: &str,
+        operation_index: usize,
+        operation_count: usize,
+        checkpoint: Option<serde_json::Value>,
+    ) -> Arc<RunPosition> {
+        Arc::new(RunPosition {
+            store: store.clone(),
+            runner_id: runner_id.to_string(),
+            operation_index,
+            operation_count,
+            state: Mutex::new(PositionState { query_id: String::new(), checkpoint, fraction: 0.0, last_write: None }),
+        })
+    }
+
     /// Overall progress in percent: operations done plus the fraction of the current one.
     pub fn percent(&self, fraction: f64) -> u8 {
         if self.operation_count == 0 {

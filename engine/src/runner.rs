@@ -4,12 +4,11 @@
 //! Any number of runners (the one embedded in `amigo serve`, `amigo worker`, a `--wait` CLI) may run
 //! against one database: the lease row makes sure exactly one executes a given migration.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::context::{MigrationContext, PositionState, RunPosition};
+use crate::context::{MigrationContext, RunPosition};
 use crate::definition::{CheckOutcome, MigrationDefinition, OperationAction};
 use crate::parameters::Parameters;
 use crate::status::Status;
@@ -79,9 +78,31 @@ impl Runner {
         };
         tracing::info!(migration = %record.name, action = ?record.requested_action, "claimed");
         if let Err(error) = self.execute(&record, shutdown.clone()).await {
-            tracing::error!(migration = %record.name, %error, "run ended with an error the runner could not record");
+            self.end_after_runner_error(&record.name, &error).await;
         }
         Ok(true)
+    }
+
+    /// Records an error that broke the runner's own work (not an operation's) and ends the run: failed at
+    /// startup before it ran, errored (resumable) after. If even that cannot be written, the lease times
+    /// out and whichever runner notices marks the run errored.
+    async fn end_after_runner_error(&self, name: &str, error: &Error) {
+        let message = format!("the runner failed: {error}");
+        tracing::error!(migration = %name, %message);
+        let store = &self.engine.store;
+        let ended = async {
+            let record = store.migration(name).await?.ok_or_else(|| Error::UnknownMigration(name.into()))?;
+            let end = match record.status {
+                Status::Starting if record.started_at.is_none() => Status::FailedAtStartup,
+                Status::Starting | Status::Running => Status::Errored,
+                other => other,
+            };
+            store.record_error(name, Some(record.current_operation_index), None, &message).await?;
+            store.finish_run(name, &self.runner_id, end, false).await
+        };
+        if let Err(error) = ended.await {
+            tracing::error!(migration = %name, %error, "cannot record the failure; the lease will time out");
+        }
     }
 
     /// Starts the next required migration when auto-start is on and nothing else is active or queued.
@@ -137,13 +158,7 @@ impl Runner {
         let first = record.current_operation_index as usize;
         let mut checkpoint = record.checkpoint.clone();
         for index in first..definition.operations.len() {
-            let position = Arc::new(RunPosition {
-                store: store.clone(),
-                runner_id: self.runner_id.clone(),
-                operation_index: index,
-                operation_count: definition.operations.len(),
-                state: Mutex::new(PositionState { query_id: String::new(), checkpoint: checkpoint.take(), fraction: 0.0, last_write: None }),
-            });
+            let position = RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), checkpoint.take());
             store.record_position(&record.name, &self.runner_id, index, position.percent(0.0), "").await?;
             let step_context = context.within_run(position);
             let end = self.supervise(&definition, &step_context, run_operation(&definition, index, &step_context), shutdown.clone()).await;
@@ -294,13 +309,7 @@ impl Runner {
                 break;
             }
             let remaining = timeout.saturating_sub(started.elapsed());
-            let position = Arc::new(RunPosition {
-                store: store.clone(),
-                runner_id: self.runner_id.clone(),
-                operation_index: index,
-                operation_count: definition.operations.len(),
-                state: Mutex::new(PositionState { query_id: String::new(), checkpoint: None, fraction: 0.0, last_write: None }),
-            });
+            let position = RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), None);
             let step_context = context.within_run(position);
             let outcome = tokio::time::timeout(remaining, rollback_operation(definition, index, &step_context)).await;
             let error = match outcome {

@@ -560,3 +560,16 @@ async fn a_statement_past_its_timeout_fails_its_operation_and_leaves_no_query_be
     assert!(errors[0].message.starts_with("operation 0 failed: "), "{}", errors[0].message);
     assert!(instance.engine.clickhouse().query_progress(&query_id).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_check_that_cannot_run_fails_the_start_with_its_error_recorded() {
+    let definition = MigrationDefinition::new("0001_broken_check", "its precheck cannot run")
+        .precheck(|_| async { Err(Error::Migration("cannot read system.disks".into())) });
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.start("0001_broken_check", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let done = instance.wait_until_settled("0001_broken_check").await;
+    assert_eq!(done.record.status, Status::FailedAtStartup);
+    assert_eq!(instance.engine.errors("0001_broken_check").await.unwrap()[0].message, "the runner failed: cannot read system.disks");
+    assert!(instance.engine.store().take_stale_leases(Duration::ZERO).await.unwrap().is_empty(), "the lease was released");
+}
