@@ -367,29 +367,36 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Records where the run is: operation index, overall progress and the current query id.
+    /// Records where the run is: operation index, overall progress and the current query id. Retried while
+    /// Postgres is unreachable, so that a database restart does not fail the operation (the write is
+    /// idempotent).
     pub async fn record_position(&self, name: &str, runner_id: &str, operation_index: usize, progress: u8, query_id: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE async_migration SET current_operation_index = $3, progress = $4, current_query_id = $5, updated_at = now()
-             WHERE name = $1 AND runner_id = $2",
-        )
-        .bind(name)
-        .bind(runner_id)
-        .bind(operation_index as i32)
-        .bind(i16::from(progress.min(100)))
-        .bind(query_id)
-        .execute(&self.pool)
+        retry_while_unreachable("recording progress", || {
+            sqlx::query(
+                "UPDATE async_migration SET current_operation_index = $3, progress = $4, current_query_id = $5, updated_at = now()
+                 WHERE name = $1 AND runner_id = $2",
+            )
+            .bind(name)
+            .bind(runner_id)
+            .bind(operation_index as i32)
+            .bind(i16::from(progress.min(100)))
+            .bind(query_id)
+            .execute(&self.pool)
+        })
         .await?;
         Ok(())
     }
 
+    /// Saves an operation's checkpoint (`None` clears it); retried while Postgres is unreachable.
     pub async fn save_checkpoint(&self, name: &str, runner_id: &str, checkpoint: Option<&serde_json::Value>) -> Result<()> {
-        sqlx::query("UPDATE async_migration SET checkpoint = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
-            .bind(name)
-            .bind(runner_id)
-            .bind(checkpoint)
-            .execute(&self.pool)
-            .await?;
+        retry_while_unreachable("saving a checkpoint", || {
+            sqlx::query("UPDATE async_migration SET checkpoint = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
+                .bind(name)
+                .bind(runner_id)
+                .bind(checkpoint)
+                .execute(&self.pool)
+        })
+        .await?;
         Ok(())
     }
 
@@ -574,6 +581,42 @@ async fn insert_error(
         .execute(connection)
         .await?;
     Ok(())
+}
+
+/// How long idempotent writes made during a run keep retrying while Postgres cannot be reached.
+const UNREACHABLE_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// True for failures that say Postgres is gone for now (restarting, network), not that the query is wrong.
+fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // Class 08: connection exceptions; 57P01-57P03: shutting down or starting up.
+        sqlx::Error::Database(database) => {
+            database.code().is_some_and(|code| code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
+/// Runs an idempotent write, retrying with backoff while Postgres is unreachable, for at most
+/// [`UNREACHABLE_RETRY_BUDGET`].
+async fn retry_while_unreachable<T, Write, Attempt>(what: &str, write: Write) -> Result<T>
+where
+    Write: Fn() -> Attempt,
+    Attempt: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let deadline = std::time::Instant::now() + UNREACHABLE_RETRY_BUDGET;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(error) if is_unreachable(&error) && std::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "{what}: Postgres is unreachable; retrying in {} ms", pause.as_millis());
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            outcome => return Ok(outcome?),
+        }
+    }
 }
 
 fn expect_one_row(rows: u64, name: &str) -> Result<()> {

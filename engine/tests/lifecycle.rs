@@ -573,3 +573,47 @@ async fn a_check_that_cannot_run_fails_the_start_with_its_error_recorded() {
     assert_eq!(instance.engine.errors("0001_broken_check").await.unwrap()[0].message, "the runner failed: cannot read system.disks");
     assert!(instance.engine.store().take_stale_leases(Duration::ZERO).await.unwrap().is_empty(), "the lease was released");
 }
+
+#[tokio::test]
+async fn a_run_survives_its_postgres_connections_being_killed() {
+    let checkpoints = Journal::default();
+    let journal = checkpoints.clone();
+    let definition = MigrationDefinition::new("0001_reconnects", "reports progress and checkpoints for two seconds").operation(Operation::rust(
+        "twenty steps of 100 ms",
+        move |context| {
+            let journal = journal.clone();
+            async move {
+                for step in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    context.save_checkpoint(json!({ "step": step })).await?;
+                    context.report_progress(f64::from(step + 1) / 20.0).await?;
+                    journal.write(format!("step {step}"));
+                }
+                Ok(())
+            }
+        },
+        |_| async { Ok(()) },
+    ));
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.start("0001_reconnects", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    instance.wait_for("0001_reconnects", "running", |overview| overview.record.status == Status::Running).await;
+
+    // Postgres drops every connection of this database, three times, as a restart would.
+    let database = instance.engine.config().database_url.rsplit('/').next().unwrap().to_string();
+    let server_url = instance.engine.config().database_url.replace(&format!("/{database}"), "/postgres");
+    let admin = sqlx::PgPool::connect(&server_url).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let killed: Vec<bool> = sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&database)
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+        assert!(!killed.is_empty());
+    }
+    let done = instance.wait_until_settled("0001_reconnects").await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", instance.engine.errors("0001_reconnects").await);
+    assert!(instance.engine.errors("0001_reconnects").await.unwrap().is_empty());
+    assert_eq!(checkpoints.entries().len(), 20, "every step ran once");
+}
