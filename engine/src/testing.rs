@@ -68,3 +68,14 @@ pub fn spawn_runner(engine: &crate::Engine) -> tokio::sync::watch::Sender<bool> 
     tokio::spawn(async move { runner.run(signal).await });
     shutdown
 }
+
+/// The tables of the engine's ClickHouse database, in name order.
+pub async fn table_names(engine: &crate::Engine) -> Vec<String> {
+    engine
+        .clickhouse()
+        .client()
+        .query("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+        .fetch_all::<String>()
+        .await
+        .expect("list tables")
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
 use engine::migrations::events_sort_key::{self, NAME};
 use engine::status::Status;
-use engine::testing::{is_settled, spawn_runner, wait_for};
+use engine::testing::{is_settled, spawn_runner, table_names, wait_for};
 use engine::{Engine, EngineConfig};
 use serde_json::json;
 use tokio::sync::watch;
@@ -46,16 +46,6 @@ async fn table_keys(engine: &Engine, table: &str) -> (String, String) {
         .unwrap()
 }
 
-async fn tables(engine: &Engine) -> Vec<String> {
-    engine
-        .clickhouse()
-        .client()
-        .query("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")
-        .fetch_all::<String>()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_copy_is_complete_identical_and_has_the_new_keys() {
     let (engine, original) = seeded(300_000).await;
@@ -70,7 +60,7 @@ async fn the_copy_is_complete_identical_and_has_the_new_keys() {
     let (sorting_key, sampling_key) = table_keys(&engine, "events").await;
     assert_eq!(sorting_key, "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid");
     assert_eq!(sampling_key, "cityHash64(distinct_id)");
-    assert_eq!(tables(&engine).await, ["events", "events_0001_backup", "person"]);
+    assert_eq!(table_names(&engine).await, ["events", "events_0001_backup", "person"]);
     let sampled: u64 = engine.clickhouse().client().query("SELECT count() FROM events SAMPLE 1/10").fetch_one().await.unwrap();
     assert!(sampled > 0 && sampled < 300_000, "SAMPLE BY works: {sampled}");
 }
@@ -125,7 +115,7 @@ async fn stop_and_rollback_mid_copy_restores_the_original_untouched() {
     assert_eq!(done.record.status, Status::RolledBack, "{:?}", engine.errors(NAME).await);
     assert_eq!(events_partition_checksums(engine.clickhouse(), "events").await.unwrap(), original);
     assert_eq!(table_keys(&engine, "events").await, original_keys);
-    assert_eq!(tables(&engine).await, ["events", "person"]);
+    assert_eq!(table_names(&engine).await, ["events", "person"]);
 }
 
 #[tokio::test]

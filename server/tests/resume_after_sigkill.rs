@@ -8,23 +8,13 @@ use std::time::Duration;
 use engine::demo::{events_partition_checksums, seed, SeedRequest};
 use engine::migrations::events_sort_key::{self, NAME};
 use engine::status::Status;
-use engine::testing::{is_settled, spawn_runner, wait_for};
+use engine::testing::{is_settled, spawn_runner, table_names, wait_for};
 use engine::Engine;
 
 const TESTER: &str = "tester@example.com";
 
 async fn settled(engine: &Engine) -> engine::MigrationOverview {
     wait_for(engine, NAME, Duration::from_secs(120), "settled", is_settled).await
-}
-
-async fn tables(engine: &Engine) -> Vec<String> {
-    engine
-        .clickhouse()
-        .client()
-        .query("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")
-        .fetch_all::<String>()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -67,5 +57,5 @@ async fn a_runner_killed_mid_copy_is_resumed_from_its_checkpoint_to_the_same_res
     let done = settled(&engine).await;
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
     assert_eq!(events_partition_checksums(engine.clickhouse(), "events").await.unwrap(), original, "identical to a clean run");
-    assert_eq!(tables(&engine).await, ["events", "events_0001_backup", "person"]);
+    assert_eq!(table_names(&engine).await, ["events", "events_0001_backup", "person"]);
 }

@@ -243,6 +243,19 @@ async fn copy_missing_rows(context: &MigrationContext, from: &str, into: &str, p
     Ok(())
 }
 
+/// In one `RENAME TABLE` (inserts wait for it): `events` becomes `events_to`, and `becomes_events` becomes
+/// `events`.
+async fn rotate_names(context: &MigrationContext, events_to: &str, becomes_events: &str) -> Result<()> {
+    let (events, events_to, becomes_events) = (table(context, EVENTS), table(context, events_to), table(context, becomes_events));
+    context
+        .clickhouse_execute_part(
+            &format!("RENAME TABLE {events} TO {events_to}, {becomes_events} TO {events}"),
+            &QueryOptions::default(),
+            0.0..0.0,
+        )
+        .await
+}
+
 /// Operation 3: the swap, idempotent so that a resume after a crash mid-way finishes it.
 async fn swap(context: MigrationContext) -> Result<()> {
     let clickhouse = &context.clickhouse;
@@ -253,19 +266,7 @@ async fn swap(context: MigrationContext) -> Result<()> {
     }
     let before_rename = row_counts(&context, EVENTS).await?;
     let mut suspicious: BTreeSet<String> = differing_partitions(&context).await?.into_iter().collect();
-    context
-        .clickhouse_execute_part(
-            &format!(
-                "RENAME TABLE {} TO {}, {} TO {}",
-                table(&context, EVENTS),
-                table(&context, BACKUP_TABLE),
-                table(&context, NEW_TABLE),
-                table(&context, EVENTS)
-            ),
-            &QueryOptions::default(),
-            0.0..0.0,
-        )
-        .await?;
+    rotate_names(&context, BACKUP_TABLE, NEW_TABLE).await?;
     let after_rename = row_counts(&context, BACKUP_TABLE).await?;
     suspicious.extend(after_rename.iter().filter(|(id, rows)| before_rename.get(*id) != Some(rows)).map(|(id, _)| id.clone()));
     copy_missing_rows(&context, BACKUP_TABLE, EVENTS, &suspicious).await
@@ -282,19 +283,7 @@ async fn swap_back(context: MigrationContext) -> Result<()> {
             "both {NEW_TABLE} and {BACKUP_TABLE} exist next to {EVENTS}; rename them by hand so that {EVENTS} is the table to keep"
         )));
     }
-    context
-        .clickhouse_execute_part(
-            &format!(
-                "RENAME TABLE {} TO {}, {} TO {}",
-                table(&context, EVENTS),
-                table(&context, NEW_TABLE),
-                table(&context, BACKUP_TABLE),
-                table(&context, EVENTS)
-            ),
-            &QueryOptions::default(),
-            0.0..0.0,
-        )
-        .await?;
+    rotate_names(&context, NEW_TABLE, BACKUP_TABLE).await?;
     let all: BTreeSet<String> = row_counts(&context, NEW_TABLE).await?.into_keys().collect();
     copy_missing_rows(&context, NEW_TABLE, EVENTS, &all).await
 }
