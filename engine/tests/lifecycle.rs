@@ -617,3 +617,25 @@ async fn a_run_survives_its_postgres_connections_being_killed() {
     assert!(instance.engine.errors("0001_reconnects").await.unwrap().is_empty());
     assert_eq!(checkpoints.entries().len(), 20, "every step ran once");
 }
+
+#[tokio::test]
+async fn a_rollback_that_fails_leaves_the_migration_errored_with_both_errors_recorded() {
+    let definition = MigrationDefinition::new("0001_stuck", "fails, and so does its rollback").operation(Operation::rust(
+        "fail",
+        |_| async { Err(Error::Migration("the copy broke".into())) },
+        |_| async { Err(Error::Migration("the table to drop is locked".into())) },
+    ));
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.start("0001_stuck", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let done = instance.wait_until_settled("0001_stuck").await;
+    assert_eq!(done.record.status, Status::Errored);
+    assert!(!done.record.rolling_back);
+    let messages: Vec<String> = instance.engine.errors("0001_stuck").await.unwrap().into_iter().map(|error| error.message).collect();
+    assert_eq!(
+        messages,
+        ["operation 0 failed: the copy broke", "rollback of operation 0 failed: the table to drop is locked"]
+    );
+    // The operator can try the rollback again once the cause is fixed.
+    instance.engine.rollback("0001_stuck", TESTER).await.unwrap();
+}
