@@ -120,6 +120,48 @@ impl ClickHouse {
     }
 }
 
+/// What `system.mutations` says of one mutation of a table.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct MutationStatus {
+    pub mutation_id: String,
+    pub command: String,
+    /// Parts still to rewrite.
+    pub parts_to_do: i64,
+    pub is_done: u8,
+    /// Why the last attempt on a part failed; always empty before 19.3, which does not report it.
+    pub latest_fail_reason: String,
+}
+
+impl ClickHouse {
+    /// True when the server has `KILL MUTATION` and reports mutation failures (both came in 19.3).
+    pub fn can_kill_mutations(&self) -> bool {
+        self.version.at_least(19, 3)
+    }
+
+    /// The mutations of `table` in the engine's database, oldest first.
+    pub async fn mutations(&self, table: &str) -> Result<Vec<MutationStatus>> {
+        let fail_reason = if self.can_kill_mutations() { "latest_fail_reason" } else { "''" };
+        let query = format!(
+            "SELECT mutation_id, command, toInt64(parts_to_do), toUInt8(is_done), toString({fail_reason})
+             FROM system.mutations WHERE database = ? AND table = ? ORDER BY create_time, length(mutation_id), mutation_id"
+        );
+        Ok(self.client.query(&query).bind(&self.database).bind(table).fetch_all().await?)
+    }
+
+    /// Asks the server to cancel a mutation of `table` (it stops after the part it is rewriting). Callers check
+    /// [`ClickHouse::can_kill_mutations`] first: older servers do not know the statement.
+    pub async fn kill_mutation(&self, table: &str, mutation_id: &str) -> Result<()> {
+        self.client
+            .query("KILL MUTATION WHERE database = ? AND table = ? AND mutation_id = ?")
+            .bind(&self.database)
+            .bind(table)
+            .bind(mutation_id)
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
+
 /// Quotes a ClickHouse identifier with backticks, escaping what needs it.
 pub fn quote_identifier(name: &str) -> String {
     format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))

@@ -7,15 +7,22 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use crate::clickhouse::{ClickHouse, QueryOptions};
+use crate::definition::{CheckOutcome, StepFn};
 use crate::parameters::Parameters;
 use crate::store::Store;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Progress is written to Postgres at most this often (operation boundaries are always written).
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How often a running statement's progress is read from `system.processes`.
 const QUERY_PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often a mutation's progress is read from `system.mutations`.
+const MUTATION_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often a paused run asks its throttle check again.
+const PRESSURE_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The context handed to every step of a migration. Cheap to clone.
 #[derive(Clone)]
@@ -33,6 +40,8 @@ pub(crate) struct RunPosition {
     pub runner_id: String,
     pub operation_index: usize,
     pub operation_count: usize,
+    /// The definition's throttle check, asked by [`MigrationContext::pause_while_under_pressure`].
+    pub throttle: Option<StepFn<CheckOutcome>>,
     pub state: Mutex<PositionState>,
 }
 
@@ -51,12 +60,14 @@ impl RunPosition {
         operation_index: usize,
         operation_count: usize,
         checkpoint: Option<serde_json::Value>,
+        throttle: Option<StepFn<CheckOutcome>>,
     ) -> Arc<RunPosition> {
         Arc::new(RunPosition {
             store: store.clone(),
             runner_id: runner_id.to_string(),
             operation_index,
             operation_count,
+            throttle,
             state: Mutex::new(PositionState { query_id: String::new(), checkpoint, fraction: 0.0, last_write: None }),
         })
     }
@@ -139,6 +150,31 @@ impl MigrationContext {
         }
     }
 
+    /// Waits until mutation `mutation_id` of `table` (in the product's database) has rewritten every part. Its
+    /// progress moves the operation's from `span.start` to `span.end` as the parts left to do fall from
+    /// `parts_total` to none. Fails when the mutation disappears (it was killed) or, on servers that report
+    /// it (19.3 and later), when rewriting a part failed.
+    pub async fn wait_for_mutation(&self, table: &str, mutation_id: &str, parts_total: i64, span: std::ops::Range<f64>) -> Result<()> {
+        loop {
+            let mutations = self.clickhouse.mutations(table).await?;
+            let Some(status) = mutations.into_iter().find(|mutation| mutation.mutation_id == mutation_id) else {
+                return Err(Error::Migration(format!("mutation {mutation_id} of {table} is gone from system.mutations: it was killed")));
+            };
+            if status.is_done != 0 {
+                return self.report_progress(span.end).await;
+            }
+            if !status.latest_fail_reason.is_empty() {
+                return Err(Error::Migration(format!(
+                    "mutation {mutation_id} of {table} cannot rewrite a part: {}",
+                    status.latest_fail_reason
+                )));
+            }
+            let done = 1.0 - status.parts_to_do as f64 / parts_total.max(1) as f64;
+            self.report_progress(span.start + (span.end - span.start) * done.clamp(0.0, 1.0)).await?;
+            tokio::time::sleep(MUTATION_POLL_INTERVAL).await;
+        }
+    }
+
     /// A query id naming the migration and operation, unique per statement.
     pub fn new_query_id(&self) -> String {
         let operation = self.position.as_ref().map_or(0, |position| position.operation_index);
@@ -156,6 +192,32 @@ impl MigrationContext {
             position.percent(state.fraction)
         };
         position.store.record_position(&self.migration, &position.runner_id, position.operation_index, percent, query_id).await
+    }
+
+    /// Waits while the migration's throttle check fails, showing its reason as the run's waiting reason;
+    /// returns at once when there is no check or it passes. Operations call it between units of work
+    /// (e.g. partitions); a stop still interrupts the wait.
+    pub async fn pause_while_under_pressure(&self) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        let Some(throttle) = &position.throttle else { return Ok(()) };
+        let mut shown: Option<String> = None;
+        loop {
+            let reason = match throttle(self.clone()).await? {
+                CheckOutcome::Pass => None,
+                CheckOutcome::Fail(reason) => Some(reason),
+            };
+            if reason != shown {
+                position.store.set_waiting_reason(&self.migration, &position.runner_id, reason.as_deref()).await?;
+                if let Some(reason) = &reason {
+                    tracing::info!(migration = %self.migration, %reason, "pausing until the pressure clears");
+                }
+                shown = reason;
+            }
+            if shown.is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(PRESSURE_RECHECK_INTERVAL).await;
+        }
     }
 
     /// The query id currently recorded.

@@ -38,6 +38,9 @@ pub struct Operation {
     /// A short description shown on the page next to the operation index.
     pub description: String,
     pub action: OperationAction,
+    /// Ends work the operation left running in the server when it is stopped, fails or fails a health check
+    /// (see [`Operation::on_interrupt`]).
+    pub on_interrupt: Option<StepFn<Option<String>>>,
 }
 
 /// What an operation runs. SQL may name `{database}` (the product's ClickHouse database, quoted) and
@@ -68,11 +71,16 @@ impl Operation {
         Operation {
             description: description.into(),
             action: OperationAction::ClickHouse { sql: sql.into(), rollback: rollback.into(), settings: Vec::new(), timeout: None },
+            on_interrupt: None,
         }
     }
 
     pub fn postgres(description: &str, sql: &str, rollback: &str) -> Operation {
-        Operation { description: description.into(), action: OperationAction::Postgres { sql: sql.into(), rollback: rollback.into() } }
+        Operation {
+            description: description.into(),
+            action: OperationAction::Postgres { sql: sql.into(), rollback: rollback.into() },
+            on_interrupt: None,
+        }
     }
 
     pub fn rust<Run, RunFuture, Rollback, RollbackFuture>(description: &str, run: Run, rollback: Rollback) -> Operation
@@ -82,7 +90,11 @@ impl Operation {
         Rollback: Fn(MigrationContext) -> RollbackFuture + Send + Sync + 'static,
         RollbackFuture: Future<Output = Result<()>> + Send + 'static,
     {
-        Operation { description: description.into(), action: OperationAction::Rust { run: step_fn(run), rollback: step_fn(rollback) } }
+        Operation {
+            description: description.into(),
+            action: OperationAction::Rust { run: step_fn(run), rollback: step_fn(rollback) },
+            on_interrupt: None,
+        }
     }
 
     /// Adds a ClickHouse setting to a ClickHouse operation.
@@ -90,6 +102,19 @@ impl Operation {
         if let OperationAction::ClickHouse { settings, .. } = &mut self.action {
             settings.push((name.into(), value.into()));
         }
+        self
+    }
+
+    /// Adds what the runner does when this operation is stopped, fails or fails a health check, after killing
+    /// its current query: for work that goes on in the server after the statement that started it returned
+    /// (a mutation). Not called when the runner shuts down or loses its lease: that work then goes on, and a
+    /// resume finds it. Its text, if any, is added to the recorded error message.
+    pub fn on_interrupt<F, Fut>(mut self, interrupt: F) -> Operation
+    where
+        F: Fn(MigrationContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<String>>> + Send + 'static,
+    {
+        self.on_interrupt = Some(step_fn(interrupt));
         self
     }
 
@@ -119,6 +144,9 @@ pub struct MigrationDefinition {
     pub precheck: Option<StepFn<CheckOutcome>>,
     /// Run every health-check interval while the migration runs; a failure stops it.
     pub health_check: Option<StepFn<CheckOutcome>>,
+    /// Asked whenever an operation calls [`MigrationContext::pause_while_under_pressure`] (e.g. between
+    /// partitions); a failing answer pauses the run, shown as "waiting: <reason>", until it passes.
+    pub throttle: Option<StepFn<CheckOutcome>>,
     pub operations: Vec<Operation>,
 }
 
@@ -136,6 +164,7 @@ impl MigrationDefinition {
             is_required: None,
             precheck: None,
             health_check: None,
+            throttle: None,
             operations: Vec::new(),
         }
     }
@@ -191,6 +220,15 @@ impl MigrationDefinition {
         Fut: Future<Output = Result<CheckOutcome>> + Send + 'static,
     {
         self.health_check = Some(step_fn(check));
+        self
+    }
+
+    pub fn throttle<F, Fut>(mut self, check: F) -> MigrationDefinition
+    where
+        F: Fn(MigrationContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<CheckOutcome>> + Send + 'static,
+    {
+        self.throttle = Some(step_fn(check));
         self
     }
 

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod migrations;
 pub mod parameters;
+pub mod pressure;
 pub mod runner;
 pub mod settings;
 pub mod status;

@@ -158,7 +158,8 @@ impl Runner {
         let first = record.current_operation_index as usize;
         let mut checkpoint = record.checkpoint.clone();
         for index in first..definition.operations.len() {
-            let position = RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), checkpoint.take());
+            let position =
+                RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), checkpoint.take(), definition.throttle.clone());
             store.record_position(&record.name, &self.runner_id, index, position.percent(0.0), "").await?;
             let step_context = context.within_run(position);
             let end = self.supervise(&definition, &step_context, run_operation(&definition, index, &step_context), shutdown.clone()).await;
@@ -261,7 +262,8 @@ impl Runner {
         let name = &definition.name;
         let store = &self.engine.store;
         let query_id = context.current_query_id();
-        let (message, roll_back) = match end {
+        let interrupted = matches!(end, StepEnd::Failed(_) | StepEnd::HealthFailed(_) | StepEnd::Stopped { .. });
+        let (mut message, roll_back) = match end {
             StepEnd::Done => unreachable!("handled by the caller"),
             StepEnd::LeaseLost => {
                 tracing::warn!(migration = %name, "lease lost; leaving the migration to whoever took it");
@@ -283,6 +285,13 @@ impl Runner {
         };
         if let Some(query_id) = &query_id {
             self.engine.clickhouse.kill_query(query_id).await?;
+        }
+        if let Some(on_interrupt) = definition.operations[index].on_interrupt.as_ref().filter(|_| interrupted) {
+            match on_interrupt(context.clone()).await {
+                Ok(Some(note)) => message = format!("{message}; {note}"),
+                Ok(None) => {}
+                Err(error) => message = format!("{message}; ending the work it left running failed: {error}"),
+            }
         }
         tracing::warn!(migration = %name, %message, "migration errored");
         store.record_error(name, Some(index as i32), query_id.as_deref(), &message).await?;
@@ -309,7 +318,7 @@ impl Runner {
                 break;
             }
             let remaining = timeout.saturating_sub(started.elapsed());
-            let position = RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), None);
+            let position = RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), None, None);
             let step_context = context.within_run(position);
             let outcome = tokio::time::timeout(remaining, rollback_operation(definition, index, &step_context)).await;
             let error = match outcome {

@@ -639,3 +639,50 @@ async fn a_rollback_that_fails_leaves_the_migration_errored_with_both_errors_rec
     // The operator can try the rollback again once the cause is fixed.
     instance.engine.rollback("0001_stuck", TESTER).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_run_under_pressure_waits_with_its_reason_shown_and_goes_on_when_it_clears() {
+    let under_pressure = Arc::new(AtomicBool::new(false));
+    let pressure = under_pressure.clone();
+    let journal = Journal::default();
+    let steps = journal.clone();
+    let definition = MigrationDefinition::new("0001_throttled", "three units of work, pausing between them under pressure")
+        .throttle(move |_| {
+            let pressure = pressure.clone();
+            async move {
+                Ok(if pressure.load(Ordering::SeqCst) { CheckOutcome::Fail("partition 202611 of events has 180 active parts".into()) } else { CheckOutcome::Pass })
+            }
+        })
+        .operation(Operation::rust(
+            "three units",
+            move |context| {
+                let steps = steps.clone();
+                async move {
+                    for unit in 0..3 {
+                        context.pause_while_under_pressure().await?;
+                        steps.write(format!("unit {unit}"));
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    Ok(())
+                }
+            },
+            |_| async { Ok(()) },
+        ));
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.start("0001_throttled", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    instance.wait_for("0001_throttled", "running", |overview| overview.record.status == Status::Running).await;
+    under_pressure.store(true, Ordering::SeqCst);
+    let waiting = instance.wait_for("0001_throttled", "waiting", |overview| overview.record.waiting_reason.is_some()).await;
+    assert_eq!(waiting.record.waiting_reason.as_deref(), Some("partition 202611 of events has 180 active parts"));
+    assert_eq!(waiting.record.status, Status::Running);
+    let units_before = journal.entries().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(journal.entries().len(), units_before, "no work while under pressure");
+
+    under_pressure.store(false, Ordering::SeqCst);
+    let done = instance.wait_until_settled("0001_throttled").await;
+    assert_eq!(done.record.status, Status::Completed);
+    assert_eq!(done.record.waiting_reason, None);
+    assert_eq!(journal.entries(), ["unit 0", "unit 1", "unit 2"]);
+}

@@ -4,7 +4,8 @@
 //! ClickHouse cannot change a MergeTree table's sort key in place, so:
 //! 0. create `events_0001_new` with the new keys;
 //! 1. copy `events` into it one partition at a time (`INSERT ... SELECT`), saving a checkpoint after each
-//!    partition so a resume continues from the next one;
+//!    partition so a resume continues from the next one, and pausing before a partition while ClickHouse
+//!    is under pressure (too many parts, a merge backlog, low disk: see `pressure.rs`);
 //! 2. catch up: partitions whose row count changed while the copy ran (the product keeps inserting) are
 //!    copied again, a bounded number of passes;
 //! 3. swap the names in one `RENAME TABLE` statement (inserts wait for it, none fail), keeping the original
@@ -25,6 +26,7 @@ use crate::context::MigrationContext;
 use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::{events_partition_checksums, partition_row_counts, table_exists};
 use crate::parameters::{quote_string, ParameterSpec};
+use crate::pressure::clickhouse_pressure;
 use crate::{Error, Result};
 
 pub const NAME: &str = "0001_events_sort_key";
@@ -60,6 +62,7 @@ pub fn definition() -> MigrationDefinition {
     .is_required(is_required)
     .precheck(precheck)
     .health_check(health_check)
+    .throttle(|context| async move { clickhouse_pressure(&context.clickhouse, &[EVENTS, NEW_TABLE]).await })
     .operation(Operation::clickhouse(
         "create events_0001_new with the new sort and sample keys",
         &format!(
@@ -191,6 +194,7 @@ async fn copy_partitions(context: MigrationContext) -> Result<()> {
         if copied.contains(partition_id) {
             continue;
         }
+        context.pause_while_under_pressure().await?;
         copy_partition(&context, partition_id, index as f64 / total..(index + 1) as f64 / total).await?;
         copied.insert(partition_id.clone());
         context.save_checkpoint(json!({ "copied": copied })).await?;
