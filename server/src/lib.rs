@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod events;
+pub mod same_origin;
 pub mod web;
 
 pub use error::{Error, Result};

@@ -1,13 +1,14 @@
-//! The web server: the Leptos pages and server functions, `/healthz`, static files, the embedded runner,
-//! the upgrade gate at start, graceful shutdown.
+//! The web server: the Leptos pages and server functions, the event stream, `/healthz`, static files, the
+//! protection against cross-site requests, the embedded runner, the upgrade gate at start, graceful shutdown.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use app::{shell, App};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
+use axum::{middleware, Router};
 use engine::runner::Runner;
 use engine::Engine;
 use leptos::prelude::*;
@@ -16,13 +17,22 @@ use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 
 use crate::cli::ServeArgs;
-use crate::{Error, Result};
+use crate::{events, same_origin, Error, Result};
 
 /// What every handler can reach.
 #[derive(Clone, axum::extract::FromRef)]
 pub struct ServerState {
     pub leptos_options: LeptosOptions,
     pub engine: Engine,
+    /// Turns true when the server starts shutting down, so that open event streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl ServerState {
+    /// State for a server that is never told to shut down (tests).
+    pub fn new(leptos_options: LeptosOptions, engine: Engine) -> ServerState {
+        ServerState { leptos_options, engine, shutdown: watch::channel(false).1 }
+    }
 }
 
 /// Refuses to start while migrations this version needs are pending (unless told to skip the check), then
@@ -45,6 +55,7 @@ pub async fn serve(engine: Engine, args: &ServeArgs) -> Result<ExitCode> {
         engine.complete_not_required().await?;
     }
     let (shutdown, shutdown_signal_receiver) = watch::channel(false);
+    let shutdown_for_streams = shutdown_signal_receiver.clone();
     let runner_task = (!args.no_runner).then(|| {
         let runner = Runner::new(engine.clone());
         tokio::spawn(async move { runner.run(shutdown_signal_receiver).await })
@@ -55,13 +66,17 @@ pub async fn serve(engine: Engine, args: &ServeArgs) -> Result<ExitCode> {
         .site_pkg_dir("pkg")
         .site_addr(args.listen)
         .build();
-    let router = router(ServerState { leptos_options, engine });
+    let router = router(ServerState { leptos_options, engine, shutdown: shutdown_for_streams });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| Error::Listen { address: args.listen, source })?;
     tracing::info!("serving the staff page at http://{}/instance/async_migrations", args.listen);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
-    let _ = shutdown.send(true);
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = shutdown.send(true);
+        })
+        .await?;
     if let Some(task) = runner_task {
         let _ = task.await;
     }
@@ -77,8 +92,10 @@ pub fn router(state: ServerState) -> Router {
     let shell_options = state.leptos_options.clone();
     Router::new()
         .route("/healthz", get(healthz))
+        .route(app::live::EVENTS_PATH, get(events::migration_events))
         .leptos_routes_with_context(&state, routes, provide_engine, move || shell(shell_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<ServerState, _>(shell))
+        .layer(middleware::from_fn(same_origin::refuse_cross_site))
         .layer(CompressionLayer::new())
         .with_state(state)
 }

@@ -1,3 +1,4 @@
 //! One module per page.
 
 pub mod async_migrations;
+pub mod login;

@@ -1,0 +1,210 @@
+//! The console's dialogs: the Run form with each parameter's default and description, and the confirmation
+//! that destructive actions ask for, naming the migration.
+
+use std::collections::BTreeMap;
+
+use leptos::prelude::*;
+
+use crate::api::StartMigration;
+use crate::console::{use_console, Dialog};
+use crate::dom::{self, MenuMove};
+use crate::model::{MigrationAction, ParameterField, ParameterKind};
+
+/// Whichever dialog is open, if any.
+#[component]
+pub fn Dialogs() -> impl IntoView {
+    let console = use_console();
+    move || {
+        console.dialog.get().map(|dialog| match dialog {
+            Dialog::Run(name) => view! { <RunDialog name/> }.into_any(),
+            Dialog::Confirm(name, action) => view! { <ConfirmDialog name action/> }.into_any(),
+        })
+    }
+}
+
+/// A modal frame: takes the focus, keeps Tab inside, closes on Escape or a click beside it, and gives the
+/// focus back to the migration's menu button when it closes.
+#[component]
+fn Modal(title: String, name: String, children: Children) -> impl IntoView {
+    let console = use_console();
+    let modal_ref = NodeRef::<leptos::html::Div>::new();
+    let focusable = "input, button:not([disabled]), select, textarea";
+    Effect::new(move |_| {
+        if let Some(modal) = modal_ref.get() {
+            dom::focus_first(&modal, "input, .dialog-actions .button-default");
+        }
+    });
+    let close = move || {
+        console.dialog.set(None);
+        dom::focus_id(&format!("actions-{name}"));
+    };
+    let on_key = {
+        let close = close.clone();
+        move |event: leptos::ev::KeyboardEvent| {
+            if event.key() == "Escape" {
+                event.prevent_default();
+                close();
+            } else if event.key() == "Tab" {
+                if let Some(modal) = modal_ref.get_untracked() {
+                    event.prevent_default();
+                    dom::move_focus(&modal, focusable, if event.shift_key() { MenuMove::Previous } else { MenuMove::Next });
+                }
+            }
+        }
+    };
+    let on_backdrop = move |event: leptos::ev::MouseEvent| {
+        if event.target() == event.current_target() {
+            close();
+        }
+    };
+    view! {
+        <div class="modal-backdrop" on:click=on_backdrop>
+            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="dialog-title" node_ref=modal_ref on:keydown=on_key>
+                <h2 id="dialog-title">{title}</h2>
+                {children()}
+            </div>
+        </div>
+    }
+}
+
+/// The parameters form of a migration about to run. The server validates the values; its refusal shows
+/// here and nothing starts.
+#[component]
+fn RunDialog(name: String) -> impl IntoView {
+    let console = use_console();
+    let row = console.rows.with_untracked(|rows| rows.get(&name).cloned().unwrap_or_default());
+    let values = RwSignal::new(row.parameters.iter().map(|field| (field.name.clone(), field.default_value.clone())).collect::<BTreeMap<_, _>>());
+    Effect::new(move |_| {
+        if let Some(Ok(started)) = console.start.value().get() {
+            console.say(format!("{}: started", started.name));
+            console.apply(vec![started]);
+            console.dialog.set(None);
+        }
+    });
+    let refusal = move || console.start.value().get().and_then(Result::err).map(|error| error.to_string());
+    let pending = console.start.pending();
+    let submit = {
+        let name = name.clone();
+        move |event: leptos::ev::SubmitEvent| {
+            event.prevent_default();
+            let parameters = values.get_untracked().into_iter().map(|(key, value)| (key, serde_json::Value::String(value))).collect();
+            console.start.dispatch(StartMigration { name: name.clone(), parameters });
+        }
+    };
+    let fields = row.parameters.clone().into_iter().map(|field| view! { <ParameterInput field values/> }).collect_view();
+    let close_name = name.clone();
+    view! {
+        <Modal title=format!("Run {name}") name=name.clone()>
+            <form class="run-form" on:submit=submit>
+                <p class="muted">{row.description.clone()}</p>
+                {row.parameters.is_empty().then(|| view! { <p>"This migration takes no parameters."</p> })}
+                {fields}
+                {move || refusal().map(|text| view! { <p class="form-error" role="alert">{text}</p> })}
+                <div class="dialog-actions">
+                    <button type="button" class="button" on:click=move |_| {
+                        console.dialog.set(None);
+                        dom::focus_id(&format!("actions-{close_name}"));
+                    }>"Cancel"</button>
+                    <button type="submit" class="button primary button-default" disabled=move || pending.get()>
+                        {move || if pending.get() { "Starting…" } else { "Run" }}
+                    </button>
+                </div>
+            </form>
+        </Modal>
+    }
+}
+
+/// One parameter: its name, an input holding the default, its description and what it accepts.
+#[component]
+fn ParameterInput(field: ParameterField, values: RwSignal<BTreeMap<String, String>>) -> impl IntoView {
+    let id = format!("parameter-{}", field.name);
+    let help_id = format!("{id}-help");
+    let key = field.name.clone();
+    let current = {
+        let key = key.clone();
+        move || values.with(|values| values.get(&key).cloned().unwrap_or_default())
+    };
+    let set = move |value: String| values.update(|values| drop(values.insert(key.clone(), value)));
+    let input = match field.kind {
+        ParameterKind::Boolean => {
+            let set = set.clone();
+            view! {
+                <input
+                    type="checkbox"
+                    id=id.clone()
+                    name=field.name.clone()
+                    aria-describedby=help_id.clone()
+                    prop:checked=move || current() == "true"
+                    on:change=move |event| set(event_target_checked(&event).to_string())
+                />
+            }
+            .into_any()
+        }
+        ParameterKind::Integer { .. } | ParameterKind::Identifier | ParameterKind::Text { .. } => {
+            let numeric = matches!(field.kind, ParameterKind::Integer { .. });
+            view! {
+                <input
+                    type="text"
+                    id=id.clone()
+                    name=field.name.clone()
+                    inputmode=numeric.then_some("numeric")
+                    aria-describedby=help_id.clone()
+                    prop:value=current
+                    on:input=move |event| set(event_target_value(&event))
+                />
+            }
+            .into_any()
+        }
+    };
+    view! {
+        <div class="field">
+            <label for=id>{field.name.clone()}</label>
+            {input}
+            <p class="field-help" id=help_id>
+                {field.description.clone()} " "
+                <span class="muted">"Default " <code>{field.default_value.clone()}</code> "; " {field.kind.hint()} "."</span>
+            </p>
+        </div>
+    }
+}
+
+/// Asks before stopping or rolling back, naming the migration and saying what will happen.
+#[component]
+fn ConfirmDialog(name: String, action: MigrationAction) -> impl IntoView {
+    let console = use_console();
+    let (title, consequence) = match action {
+        MigrationAction::StopAndRollback => (
+            format!("Stop and roll back {name}?"),
+            "Its running ClickHouse query is killed at once, then every operation it completed is undone, newest first. The migration ends rolled back and can be run again later.",
+        ),
+        MigrationAction::Rollback => (
+            format!("Roll back {name}?"),
+            "Every operation it completed is undone, newest first, starting with the one where it stopped. The migration ends rolled back and can be run again later.",
+        ),
+        _ => (
+            format!("Stop {name}?"),
+            "Its running ClickHouse query is killed at once and it is left errored: you can then resume it from the operation where it stopped, or roll it back.",
+        ),
+    };
+    let confirm = {
+        let name = name.clone();
+        move |_| {
+            console.dialog.set(None);
+            console.perform(&name, action);
+            dom::focus_id(&format!("actions-{name}"));
+        }
+    };
+    let cancel_name = name.clone();
+    view! {
+        <Modal title name=name.clone()>
+            <p>{consequence}</p>
+            <div class="dialog-actions">
+                <button type="button" class="button button-default" on:click=move |_| {
+                    console.dialog.set(None);
+                    dom::focus_id(&format!("actions-{cancel_name}"));
+                }>"Cancel"</button>
+                <button type="button" class="button danger" on:click=confirm>{action.label()}</button>
+            </div>
+        </Modal>
+    }
+}

@@ -1,0 +1,92 @@
+//! The errors panel: a migration's error log (time, operation, message, query), opened from its menu and
+//! read again whenever the migration's status changes.
+
+use leptos::prelude::*;
+
+use crate::api::get_migration_errors;
+use crate::components::LoadError;
+use crate::console::use_console;
+use crate::model::ErrorEntry;
+use crate::time;
+
+#[component]
+pub fn ErrorsPanel() -> impl IntoView {
+    let console = use_console();
+    let source = move || {
+        console.errors_for.get().map(|name| {
+            let state = console.rows.with(|rows| rows.get(&name).map(|row| (row.status, row.rolling_back)));
+            (name, state)
+        })
+    };
+    let errors = Resource::new(source, |source| async move {
+        match source {
+            Some((name, _)) => get_migration_errors(name).await.map(Some),
+            None => Ok(None),
+        }
+    });
+    let panel_ref = NodeRef::<leptos::html::Section>::new();
+    Effect::new(move |_| {
+        if let Some(panel) = panel_ref.get() {
+            panel.scroll_into_view();
+            let _ = panel.focus();
+        }
+    });
+    move || {
+        console.errors_for.get().map(|name| {
+            view! {
+                <section class="panel errors-panel" id="errors-panel" aria-labelledby="errors-title" tabindex="-1" node_ref=panel_ref>
+                    <div class="panel-header">
+                        <h2 id="errors-title">"Errors of " <span class="mono">{name}</span></h2>
+                        <button type="button" class="button ghost small" on:click=move |_| console.errors_for.set(None)>"Close"</button>
+                    </div>
+                    <Transition fallback=|| view! { <p class="loading">"Loading errors…"</p> }>
+                        {move || errors.get().map(|loaded| match loaded {
+                            Ok(Some(entries)) if entries.is_empty() => {
+                                view! { <p class="empty">"No errors recorded for this migration."</p> }.into_any()
+                            }
+                            Ok(Some(entries)) => view! { <ErrorsTable entries/> }.into_any(),
+                            Ok(None) => ().into_any(),
+                            Err(error) => view! { <LoadError error/> }.into_any(),
+                        })}
+                    </Transition>
+                </section>
+            }
+        })
+    }
+}
+
+#[component]
+fn ErrorsTable(entries: Vec<ErrorEntry>) -> impl IntoView {
+    view! {
+        <table class="errors">
+            <thead>
+                <tr>
+                    <th scope="col">"Time"</th>
+                    <th scope="col">"Operation"</th>
+                    <th scope="col">"Message"</th>
+                    <th scope="col">"Query"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {entries
+                    .into_iter()
+                    .map(|entry| {
+                        let operation = match (entry.operation_index, entry.operation) {
+                            (Some(index), Some(description)) => format!("{index} · {description}"),
+                            (Some(index), None) => index.to_string(),
+                            (None, _) => "before the first operation".into(),
+                        };
+                        view! {
+                            <tr>
+                                <td data-label="Time"><time datetime=time::iso(entry.occurred_at)>{time::exact_utc(entry.occurred_at)}</time></td>
+                                <td data-label="Operation">{operation}</td>
+                                <td data-label="Message" class="error-message">{entry.message}</td>
+                                <td data-label="Query"><code class="query-id-text">{entry.query_id.unwrap_or_else(|| "—".into())}</code></td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+}

@@ -1,0 +1,313 @@
+//! The Management tab: the migrations table, one row per migration, each with its "…" action menu. On a
+//! phone-wide screen the stylesheet turns the rows into cards.
+
+use std::time::Duration;
+
+use leptos::prelude::*;
+
+use crate::components::{LoadError, Moment};
+use crate::console::use_console;
+use crate::dom::{self, MenuMove};
+use crate::model::{MigrationRow, MigrationStatus};
+use crate::time;
+
+/// The table, with a one-line summary of what is going on.
+#[component]
+pub fn MigrationsPanel() -> impl IntoView {
+    let console = use_console();
+    let summary = move || {
+        console.rows.with(|rows| {
+            let count = |status: MigrationStatus| rows.values().filter(|row| row.status == status).count();
+            let mut parts = vec![format!("{} migration{}", rows.len(), if rows.len() == 1 { "" } else { "s" })];
+            for (status, what) in [(MigrationStatus::Running, "running"), (MigrationStatus::Errored, "errored"), (MigrationStatus::NotStarted, "not started")] {
+                if count(status) > 0 {
+                    parts.push(format!("{} {what}", count(status)));
+                }
+            }
+            parts.join(" · ")
+        })
+    };
+    // Everything that reads the rows sits inside the Suspense, so the server renders it with the data.
+    view! {
+        <section class="panel" aria-labelledby="migrations-title">
+            <Suspense fallback=|| view! { <p class="loading">"Loading migrations…"</p> }>
+                {move || console.migrations.get().map(|loaded| match loaded {
+                    Ok(_) => view! {
+                        <div class="panel-header">
+                            <h2 id="migrations-title">"Migrations"</h2>
+                            <span class="muted" id="migrations-summary">{summary}</span>
+                        </div>
+                        <MigrationsTable/>
+                    }
+                    .into_any(),
+                    Err(error) => view! { <LoadError error/> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn MigrationsTable() -> impl IntoView {
+    let console = use_console();
+    let names = move || console.rows.with(|rows| rows.keys().cloned().collect::<Vec<_>>());
+    view! {
+        <Show
+            when=move || console.rows.with(|rows| !rows.is_empty())
+            fallback=|| view! { <p class="empty">"This amigo version defines no async migrations."</p> }
+        >
+            <table class="migrations">
+                <thead>
+                    <tr>
+                        <th scope="col">"Migration"</th>
+                        <th scope="col">"Status"</th>
+                        <th scope="col">"Progress"</th>
+                        <th scope="col">"Operation"</th>
+                        <th scope="col">"Query"</th>
+                        <th scope="col">"Started"</th>
+                        <th scope="col">"Finished"</th>
+                        <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For each=names key=|name| name.clone() children=|name| view! { <MigrationRowView name/> }/>
+                </tbody>
+            </table>
+        </Show>
+    }
+}
+
+/// One migration; every cell follows the row as live updates arrive.
+#[component]
+fn MigrationRowView(name: String) -> impl IntoView {
+    let console = use_console();
+    let row = {
+        let name = name.clone();
+        Memo::new(move |_| console.rows.with(|rows| rows.get(&name).cloned().unwrap_or_default()))
+    };
+    let status_tone = move || row.with(tone);
+    let running = move || row.with(|row| row.status == MigrationStatus::Running && !row.rolling_back);
+    let timing = move || {
+        row.with(|row| {
+            let started = row.started_at.filter(|_| row.status == MigrationStatus::Running)?;
+            let now = console.now.get();
+            let eta = time::remaining(row.progress, started, now).map_or_else(|| "estimating…".to_string(), time::duration);
+            Some(format!("Elapsed {} · ETA {eta}", time::duration(now - started)))
+        })
+    };
+    view! {
+        <tr data-migration=name.clone() data-status=move || row.with(|row| row.status.as_str())>
+            <td class="cell-name" data-label="Migration">
+                <div class="migration-name">{name.clone()}</div>
+                <div class="migration-description">{move || row.with(|row| row.description.clone())}</div>
+            </td>
+            <td data-label="Status">
+                <span class=move || format!("badge badge-{}", status_tone()) data-field="status">
+                    {move || row.with(|row| row.status_label())}
+                </span>
+                {move || row.with(|row| row.waiting_reason.clone()).map(|reason| view! { <div class="waiting">{reason}</div> })}
+            </td>
+            <td data-label="Progress">
+                <div class="progress-line">
+                    <div
+                        class="progress"
+                        class:progress-active=running
+                        role="progressbar"
+                        aria-label=format!("Progress of {name}")
+                        aria-valuemin="0"
+                        aria-valuemax="100"
+                        aria-valuenow=move || row.with(|row| row.progress)
+                    >
+                        <div class=move || format!("progress-fill tone-{}", status_tone()) style:width=move || format!("{}%", row.with(|row| row.progress))></div>
+                    </div>
+                    <span class="progress-value" data-field="progress">{move || format!("{}%", row.with(|row| row.progress))}</span>
+                </div>
+                {move || timing().map(|text| view! { <div class="timing" data-field="timing">{text}</div> })}
+            </td>
+            <td class="cell-operation" data-label="Operation">
+                <Operation row/>
+            </td>
+            <td data-label="Query">
+                <QueryId row/>
+            </td>
+            <td data-label="Started">
+                <Moment at=Signal::derive(move || row.with(|row| row.started_at))/>
+            </td>
+            <td data-label="Finished">
+                <Moment at=Signal::derive(move || row.with(|row| row.finished_at))/>
+            </td>
+            <td class="cell-actions">
+                <ActionMenu name=name.clone() row/>
+            </td>
+        </tr>
+    }
+    .into_any()
+}
+
+/// The badge colour of a row's status.
+fn tone(row: &MigrationRow) -> &'static str {
+    if row.rolling_back || (row.stop_requested_by.is_some() && row.status.is_active()) {
+        return "warning";
+    }
+    match row.status {
+        MigrationStatus::NotStarted => "neutral",
+        MigrationStatus::Starting | MigrationStatus::Running => "info",
+        MigrationStatus::Completed => "success",
+        MigrationStatus::Errored | MigrationStatus::FailedAtStartup => "danger",
+        MigrationStatus::RolledBack => "warning",
+    }
+}
+
+/// "Operation 2 of 4" and what it does; just the count before a run.
+#[component]
+fn Operation(row: Memo<MigrationRow>) -> impl IntoView {
+    move || {
+        row.with(|row| {
+            let count = row.operation_count;
+            if matches!(row.status, MigrationStatus::NotStarted | MigrationStatus::RolledBack) || count == 0 {
+                let text = format!("{count} operation{}", if count == 1 { "" } else { "s" });
+                return view! { <span class="muted" data-field="operation">{text}</span> }.into_any();
+            }
+            if row.status == MigrationStatus::Completed {
+                let note = if row.started_at.is_none() { "not needed on this instance" } else { "all done" };
+                return view! {
+                    <div data-field="operation">{format!("{count} of {count}")}</div>
+                    <div class="operation-description">{note}</div>
+                }
+                .into_any();
+            }
+            let index = (row.current_operation_index + 1).min(count);
+            view! {
+                <div data-field="operation">{format!("{index} of {count}")}</div>
+                <div class="operation-description">{row.current_operation.clone()}</div>
+            }
+            .into_any()
+        })
+    }
+}
+
+/// The running ClickHouse query's id, with a button that copies it.
+#[component]
+fn QueryId(row: Memo<MigrationRow>) -> impl IntoView {
+    let copied = RwSignal::new(false);
+    move || match row.with(|row| row.current_query_id.clone()) {
+        Some(query_id) => {
+            let to_copy = query_id.clone();
+            let copy = move |_| {
+                dom::copy_to_clipboard(&to_copy);
+                copied.set(true);
+                set_timeout(move || copied.set(false), Duration::from_millis(1500));
+            };
+            view! {
+                <div class="query-id">
+                    <code data-field="query-id" title=query_id.clone()>{query_id.clone()}</code>
+                    <button type="button" class="button ghost tiny" on:click=copy aria-label="Copy the query id">
+                        {move || if copied.get() { "Copied" } else { "Copy" }}
+                    </button>
+                </div>
+            }
+            .into_any()
+        }
+        None => view! { <span class="muted" data-field="query-id">"—"</span> }.into_any(),
+    }
+}
+
+/// The "…" button and its menu: only what the status allows, and the error log. Arrow keys, Home and End
+/// move through the items, Escape closes it.
+#[component]
+fn ActionMenu(name: String, row: Memo<MigrationRow>) -> impl IntoView {
+    let console = use_console();
+    let button_id = format!("actions-{name}");
+    let menu_id = format!("menu-{name}");
+    let open = {
+        let name = name.clone();
+        Memo::new(move |_| console.open_menu.with(|open| open.as_deref() == Some(name.as_str())))
+    };
+    let menu_ref = NodeRef::<leptos::html::Ul>::new();
+    Effect::new(move |_| {
+        if let (true, Some(menu)) = (open.get(), menu_ref.get()) {
+            dom::focus_first(&menu, "[role=menuitem]");
+        }
+    });
+    let toggle = {
+        let name = name.clone();
+        move |_| console.open_menu.update(|open| *open = if open.as_deref() == Some(name.as_str()) { None } else { Some(name.clone()) })
+    };
+    let open_with_arrow = {
+        let name = name.clone();
+        move |event: leptos::ev::KeyboardEvent| {
+            if event.key() == "ArrowDown" {
+                event.prevent_default();
+                console.open_menu.set(Some(name.clone()));
+            }
+        }
+    };
+    let on_menu_key = {
+        let button_id = button_id.clone();
+        move |event: leptos::ev::KeyboardEvent| {
+            let key = event.key();
+            if key == "Escape" {
+                event.prevent_default();
+                console.open_menu.set(None);
+                dom::focus_id(&button_id);
+            } else if key == "Tab" {
+                console.open_menu.set(None);
+            } else if let (Some(movement), Some(menu)) = (MenuMove::from_key(&key), menu_ref.get_untracked()) {
+                event.prevent_default();
+                dom::move_focus(&menu, "[role=menuitem]", movement);
+            }
+        }
+    };
+    let items = {
+        let name = name.clone();
+        move || {
+            let mut items: Vec<(&'static str, Option<crate::model::MigrationAction>)> =
+                row.with(|row| row.allowed_actions.iter().map(|action| (action.label(), Some(*action))).collect());
+            items.push(("View errors", None));
+            items
+                .into_iter()
+                .map(|(label, action)| {
+                    let name = name.clone();
+                    let choose = move |_| match action {
+                        Some(action) => console.request(&name, action),
+                        None => {
+                            console.open_menu.set(None);
+                            console.errors_for.set(Some(name.clone()));
+                        }
+                    };
+                    let destructive = action.is_some_and(|action| action.is_destructive());
+                    view! {
+                        <li role="none">
+                            <button type="button" role="menuitem" tabindex="-1" class="menu-item" class:menu-item-danger=destructive on:click=choose>
+                                {label}
+                            </button>
+                        </li>
+                    }
+                })
+                .collect_view()
+        }
+    };
+    view! {
+        <div class="menu-anchor">
+            <button
+                type="button"
+                id=button_id.clone()
+                class="button ghost menu-button"
+                aria-haspopup="menu"
+                aria-expanded=move || open.get().to_string()
+                aria-controls=menu_id.clone()
+                aria-label=format!("Actions for {name}")
+                on:click=toggle
+                on:keydown=open_with_arrow
+            >
+                "…"
+            </button>
+            <Show when=move || open.get()>
+                <ul class="menu" role="menu" id=menu_id.clone() aria-labelledby=button_id.clone() node_ref=menu_ref on:keydown=on_menu_key.clone()>
+                    {items.clone()}
+                </ul>
+            </Show>
+        </div>
+    }
+    .into_any()
+}

@@ -1,0 +1,142 @@
+//! The Settings tab: each runtime setting (auto-run first) with its description and current value, saved
+//! one at a time with feedback next to it.
+
+use leptos::prelude::*;
+
+use crate::api::{get_settings, UpdateSetting};
+use crate::components::LoadError;
+use crate::model::{SettingRow, SettingValue};
+
+#[component]
+pub fn SettingsTab() -> impl IntoView {
+    let settings = Resource::new(|| (), |_| get_settings());
+    view! {
+        <section class="panel" aria-labelledby="settings-title">
+            <div class="panel-header">
+                <h2 id="settings-title">"Settings"</h2>
+                <span class="muted">"Changes take effect at once, for every runner."</span>
+            </div>
+            <Suspense fallback=|| view! { <p class="loading">"Loading settings…"</p> }>
+                {move || settings.get().map(|loaded| match loaded {
+                    Ok(rows) => view! { <SettingsList rows/> }.into_any(),
+                    Err(error) => view! { <LoadError error/> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// What the last save of a setting said.
+#[derive(Debug, Clone, PartialEq)]
+struct Feedback {
+    key: String,
+    result: Result<(), String>,
+}
+
+#[component]
+fn SettingsList(rows: Vec<SettingRow>) -> impl IntoView {
+    let rows = RwSignal::new(rows);
+    let save = ServerAction::<UpdateSetting>::new();
+    let saving = RwSignal::new(String::new());
+    let feedback = RwSignal::new(None::<Feedback>);
+    Effect::new(move |_| {
+        if let Some(answer) = save.value().get() {
+            let key = saving.get_untracked();
+            match answer {
+                Ok(saved) => {
+                    rows.set(saved);
+                    feedback.set(Some(Feedback { key, result: Ok(()) }));
+                }
+                Err(error) => feedback.set(Some(Feedback { key, result: Err(error.to_string()) })),
+            }
+        }
+    });
+    let submit = move |key: String, value: serde_json::Value| {
+        saving.set(key.clone());
+        feedback.set(None);
+        save.dispatch(UpdateSetting { key, value });
+    };
+    view! {
+        <ul class="settings">
+            <For
+                each=move || rows.get()
+                key=|row| format!("{}={:?}", row.key, row.value)
+                children=move |row| view! { <SettingItem row feedback submit/> }
+            />
+        </ul>
+    }
+}
+
+#[component]
+fn SettingItem(row: SettingRow, feedback: RwSignal<Option<Feedback>>, submit: impl Fn(String, serde_json::Value) + Copy + Send + Sync + 'static) -> impl IntoView {
+    let id = format!("setting-{}", row.key);
+    let key = row.key.clone();
+    let said = {
+        let key = key.clone();
+        move || {
+            feedback.get().filter(|feedback| feedback.key == key).map(|feedback| match feedback.result {
+                Ok(()) => view! { <span class="saved" role="status">"Saved"</span> }.into_any(),
+                Err(text) => view! { <span class="form-error" role="alert">{text}</span> }.into_any(),
+            })
+        }
+    };
+    let control = match row.value {
+        SettingValue::Boolean { value } => {
+            let key = key.clone();
+            view! {
+                <label class="switch">
+                    <input
+                        type="checkbox"
+                        role="switch"
+                        id=id.clone()
+                        checked=value
+                        aria-describedby=format!("{id}-description")
+                        on:change=move |event| submit(key.clone(), serde_json::Value::Bool(event_target_checked(&event)))
+                    />
+                    <span class="switch-track" aria-hidden="true"></span>
+                    <span class="switch-state">{if value { "On" } else { "Off" }}</span>
+                </label>
+            }
+            .into_any()
+        }
+        SettingValue::Seconds { value, min, max } => {
+            let input = NodeRef::<leptos::html::Input>::new();
+            let key = key.clone();
+            let save = move |event: leptos::ev::SubmitEvent| {
+                event.prevent_default();
+                let Some(input) = input.get_untracked() else { return };
+                let typed = input.value();
+                let value = typed.trim().parse::<u64>().map_or(serde_json::Value::String(typed), serde_json::Value::from);
+                submit(key.clone(), value);
+            };
+            view! {
+                <form class="seconds" on:submit=save>
+                    <input
+                        type="text"
+                        inputmode="numeric"
+                        id=id.clone()
+                        value=value
+                        node_ref=input
+                        aria-describedby=format!("{id}-description")
+                        title=format!("From {min} to {max} seconds")
+                    />
+                    <span class="unit">"s"</span>
+                    <button type="submit" class="button small">"Save"</button>
+                </form>
+            }
+            .into_any()
+        }
+    };
+    view! {
+        <li class="setting" data-setting=row.key.clone()>
+            <div class="setting-text">
+                <label for=id.clone() class="setting-label">{row.label}</label>
+                <p class="muted" id=format!("{id}-description")>{row.description}</p>
+            </div>
+            <div class="setting-control">
+                {control}
+                {said}
+            </div>
+        </li>
+    }
+}

@@ -1,0 +1,218 @@
+//! The staff console's shared state: the migration rows (server-rendered, then kept current by the event
+//! stream and by the answers of actions), the actions, the open menu or dialog, and the messages shown.
+
+use std::collections::BTreeMap;
+
+use leptos::prelude::*;
+
+use crate::api::{ResumeMigration, RollbackMigration, StartMigration, StopMigration};
+use crate::error::AppError;
+use crate::live::Connection;
+use crate::model::{MigrationAction, MigrationRow, UnixMillis};
+
+/// A dialog over the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dialog {
+    /// The parameters form of a migration about to run.
+    Run(String),
+    /// A destructive action waiting for confirmation.
+    Confirm(String, MigrationAction),
+}
+
+/// A message about the last action, shown above the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub text: String,
+    pub is_error: bool,
+}
+
+/// Everything the console's components share; cheap to copy, provided as context.
+#[derive(Clone, Copy)]
+pub struct Console {
+    pub migrations: Resource<Result<Vec<MigrationRow>, AppError>>,
+    /// Rows received after the page loaded: from the event stream and from actions' answers.
+    pub live_rows: RwSignal<BTreeMap<String, MigrationRow>>,
+    /// The rows as shown: the newest of each.
+    pub rows: Memo<BTreeMap<String, MigrationRow>>,
+    pub connection: RwSignal<Connection>,
+    /// The page's clock, ticking every second in the browser, for relative times and ETAs.
+    pub now: RwSignal<UnixMillis>,
+    /// Bumped whenever a migration's status changes, so the banner and the audit log read again.
+    pub status_changes: RwSignal<u32>,
+    pub open_menu: RwSignal<Option<String>>,
+    pub dialog: RwSignal<Option<Dialog>>,
+    /// The migration whose errors the errors panel shows.
+    pub errors_for: RwSignal<Option<String>>,
+    pub notice: RwSignal<Option<Notice>>,
+    pub start: ServerAction<StartMigration>,
+    pub stop: ServerAction<StopMigration>,
+    pub rollback: ServerAction<RollbackMigration>,
+    pub resume: ServerAction<ResumeMigration>,
+}
+
+impl Console {
+    pub fn new(migrations: Resource<Result<Vec<MigrationRow>, AppError>>) -> Console {
+        let live_rows = RwSignal::new(BTreeMap::new());
+        let rows = Memo::new(move |_| {
+            let loaded = migrations.get().and_then(Result::ok).unwrap_or_default();
+            live_rows.with(|live| newest_rows(loaded, live))
+        });
+        Console {
+            migrations,
+            live_rows,
+            rows,
+            connection: RwSignal::new(Connection::Connecting),
+            now: RwSignal::new(crate::time::now_millis()),
+            status_changes: RwSignal::new(0),
+            open_menu: RwSignal::new(None),
+            dialog: RwSignal::new(None),
+            errors_for: RwSignal::new(None),
+            notice: RwSignal::new(None),
+            start: ServerAction::new(),
+            stop: ServerAction::new(),
+            rollback: ServerAction::new(),
+            resume: ServerAction::new(),
+        }
+    }
+
+    /// Takes in rows newer than what the page shows, and notes whether a status changed.
+    pub fn apply(&self, incoming: Vec<MigrationRow>) {
+        let shown = self.rows.get_untracked();
+        let mut status_changed = false;
+        self.live_rows.update(|live| {
+            for row in incoming {
+                match shown.get(&row.name) {
+                    Some(known) if known.updated_at > row.updated_at => continue,
+                    Some(known) => status_changed |= (known.status, known.rolling_back) != (row.status, row.rolling_back),
+                    None => status_changed = true,
+                }
+                live.insert(row.name.clone(), row);
+            }
+        });
+        if status_changed {
+            self.status_changes.update(|count| *count += 1);
+        }
+    }
+
+    pub fn say(&self, text: impl Into<String>) {
+        self.notice.set(Some(Notice { text: text.into(), is_error: false }));
+    }
+
+    pub fn complain(&self, error: &AppError) {
+        self.notice.set(Some(Notice { text: error.to_string(), is_error: true }));
+    }
+
+    /// Asks the server to do `action` to `name` (Run opens its form first; the others are confirmed
+    /// first when destructive).
+    pub fn request(&self, name: &str, action: MigrationAction) {
+        self.open_menu.set(None);
+        if action == MigrationAction::Start {
+            self.start.value().set(None);
+            self.dialog.set(Some(Dialog::Run(name.into())));
+        } else if action.is_destructive() {
+            self.dialog.set(Some(Dialog::Confirm(name.into(), action)));
+        } else {
+            self.perform(name, action);
+        }
+    }
+
+    /// Sends a request that needs no more input.
+    pub fn perform(&self, name: &str, action: MigrationAction) {
+        let name = name.to_string();
+        match action {
+            MigrationAction::Start => {}
+            MigrationAction::Stop => drop(self.stop.dispatch(StopMigration { name, rollback: false })),
+            MigrationAction::StopAndRollback => drop(self.stop.dispatch(StopMigration { name, rollback: true })),
+            MigrationAction::Rollback => drop(self.rollback.dispatch(RollbackMigration { name })),
+            MigrationAction::Resume => drop(self.resume.dispatch(ResumeMigration { name })),
+        }
+    }
+
+    /// Shows the answers of stop, rollback and resume as they arrive (Run's answer is shown by its form).
+    pub fn show_answers(&self) {
+        let console = *self;
+        Effect::new(move |_| {
+            if let Some(answer) = console.stop.value().get() {
+                console.answered(answer, "stop requested");
+            }
+        });
+        Effect::new(move |_| {
+            if let Some(answer) = console.rollback.value().get() {
+                console.answered(answer, "rollback requested");
+            }
+        });
+        Effect::new(move |_| {
+            if let Some(answer) = console.resume.value().get() {
+                console.answered(answer, "resume requested");
+            }
+        });
+    }
+
+    fn answered(&self, answer: Result<MigrationRow, AppError>, what: &str) {
+        match answer {
+            Ok(row) => {
+                self.say(format!("{}: {what}", row.name));
+                self.apply(vec![row]);
+            }
+            Err(error) => self.complain(&error),
+        }
+    }
+}
+
+/// The loaded rows, each replaced by a live one that is at least as new.
+pub fn newest_rows(loaded: Vec<MigrationRow>, live: &BTreeMap<String, MigrationRow>) -> BTreeMap<String, MigrationRow> {
+    let mut rows: BTreeMap<String, MigrationRow> = loaded.into_iter().map(|row| (row.name.clone(), row)).collect();
+    for (name, row) in live {
+        if rows.get(name).is_none_or(|loaded| loaded.updated_at <= row.updated_at) {
+            rows.insert(name.clone(), row.clone());
+        }
+    }
+    rows
+}
+
+pub fn use_console() -> Console {
+    expect_context::<Console>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MigrationStatus;
+
+    fn row(name: &str, status: MigrationStatus, updated_at: UnixMillis) -> MigrationRow {
+        MigrationRow {
+            name: name.into(),
+            description: String::new(),
+            status,
+            rolling_back: false,
+            stop_requested_by: None,
+            progress: 0,
+            current_operation_index: 0,
+            operation_count: 1,
+            current_operation: None,
+            current_query_id: None,
+            started_at: None,
+            finished_at: None,
+            updated_at,
+            waiting_reason: None,
+            min_version: "0".into(),
+            max_version: "*".into(),
+            parameters: Vec::new(),
+            allowed_actions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn live_rows_replace_loaded_ones_only_when_newer() {
+        let loaded = vec![row("a", MigrationStatus::Running, 10), row("b", MigrationStatus::Completed, 10)];
+        let live = BTreeMap::from([
+            ("a".to_string(), row("a", MigrationStatus::Completed, 20)),
+            ("b".to_string(), row("b", MigrationStatus::Running, 5)),
+            ("c".to_string(), row("c", MigrationStatus::NotStarted, 1)),
+        ]);
+        let rows = newest_rows(loaded, &live);
+        assert_eq!(rows["a"].status, MigrationStatus::Completed);
+        assert_eq!(rows["b"].status, MigrationStatus::Completed, "an older live row must not win");
+        assert!(rows.contains_key("c"));
+    }
+}

@@ -1,0 +1,405 @@
+//! What the server functions and the event stream send to the browser: plain serde types, no server
+//! dependencies. The conversions from the engine's types sit behind the `ssr` feature at the bottom.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since 1970-01-01 00:00 UTC.
+pub type UnixMillis = i64;
+
+/// Where a migration is in its life; mirrors the engine's `Status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationStatus {
+    #[default]
+    NotStarted,
+    Starting,
+    Running,
+    Completed,
+    Errored,
+    RolledBack,
+    FailedAtStartup,
+}
+
+impl MigrationStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            MigrationStatus::NotStarted => "Not started",
+            MigrationStatus::Starting => "Starting",
+            MigrationStatus::Running => "Running",
+            MigrationStatus::Completed => "Completed",
+            MigrationStatus::Errored => "Errored",
+            MigrationStatus::RolledBack => "Rolled back",
+            MigrationStatus::FailedAtStartup => "Failed at startup",
+        }
+    }
+
+    /// The name used in CSS classes and test selectors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationStatus::NotStarted => "not_started",
+            MigrationStatus::Starting => "starting",
+            MigrationStatus::Running => "running",
+            MigrationStatus::Completed => "completed",
+            MigrationStatus::Errored => "errored",
+            MigrationStatus::RolledBack => "rolled_back",
+            MigrationStatus::FailedAtStartup => "failed_at_startup",
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, MigrationStatus::Starting | MigrationStatus::Running)
+    }
+}
+
+/// What staff can ask of a migration; mirrors the engine's `Request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationAction {
+    Start,
+    Stop,
+    StopAndRollback,
+    Rollback,
+    Resume,
+}
+
+impl MigrationAction {
+    /// The menu's order.
+    pub const ALL: [MigrationAction; 5] =
+        [MigrationAction::Start, MigrationAction::Resume, MigrationAction::Stop, MigrationAction::StopAndRollback, MigrationAction::Rollback];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            MigrationAction::Start => "Run",
+            MigrationAction::Stop => "Stop",
+            MigrationAction::StopAndRollback => "Stop and roll back",
+            MigrationAction::Rollback => "Roll back",
+            MigrationAction::Resume => "Resume",
+        }
+    }
+
+    /// Actions that kill a query or undo work, and so ask for confirmation first.
+    pub fn is_destructive(self) -> bool {
+        matches!(self, MigrationAction::Stop | MigrationAction::StopAndRollback | MigrationAction::Rollback)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationAction::Start => "start",
+            MigrationAction::Stop => "stop",
+            MigrationAction::StopAndRollback => "stop_and_rollback",
+            MigrationAction::Rollback => "rollback",
+            MigrationAction::Resume => "resume",
+        }
+    }
+}
+
+/// The values a parameter accepts; mirrors the engine's `ParameterKind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ParameterKind {
+    Integer { min: i64, max: i64 },
+    Boolean,
+    Identifier,
+    Text { max_length: usize },
+}
+
+impl ParameterKind {
+    /// What a value must look like, in words.
+    pub fn hint(&self) -> String {
+        match self {
+            ParameterKind::Integer { min, max } => format!("a whole number from {min} to {max}"),
+            ParameterKind::Boolean => "true or false".into(),
+            ParameterKind::Identifier => "a table or column name".into(),
+            ParameterKind::Text { max_length } => format!("text, at most {max_length} characters"),
+        }
+    }
+}
+
+/// A parameter a migration takes, as the Run form shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParameterField {
+    pub name: String,
+    pub description: String,
+    pub kind: ParameterKind,
+    /// The default, as it would be typed into the form.
+    pub default_value: String,
+}
+
+/// One row of the migrations table: a migration's recorded state with what its definition says about it,
+/// and what staff may do with it now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRow {
+    pub name: String,
+    pub description: String,
+    pub status: MigrationStatus,
+    /// A rollback is under way (its status stays errored until it ends).
+    pub rolling_back: bool,
+    /// Who asked to stop it, while the runner has not acted on it yet.
+    pub stop_requested_by: Option<String>,
+    /// Percent, 0 to 100.
+    pub progress: u8,
+    pub current_operation_index: u32,
+    pub operation_count: u32,
+    /// The short description of the current operation.
+    pub current_operation: Option<String>,
+    /// The ClickHouse query running now, if any.
+    pub current_query_id: Option<String>,
+    pub started_at: Option<UnixMillis>,
+    pub finished_at: Option<UnixMillis>,
+    pub updated_at: UnixMillis,
+    /// Why the runner is pausing, when it is.
+    pub waiting_reason: Option<String>,
+    pub min_version: String,
+    pub max_version: String,
+    pub parameters: Vec<ParameterField>,
+    /// Only what the status allows now, in menu order.
+    pub allowed_actions: Vec<MigrationAction>,
+}
+
+impl MigrationRow {
+    pub fn allows(&self, action: MigrationAction) -> bool {
+        self.allowed_actions.contains(&action)
+    }
+
+    /// The status as the badge shows it: a rollback or a pending stop says so.
+    pub fn status_label(&self) -> &'static str {
+        if self.rolling_back {
+            "Rolling back"
+        } else if self.stop_requested_by.is_some() && self.status.is_active() {
+            "Stopping"
+        } else {
+            self.status.label()
+        }
+    }
+}
+
+/// One entry of a migration's error log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    pub occurred_at: UnixMillis,
+    pub operation_index: Option<i32>,
+    /// The description of that operation.
+    pub operation: Option<String>,
+    pub query_id: Option<String>,
+    pub message: String,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub occurred_at: UnixMillis,
+    pub actor: String,
+    pub action: String,
+    pub migration_name: Option<String>,
+    /// The parameters or values of the action as compact JSON, empty when there were none.
+    pub details: String,
+}
+
+/// A runtime setting's value and what it may be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SettingValue {
+    Boolean { value: bool },
+    Seconds { value: u64, min: u64, max: u64 },
+}
+
+/// One runtime setting as the settings tab shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingRow {
+    pub key: String,
+    pub label: String,
+    pub description: String,
+    pub value: SettingValue,
+}
+
+/// A migration that must complete before the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMigration {
+    pub name: String,
+    pub min_version: String,
+    pub max_version: String,
+    pub status: MigrationStatus,
+}
+
+/// Whether this instance's version may run: the migrations still blocking it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeStatus {
+    pub target_version: String,
+    pub pending: Vec<PendingMigration>,
+}
+
+/// Who is logged in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedInUser {
+    pub email: String,
+    pub is_staff: bool,
+}
+
+#[cfg(feature = "ssr")]
+mod from_engine {
+    use engine::parameters::{ParameterKind as EngineKind, ParameterValue};
+    use engine::settings::{RuntimeSettings, SettingKind, SETTINGS};
+    use engine::status::{Request, Status};
+
+    use super::*;
+
+    impl From<Status> for MigrationStatus {
+        fn from(status: Status) -> Self {
+            match status {
+                Status::NotStarted => MigrationStatus::NotStarted,
+                Status::Starting => MigrationStatus::Starting,
+                Status::Running => MigrationStatus::Running,
+                Status::Completed => MigrationStatus::Completed,
+                Status::Errored => MigrationStatus::Errored,
+                Status::RolledBack => MigrationStatus::RolledBack,
+                Status::FailedAtStartup => MigrationStatus::FailedAtStartup,
+            }
+        }
+    }
+
+    impl MigrationAction {
+        fn request(self) -> Request {
+            match self {
+                MigrationAction::Start => Request::Start,
+                MigrationAction::Stop => Request::Stop,
+                MigrationAction::StopAndRollback => Request::StopAndRollback,
+                MigrationAction::Rollback => Request::Rollback,
+                MigrationAction::Resume => Request::Resume,
+            }
+        }
+    }
+
+    impl From<engine::MigrationOverview> for MigrationRow {
+        fn from(overview: engine::MigrationOverview) -> Self {
+            let record = overview.record;
+            let stopping = record.stop_requested_by.is_some();
+            let allowed_actions = MigrationAction::ALL
+                .into_iter()
+                .filter(|action| overview.defined || matches!(action, MigrationAction::Stop | MigrationAction::StopAndRollback))
+                .filter(|action| !(stopping && matches!(action, MigrationAction::Stop | MigrationAction::StopAndRollback)))
+                .filter(|action| action.request().check(&record.name, record.status, record.rolling_back).is_ok())
+                .collect();
+            MigrationRow {
+                allowed_actions,
+                status: record.status.into(),
+                rolling_back: record.rolling_back,
+                stop_requested_by: record.stop_requested_by,
+                progress: record.progress.clamp(0, 100) as u8,
+                current_operation_index: record.current_operation_index.max(0) as u32,
+                operation_count: overview.operation_count as u32,
+                current_operation: overview.current_operation,
+                current_query_id: Some(record.current_query_id).filter(|id| !id.is_empty()),
+                started_at: record.started_at.map(|at| at.timestamp_millis()),
+                finished_at: record.finished_at.map(|at| at.timestamp_millis()),
+                updated_at: record.updated_at.timestamp_millis(),
+                waiting_reason: record.waiting_reason,
+                min_version: record.min_version,
+                max_version: record.max_version,
+                parameters: overview.parameter_specs.into_iter().map(ParameterField::from).collect(),
+                name: record.name,
+                description: record.description,
+            }
+        }
+    }
+
+    impl From<engine::parameters::ParameterSpec> for ParameterField {
+        fn from(spec: engine::parameters::ParameterSpec) -> Self {
+            ParameterField {
+                kind: match spec.kind {
+                    EngineKind::Integer { min, max } => ParameterKind::Integer { min, max },
+                    EngineKind::Boolean => ParameterKind::Boolean,
+                    EngineKind::Identifier => ParameterKind::Identifier,
+                    EngineKind::Text { max_length } => ParameterKind::Text { max_length },
+                },
+                default_value: match spec.default {
+                    ParameterValue::Integer(number) => number.to_string(),
+                    ParameterValue::Boolean(flag) => flag.to_string(),
+                    ParameterValue::Text(text) => text,
+                },
+                name: spec.name,
+                description: spec.description,
+            }
+        }
+    }
+
+    impl ErrorEntry {
+        /// An error with the description of the operation it happened in, when the definition has it.
+        pub fn from_engine(error: engine::store::MigrationError, definition: Option<&engine::definition::MigrationDefinition>) -> Self {
+            let operation = error
+                .operation_index
+                .and_then(|index| definition?.operations.get(usize::try_from(index).ok()?))
+                .map(|operation| operation.description.clone());
+            ErrorEntry {
+                occurred_at: error.occurred_at.timestamp_millis(),
+                operation_index: error.operation_index,
+                operation,
+                query_id: error.query_id,
+                message: error.message,
+            }
+        }
+    }
+
+    impl From<engine::store::AuditEntry> for AuditRow {
+        fn from(entry: engine::store::AuditEntry) -> Self {
+            let empty = entry.parameters.is_null() || entry.parameters.as_object().is_some_and(|object| object.is_empty());
+            AuditRow {
+                occurred_at: entry.occurred_at.timestamp_millis(),
+                actor: entry.actor,
+                action: entry.action,
+                migration_name: entry.migration_name,
+                details: if empty { String::new() } else { entry.parameters.to_string() },
+            }
+        }
+    }
+
+    impl SettingRow {
+        /// Every setting in the engine's order (auto-run first) with its value in `settings`.
+        pub fn all(settings: &RuntimeSettings) -> Vec<SettingRow> {
+            SETTINGS
+                .iter()
+                .map(|spec| {
+                    let current = settings.value(spec.key).unwrap_or_default();
+                    SettingRow {
+                        key: spec.key.into(),
+                        label: spec.label.into(),
+                        description: spec.description.into(),
+                        value: match spec.kind {
+                            SettingKind::Boolean => SettingValue::Boolean { value: current.as_bool().unwrap_or_default() },
+                            SettingKind::Seconds { min, max } => {
+                                SettingValue::Seconds { value: current.as_u64().unwrap_or_default(), min, max }
+                            }
+                        },
+                    }
+                })
+                .collect()
+        }
+    }
+
+    impl UpgradeStatus {
+        /// The gate's answer, with each pending migration's status from `records`.
+        pub fn from_check(check: engine::upgrade::UpgradeCheck, rows: &[MigrationRow]) -> Self {
+            UpgradeStatus {
+                target_version: check.target.to_string(),
+                pending: check
+                    .pending
+                    .into_iter()
+                    .map(|pending| PendingMigration {
+                        status: rows
+                            .iter()
+                            .find(|row| row.name == pending.name)
+                            .map_or(MigrationStatus::NotStarted, |row| row.status),
+                        name: pending.name,
+                        min_version: pending.min_version,
+                        max_version: pending.max_version,
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    impl From<&engine::accounts::User> for LoggedInUser {
+        fn from(user: &engine::accounts::User) -> Self {
+            LoggedInUser { email: user.email.clone(), is_staff: user.is_staff }
+        }
+    }
+}
