@@ -49,7 +49,7 @@ export class Instance {
 
   /** Runs `amigo ARGS` against this instance and returns what it printed. */
   amigo(args: string[], extra: Record<string, string> = {}): string {
-    return execFileSync(amigoBinary, args, { env: this.env(extra), encoding: 'utf8', timeout: 60_000 });
+    return execFileSync(amigoBinary, args, { env: this.env(extra), encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
   /** Runs one statement on the ClickHouse server and returns its text answer, trimmed. */
