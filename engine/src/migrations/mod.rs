@@ -7,7 +7,10 @@ pub mod e2e;
 #[path = "0001_events_sort_key.rs"]
 pub mod events_sort_key;
 
+#[path = "0002_backfill_person_id.rs"]
+pub mod backfill_person_id;
+
 /// Every migration this binary knows.
 pub fn all() -> Vec<MigrationDefinition> {
-    vec![events_sort_key::definition()]
+    vec![events_sort_key::definition(), backfill_person_id::definition()]
 }

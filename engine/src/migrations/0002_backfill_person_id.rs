@@ -1,0 +1,265 @@
+//! 0002_backfill_person_id: gives every event the id of its person, so that queries by person need no join
+//! with `person`: a new column `events.person_id` filled by one ClickHouse mutation.
+//!
+//! 0. build a lookup table from `person` (engine `Join`, keyed by `team_id:distinct_id`, held in memory);
+//! 1. add the column `person_id UUID` to `events` (the zero UUID until filled);
+//! 2. run `ALTER TABLE events UPDATE person_id = joinGet(lookup, ...) WHERE person_id = <zero>` and wait for
+//!    it: a mutation runs in the background of the server, part by part; progress is the parts it has
+//!    rewritten out of those it had to do (`system.mutations`), and its id is saved as the checkpoint;
+//! 3. drop the lookup table.
+//!
+//! Resume: operation 2 first looks for a mutation of its own still pending on `events` (one it issued before
+//! a crash, a shutdown or a stop the server could not act on) and waits for it rather than issuing another;
+//! the `WHERE` makes issuing it again harmless anyway. Rows inserted after the mutation was created are not
+//! touched by it: the product must write `person_id` itself before this runs.
+//!
+//! Stop: on servers with `KILL MUTATION` (19.3 and later) the runner kills the mutation; parts it already
+//! rewrote keep their ids. ClickHouse 18.16 cannot kill a mutation: the migration is marked errored and the
+//! mutation goes on to the end, as the error message says; resume waits for it. Rollback ends the mutation
+//! first (kills it, or on 18.16 waits for it, within the rollback timeout) because a mutation left pending
+//! over a dropped column or lookup table fails on every part forever; then it drops the column and the
+//! lookup table.
+//!
+//! The lookup table's place depends on the server: 18.16 runs a mutation in the server's default database
+//! and its `joinGet` takes neither a database-qualified name nor several keys, so there the table lives in
+//! that database under a name carrying the product database's; from 20.8 it sits next to `events` and is
+//! named with its database. One string key on every version (multi-key `Join` tables broke in mutations on
+//! 25.6, ClickHouse issue #83407).
+//!
+//! It depends on 0001_events_sort_key: 0001 copies `events` with `SELECT *` into a table made `AS events`
+//! before the copy, and rolls back by renaming the original back; a column added while 0001 is errored half
+//! way would make its resume fail and its rollback silently drop `person_id` with the copy.
+
+use serde_json::json;
+
+use crate::clickhouse::{quote_identifier, MutationStatus, QueryOptions};
+use crate::context::MigrationContext;
+use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
+use crate::demo::table_exists;
+use crate::migrations::events_sort_key;
+use crate::parameters::quote_string;
+use crate::{Error, Result};
+
+pub const NAME: &str = "0002_backfill_person_id";
+const EVENTS: &str = "events";
+const PERSON: &str = "person";
+pub const COLUMN: &str = "person_id";
+/// The lookup table's name next to `events`; on old servers it is prefixed with the product database's name.
+pub const LOOKUP_TABLE: &str = "person_lookup_0002";
+/// The key of a person in the lookup table, computed the same way from `events` and `person`.
+const PERSON_KEY: &str = "concat(toString(team_id), ':', distinct_id)";
+/// The text every mutation this migration issues contains, to find them in `system.mutations`.
+const MUTATION_MARKER: &str = "person_id = joinGet(";
+const ZERO_UUID: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
+
+pub fn definition() -> MigrationDefinition {
+    MigrationDefinition::new(NAME, "Add person_id to events and fill it from the person table with a mutation")
+        .versions("0.1.0", "0.5.0")
+        .requires_clickhouse("18.16")
+        .depends_on(events_sort_key::NAME)
+        .is_required(is_required)
+        .precheck(precheck)
+        .operation(Operation::rust("build the person lookup table (engine Join) from person", build_lookup, drop_lookup))
+        .operation(Operation::rust("add the column person_id UUID to events", add_column, drop_column))
+        .operation(
+            Operation::rust("fill person_id with a mutation and wait until it has rewritten every part", fill_column, end_mutations)
+                .on_interrupt(interrupt_mutation),
+        )
+        .operation(Operation::rust("drop the person lookup table", drop_lookup, nothing_to_undo))
+}
+
+/// Needed when `events` exists without `person_id`.
+async fn is_required(context: MigrationContext) -> Result<bool> {
+    Ok(table_exists(&context.clickhouse, EVENTS).await? && !has_column(&context).await?)
+}
+
+async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
+    for name in [EVENTS, PERSON] {
+        if !table_exists(&context.clickhouse, name).await? {
+            return Ok(CheckOutcome::Fail(format!("{}.{name} does not exist", context.clickhouse.database())));
+        }
+    }
+    Ok(CheckOutcome::Pass)
+}
+
+async fn nothing_to_undo(_context: MigrationContext) -> Result<()> {
+    Ok(())
+}
+
+fn table(context: &MigrationContext, name: &str) -> String {
+    format!("{}.{}", quote_identifier(context.clickhouse.database()), quote_identifier(name))
+}
+
+async fn has_column(context: &MigrationContext) -> Result<bool> {
+    let columns: u64 = context
+        .clickhouse
+        .client()
+        .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+        .bind(context.clickhouse.database())
+        .bind(EVENTS)
+        .bind(COLUMN)
+        .fetch_one()
+        .await?;
+    Ok(columns > 0)
+}
+
+/// Where the lookup table lives on this server, and how the mutation names it.
+struct Lookup {
+    /// `database`.`table`, quoted, for DDL.
+    table: String,
+    /// The first argument of `joinGet`.
+    join_get_name: String,
+    /// On old servers, a client speaking in the server's default database: the `ALTER` naming the lookup
+    /// table must be sent from there, since it is checked in the session's database when it is issued and
+    /// run in the server's default database afterwards.
+    default_database_client: Option<::clickhouse::Client>,
+}
+
+/// From 20.8 `joinGet` resolves a database-qualified name, also inside a mutation; before (18.16 tested,
+/// 19.17 in ClickHouse issue #12012) a mutation resolves it in the server's default database only.
+async fn lookup(context: &MigrationContext) -> Result<Lookup> {
+    let database = context.clickhouse.database();
+    if context.clickhouse.version().at_least(20, 8) {
+        return Ok(Lookup {
+            table: table(context, LOOKUP_TABLE),
+            join_get_name: format!("{database}.{LOOKUP_TABLE}"),
+            default_database_client: None,
+        });
+    }
+    // A client without a database speaks in the server's default database, the one a mutation runs in.
+    let client = ::clickhouse::Client::default().with_url(context.clickhouse.url()).with_validation(false);
+    let server_default: String = client.query("SELECT currentDatabase()").fetch_one().await?;
+    let name = format!("{database}_{LOOKUP_TABLE}");
+    Ok(Lookup {
+        table: format!("{}.{}", quote_identifier(&server_default), quote_identifier(&name)),
+        join_get_name: name,
+        default_database_client: Some(client),
+    })
+}
+
+/// Operation 0 (and 3): a fresh lookup table from the current persons; `FINAL` collapses the rows
+/// `ReplacingMergeTree` has not merged yet, so each key has one person.
+async fn build_lookup(context: MigrationContext) -> Result<()> {
+    let lookup = lookup(&context).await?;
+    context.clickhouse_execute_part(&format!("DROP TABLE IF EXISTS {}", lookup.table), &QueryOptions::default(), 0.0..0.0).await?;
+    context
+        .clickhouse_execute(
+            &format!(
+                "CREATE TABLE {} ENGINE = Join(ANY, LEFT, person_key)
+                 AS SELECT {PERSON_KEY} AS person_key, id FROM {} FINAL",
+                lookup.table,
+                table(&context, PERSON)
+            ),
+            &QueryOptions::default(),
+        )
+        .await
+}
+
+async fn drop_lookup(context: MigrationContext) -> Result<()> {
+    let lookup = lookup(&context).await?;
+    context.clickhouse_execute(&format!("DROP TABLE IF EXISTS {}", lookup.table), &QueryOptions::default()).await
+}
+
+/// Operation 1 (18.16 has no `ADD COLUMN IF NOT EXISTS`: the check is ours).
+async fn add_column(context: MigrationContext) -> Result<()> {
+    if has_column(&context).await? {
+        return Ok(());
+    }
+    let sql = format!("ALTER TABLE {} ADD COLUMN {COLUMN} UUID", table(&context, EVENTS));
+    context.clickhouse_execute(&sql, &QueryOptions::default()).await
+}
+
+async fn drop_column(context: MigrationContext) -> Result<()> {
+    if !has_column(&context).await? {
+        return Ok(());
+    }
+    let sql = format!("ALTER TABLE {} DROP COLUMN {COLUMN}", table(&context, EVENTS));
+    context.clickhouse_execute(&sql, &QueryOptions::default()).await
+}
+
+/// This migration's mutations of `events`, oldest first.
+async fn own_mutations(context: &MigrationContext) -> Result<Vec<MutationStatus>> {
+    let mutations = context.clickhouse.mutations(EVENTS).await?;
+    Ok(mutations.into_iter().filter(|mutation| mutation.command.contains(MUTATION_MARKER)).collect())
+}
+
+/// Operation 2: adopts a pending mutation of its own, or issues one, then waits for it.
+async fn fill_column(context: MigrationContext) -> Result<()> {
+    let checkpoint = context.checkpoint();
+    let saved_id = checkpoint.as_ref().and_then(|checkpoint| checkpoint["mutation_id"].as_str().map(str::to_string));
+    let before = own_mutations(&context).await?;
+    let pending = before.iter().find(|mutation| mutation.is_done == 0).cloned();
+    let mutation = match pending {
+        Some(mutation) => mutation,
+        None if before.iter().any(|mutation| Some(&mutation.mutation_id) == saved_id.as_ref() && mutation.is_done != 0) => {
+            return context.report_progress(1.0).await;
+        }
+        None => issue_mutation(&context, &before).await?,
+    };
+    let parts_total = match checkpoint {
+        Some(checkpoint) if saved_id.as_deref() == Some(mutation.mutation_id.as_str()) => {
+            checkpoint["parts_total"].as_i64().unwrap_or(mutation.parts_to_do)
+        }
+        _ => mutation.parts_to_do,
+    };
+    context.save_checkpoint(json!({ "mutation_id": mutation.mutation_id, "parts_total": parts_total })).await?;
+    tracing::info!(migration = NAME, mutation_id = %mutation.mutation_id, parts_total, "waiting for the mutation");
+    context.wait_for_mutation(EVENTS, &mutation.mutation_id, parts_total, 0.0..1.0).await
+}
+
+/// Issues the mutation and finds its id: the one of ours that `before` did not list.
+async fn issue_mutation(context: &MigrationContext, before: &[MutationStatus]) -> Result<MutationStatus> {
+    let lookup = lookup(context).await?;
+    let sql = format!(
+        "ALTER TABLE {} UPDATE {COLUMN} = joinGet({}, 'id', {PERSON_KEY}) WHERE {COLUMN} = {ZERO_UUID}",
+        table(context, EVENTS),
+        quote_string(&lookup.join_get_name)
+    );
+    match &lookup.default_database_client {
+        Some(client) => client.query(&sql).execute().await?,
+        None => context.clickhouse_execute_part(&sql, &QueryOptions::default(), 0.0..0.0).await?,
+    }
+    own_mutations(context)
+        .await?
+        .into_iter()
+        .find(|mutation| !before.iter().any(|known| known.mutation_id == mutation.mutation_id))
+        .ok_or_else(|| Error::Migration(format!("the mutation of {EVENTS} was issued but system.mutations does not list it")))
+}
+
+/// What a stop, failure or failed health check does to the mutation: kills it where the server can.
+async fn interrupt_mutation(context: MigrationContext) -> Result<Option<String>> {
+    let pending: Vec<String> =
+        own_mutations(&context).await?.into_iter().filter(|mutation| mutation.is_done == 0).map(|mutation| mutation.mutation_id).collect();
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let ids = pending.join(", ");
+    if !context.clickhouse.can_kill_mutations() {
+        return Ok(Some(format!(
+            "ClickHouse {} cannot kill a mutation (KILL MUTATION came in 19.3), so mutation {ids} goes on until it has \
+             rewritten every part of {EVENTS}; resume to wait for it, or roll back, which waits for it before dropping the column",
+            context.clickhouse.version()
+        )));
+    }
+    for mutation_id in &pending {
+        context.clickhouse.kill_mutation(EVENTS, mutation_id).await?;
+    }
+    Ok(Some(format!("mutation {ids} was killed; the parts it rewrote keep their person_id, and a resume fills the rest")))
+}
+
+/// Rollback of operation 2: no mutation of ours may stay pending once the column or the lookup table is
+/// dropped. Kills them where the server can, then waits until none is left (on 18.16: until they finish).
+async fn end_mutations(context: MigrationContext) -> Result<()> {
+    loop {
+        let pending: Vec<MutationStatus> = own_mutations(&context).await?.into_iter().filter(|mutation| mutation.is_done == 0).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if context.clickhouse.can_kill_mutations() {
+            for mutation in &pending {
+                context.clickhouse.kill_mutation(EVENTS, &mutation.mutation_id).await?;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
