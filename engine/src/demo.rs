@@ -267,20 +267,32 @@ pub async fn partition_row_counts(clickhouse: &ClickHouse, table: &str) -> Resul
         .await?)
 }
 
+/// The hash of one event that partition checksums add up (modulo 2^64, so checksums of disjoint sets of rows
+/// add up too): the event columns only, whatever else the table has.
+const EVENT_HASH: &str = "cityHash64(toString(uuid), event, team_id, distinct_id, properties, timestamp)";
+
 /// Row count and content hash of each partition of an events-shaped `table`, in partition order: two tables
 /// with equal checksums hold the same events, whatever their sort key, part layout or extra columns.
 ///
 /// Reads every row of the event columns (uuid, event, team_id, distinct_id, properties, timestamp).
 pub async fn events_partition_checksums(clickhouse: &ClickHouse, table: &str) -> Result<Vec<PartitionChecksum>> {
     let query = format!(
-        "SELECT
-             _partition_id AS partition_id,
-             count() AS rows,
-             sum(cityHash64(toString(uuid), event, team_id, distinct_id, properties, timestamp)) AS checksum
+        "SELECT _partition_id AS partition_id, count() AS rows, sum({EVENT_HASH}) AS checksum
          FROM {} GROUP BY partition_id ORDER BY partition_id",
         qualified(clickhouse, table)
     );
     Ok(clickhouse.client().query(&query).fetch_all().await?)
+}
+
+/// [`events_partition_checksums`] of one month's partition (`toYYYYMM(timestamp)`), reading that partition
+/// only; zero rows when the table has none of it.
+pub async fn events_partition_checksum(clickhouse: &ClickHouse, table: &str, month: u32) -> Result<PartitionChecksum> {
+    let query = format!(
+        "SELECT toString({month}) AS partition_id, count() AS rows, sum({EVENT_HASH}) AS checksum
+         FROM {} WHERE toYYYYMM(timestamp) = {month}",
+        qualified(clickhouse, table)
+    );
+    Ok(clickhouse.client().query(&query).fetch_one().await?)
 }
 
 /// One calendar month of the seeded window: its first second and how many of its seconds get events.

@@ -10,7 +10,10 @@ pub mod events_sort_key;
 #[path = "0002_backfill_person_id.rs"]
 pub mod backfill_person_id;
 
+#[path = "0003_move_old_partitions.rs"]
+pub mod move_old_partitions;
+
 /// Every migration this binary knows.
 pub fn all() -> Vec<MigrationDefinition> {
-    vec![events_sort_key::definition(), backfill_person_id::definition()]
+    vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition()]
 }

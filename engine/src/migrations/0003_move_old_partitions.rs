@@ -1,0 +1,263 @@
+//! 0003_move_old_partitions: moves the months of `events` older than `older_than_months` into an archive
+//! table `events_archive` of the same structure, with partition operations (no row is re-sorted).
+//!
+//! 0. create `events_archive` `AS events` (same columns, engine and keys, as partition operations require);
+//! 1. move every partition of `events` whose whole month is older than `older_than_months`, oldest first,
+//!    one at a time; the checkpoint lists the months moved and the cutoff month, fixed at the first attempt.
+//!
+//! One partition moves by `ALTER TABLE events MOVE PARTITION ... TO TABLE events_archive` from 20.2 (a single
+//! atomic statement). Before (18.16 has no `MOVE PARTITION ... TO TABLE`) it is copy, verify, drop:
+//! `REPLACE PARTITION ... FROM events` into the archive (hard links, and idempotent: the archive's partition
+//! becomes exactly the source's), then row counts and checksums of both must match, then
+//! `DROP PARTITION` from `events`. `REPLACE` is used only while every row of the archive's partition is also
+//! in the source's (it is empty, or a copy an interrupted attempt made), so it never drops archived rows;
+//! otherwise (the source was dropped and rows arrived in it later) the missing rows are copied by uuid with
+//! `INSERT ... SELECT ... WHERE uuid NOT IN (...)`, idempotent too. Nothing is dropped from the source before
+//! every one of its rows is verified in the archive, so a crash at any point loses nothing and a resume
+//! redoes the partition from what the tables hold, whatever the checkpoint says.
+//!
+//! Rollback moves every partition of the archive back into `events` the same way, then drops the archive,
+//! which it refuses to do while the archive still holds rows.
+//!
+//! The one window left on old servers: a row inserted into a partition between its verification and its
+//! `DROP PARTITION` (a few milliseconds) is lost. Partitions older than `older_than_months` must not receive
+//! inserts; a partition that changes during its move is copied again, and after three tries the operation
+//! fails without dropping it.
+//!
+//! It depends on 0002_backfill_person_id, so that the archive is made with `person_id` and with 0001's sort
+//! key: partition operations need both tables to have the same structure and keys.
+
+use chrono::{DateTime, Datelike, Months, Utc};
+use serde_json::json;
+
+use crate::clickhouse::{quote_identifier, QueryOptions};
+use crate::context::MigrationContext;
+use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
+use crate::demo::{events_partition_checksum, partition_row_counts, table_exists};
+use crate::migrations::backfill_person_id;
+use crate::parameters::{quote_string, ParameterSpec};
+use crate::pressure::clickhouse_pressure;
+use crate::{Error, Result};
+
+pub const NAME: &str = "0003_move_old_partitions";
+const EVENTS: &str = "events";
+pub const ARCHIVE: &str = "events_archive";
+/// How many times a partition that changes while it is moved is copied again before the operation fails.
+const MAX_ATTEMPTS: usize = 3;
+
+pub fn definition() -> MigrationDefinition {
+    MigrationDefinition::new(NAME, "Move the months of events older than a number of months into events_archive, partition by partition")
+        .versions("0.1.0", "0.5.0")
+        .requires_clickhouse("18.16")
+        .depends_on(backfill_person_id::NAME)
+        .parameter(ParameterSpec::integer(
+            "older_than_months",
+            "A month of events moves when every one of its events is older than this many months",
+            12,
+            1,
+            1200,
+        ))
+        .is_required(is_required)
+        .precheck(precheck)
+        .throttle(|context| async move { clickhouse_pressure(&context.clickhouse, &[EVENTS, ARCHIVE]).await })
+        .operation(Operation::rust("create events_archive with the structure and keys of events", create_archive, drop_empty_archive))
+        .operation(Operation::rust(
+            "move the partitions older than older_than_months into events_archive, one at a time",
+            move_old_partitions,
+            move_everything_back,
+        ))
+}
+
+/// Needed when `events` exists and `events_archive` does not.
+async fn is_required(context: MigrationContext) -> Result<bool> {
+    Ok(table_exists(&context.clickhouse, EVENTS).await? && !table_exists(&context.clickhouse, ARCHIVE).await?)
+}
+
+/// Everything in the archive must have come from this migration, since rollback moves all of it into events.
+async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
+    let database = context.clickhouse.database();
+    if !table_exists(&context.clickhouse, EVENTS).await? {
+        return Ok(CheckOutcome::Fail(format!("{database}.{EVENTS} does not exist")));
+    }
+    let archived = rows(&context, ARCHIVE).await?;
+    Ok(if archived > 0 {
+        CheckOutcome::Fail(format!(
+            "{database}.{ARCHIVE} already holds {archived} rows; this migration creates it, and its rollback moves all of it \
+             into {EVENTS}: rename it first"
+        ))
+    } else {
+        CheckOutcome::Pass
+    })
+}
+
+/// The month (`YYYYMM`) `months` months before `now`: a partition moves when its month is before it, that is
+/// when its last second is at least `months` months old.
+pub fn cutoff_month(now: DateTime<Utc>, months: u32) -> u32 {
+    let cutoff = now.checked_sub_months(Months::new(months)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    cutoff.year().max(0) as u32 * 100 + cutoff.month()
+}
+
+fn table(context: &MigrationContext, name: &str) -> String {
+    format!("{}.{}", quote_identifier(context.clickhouse.database()), quote_identifier(name))
+}
+
+/// Months (partition ids of `toYYYYMM(timestamp)`) holding rows in `name`, oldest first.
+async fn months_with_rows(context: &MigrationContext, name: &str) -> Result<Vec<u32>> {
+    let mut months = Vec::new();
+    for (partition_id, rows) in partition_row_counts(&context.clickhouse, name).await? {
+        if rows == 0 {
+            continue;
+        }
+        let month = partition_id
+            .parse()
+            .map_err(|_| Error::Migration(format!("{name} has partition {partition_id:?}, which is not a toYYYYMM(timestamp) month")))?;
+        months.push(month);
+    }
+    Ok(months)
+}
+
+async fn rows(context: &MigrationContext, name: &str) -> Result<u64> {
+    Ok(partition_row_counts(&context.clickhouse, name).await?.iter().map(|(_, rows)| rows).sum())
+}
+
+/// Operation 0.
+async fn create_archive(context: MigrationContext) -> Result<()> {
+    let sql = format!("CREATE TABLE IF NOT EXISTS {} AS {}", table(&context, ARCHIVE), table(&context, EVENTS));
+    context.clickhouse_execute(&sql, &QueryOptions::default()).await
+}
+
+/// Rollback of operation 0: drops the archive, never while it holds rows.
+async fn drop_empty_archive(context: MigrationContext) -> Result<()> {
+    if !table_exists(&context.clickhouse, ARCHIVE).await? {
+        return Ok(());
+    }
+    let archived = rows(&context, ARCHIVE).await?;
+    if archived > 0 {
+        return Err(Error::Migration(format!("{ARCHIVE} still holds {archived} rows; it is dropped only once they are back in {EVENTS}")));
+    }
+    context.clickhouse_execute(&format!("DROP TABLE {}", table(&context, ARCHIVE)), &QueryOptions::default()).await
+}
+
+/// Operation 1: every month before the cutoff, oldest first. A month already moved is moved again only if
+/// rows arrived in it since.
+async fn move_old_partitions(context: MigrationContext) -> Result<()> {
+    let checkpoint = context.checkpoint().unwrap_or_default();
+    let older_than = context.parameters.integer("older_than_months") as u32;
+    let before_month = checkpoint["before_month"].as_u64().map_or_else(|| cutoff_month(Utc::now(), older_than), |month| month as u32);
+    let mut moved: Vec<u32> = serde_json::from_value(checkpoint["moved"].clone()).unwrap_or_default();
+    let to_move: Vec<u32> = months_with_rows(&context, EVENTS).await?.into_iter().filter(|month| *month < before_month).collect();
+    context.save_checkpoint(json!({ "before_month": before_month, "moved": moved })).await?;
+    let total = (moved.len() + to_move.len()).max(1) as f64;
+    for month in to_move {
+        context.pause_while_under_pressure().await?;
+        let done = moved.len() as f64;
+        move_partition(&context, EVENTS, ARCHIVE, month, done / total..(done + 1.0) / total).await?;
+        if !moved.contains(&month) {
+            moved.push(month);
+        }
+        context.save_checkpoint(json!({ "before_month": before_month, "moved": moved })).await?;
+        context.report_progress(moved.len() as f64 / total).await?;
+    }
+    Ok(())
+}
+
+/// Rollback of operation 1: every month of the archive back into `events`.
+async fn move_everything_back(context: MigrationContext) -> Result<()> {
+    if !table_exists(&context.clickhouse, ARCHIVE).await? {
+        return Ok(());
+    }
+    let months = months_with_rows(&context, ARCHIVE).await?;
+    let total = months.len().max(1) as f64;
+    for (index, month) in months.into_iter().enumerate() {
+        move_partition(&context, ARCHIVE, EVENTS, month, index as f64 / total..(index + 1) as f64 / total).await?;
+        context.report_progress((index + 1) as f64 / total).await?;
+    }
+    Ok(())
+}
+
+/// Rows of `from`'s partition `month` whose uuid `into`'s partition `month` lacks.
+async fn rows_missing(context: &MigrationContext, from: &str, into: &str, month: u32) -> Result<u64> {
+    let query = format!(
+        "SELECT count() FROM {} WHERE toYYYYMM(timestamp) = {month}
+         AND uuid NOT IN (SELECT uuid FROM {} WHERE toYYYYMM(timestamp) = {month})",
+        table(context, from),
+        table(context, into)
+    );
+    Ok(context.clickhouse.client().query(&query).fetch_one().await?)
+}
+
+/// Moves partition `month` from table `from` to table `to`; safe to run again after a crash at any point.
+async fn move_partition(context: &MigrationContext, from: &str, to: &str, month: u32, span: std::ops::Range<f64>) -> Result<()> {
+    let clickhouse = &context.clickhouse;
+    let partition = quote_string(&month.to_string());
+    let (from_table, to_table) = (table(context, from), table(context, to));
+    for _ in 0..MAX_ATTEMPTS {
+        let source = events_partition_checksum(clickhouse, from, month).await?;
+        if source.rows == 0 {
+            return Ok(());
+        }
+        if clickhouse.version().at_least(20, 2) {
+            let target = events_partition_checksum(clickhouse, to, month).await?;
+            let sql = format!("ALTER TABLE {from_table} MOVE PARTITION ID {partition} TO TABLE {to_table}");
+            context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.clone()).await?;
+            let (source_after, target_after) =
+                (events_partition_checksum(clickhouse, from, month).await?, events_partition_checksum(clickhouse, to, month).await?);
+            if source_after.rows + target_after.rows < source.rows + target.rows {
+                return Err(Error::Migration(format!(
+                    "partition {month}: {from} and {to} held {} rows before the move and {} after; nothing more is moved, investigate",
+                    source.rows + target.rows,
+                    source_after.rows + target_after.rows
+                )));
+            }
+            continue;
+        }
+        let target_rows = events_partition_checksum(clickhouse, to, month).await?.rows;
+        let replace = target_rows == 0 || rows_missing(context, to, from, month).await? == 0;
+        let copy = if replace {
+            format!("ALTER TABLE {to_table} REPLACE PARTITION ID {partition} FROM {from_table}")
+        } else {
+            format!(
+                "INSERT INTO {to_table} SELECT * FROM {from_table} WHERE toYYYYMM(timestamp) = {month}
+                 AND uuid NOT IN (SELECT uuid FROM {to_table} WHERE toYYYYMM(timestamp) = {month})"
+            )
+        };
+        context.clickhouse_execute_part(&copy, &QueryOptions::default(), span.clone()).await?;
+        let verified = if replace {
+            events_partition_checksum(clickhouse, from, month).await? == events_partition_checksum(clickhouse, to, month).await?
+        } else {
+            rows_missing(context, from, to, month).await? == 0
+        };
+        if !verified {
+            tracing::warn!(migration = NAME, month, from, to, "the partition changed while it was copied; copying it again");
+            continue;
+        }
+        let sql = format!("ALTER TABLE {from_table} DROP PARTITION ID {partition}");
+        context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.end..span.end).await?;
+        return Ok(());
+    }
+    if events_partition_checksum(clickhouse, from, month).await?.rows == 0 {
+        return Ok(());
+    }
+    Err(Error::Migration(format!(
+        "partition {month} of {from} kept receiving rows while it was moved ({MAX_ATTEMPTS} tries); none of it was dropped. \
+         Stop inserts into months that old, then resume"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_month_moves_once_its_last_second_is_old_enough() {
+        // On 2024-06-15 with 12 months: May 2023 ended on 2023-06-01, more than 12 months ago; June 2023 did not.
+        assert_eq!(cutoff_month(at("2024-06-15T10:00:00Z"), 12), 202306);
+        assert_eq!(cutoff_month(at("2024-01-31T00:00:00Z"), 1), 202312);
+        assert_eq!(cutoff_month(at("2024-03-31T00:00:00Z"), 1), 202402);
+        assert_eq!(cutoff_month(at("2024-06-15T00:00:00Z"), 30), 202112);
+    }
+}
