@@ -13,7 +13,15 @@ pub mod backfill_person_id;
 #[path = "0003_move_old_partitions.rs"]
 pub mod move_old_partitions;
 
+#[path = "0004_team_slug.rs"]
+pub mod team_slug;
+
 /// Every migration this binary knows.
 pub fn all() -> Vec<MigrationDefinition> {
-    vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition()]
+    vec![
+        events_sort_key::definition(),
+        backfill_person_id::definition(),
+        move_old_partitions::definition(),
+        team_slug::definition(),
+    ]
 }
