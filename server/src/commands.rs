@@ -199,19 +199,23 @@ pub async fn worker(engine: Engine) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `amigo seed`: the product's ClickHouse schema and demo events.
+/// `amigo seed`: the product's demo data: events and persons in ClickHouse, then teams in Postgres (added
+/// only where missing, so a second seed adds none).
 pub async fn seed(engine: &Engine, args: &SeedArgs) -> Result<ExitCode> {
-    if args.if_empty && engine::demo::events_table_exists(engine.clickhouse()).await? {
-        let partitions = engine::demo::partition_row_counts(engine.clickhouse(), engine::demo::EVENTS_TABLE).await?;
-        let events: u64 = partitions.iter().map(|(_, rows)| rows).sum();
-        if events > 0 {
-            println!("{events} events already there; left as they are");
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
     let request = engine::demo::SeedRequest { replace: args.replace, ..engine::demo::SeedRequest::new(args.events) };
-    let report = engine::demo::seed(engine.clickhouse(), &request).await?;
-    println!("{report}");
+    let seeded_events = if args.if_empty && engine::demo::events_table_exists(engine.clickhouse()).await? {
+        let partitions = engine::demo::partition_row_counts(engine.clickhouse(), engine::demo::EVENTS_TABLE).await?;
+        partitions.iter().map(|(_, rows)| rows).sum::<u64>() > 0
+    } else {
+        false
+    };
+    if seeded_events {
+        println!("events already there; left as they are");
+    } else {
+        println!("{}", engine::demo::seed(engine.clickhouse(), &request).await?);
+    }
+    let teams = engine::demo::seed_teams(engine.store().pool(), request.teams).await?;
+    println!("{teams} teams in Postgres");
     Ok(ExitCode::SUCCESS)
 }
 
