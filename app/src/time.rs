@@ -58,13 +58,19 @@ pub fn duration(millis: i64) -> String {
     }
 }
 
-/// The time left at the rate progress has moved since the start, once there is a rate to go by.
-pub fn remaining(progress: u8, started_at: UnixMillis, now: UnixMillis) -> Option<i64> {
-    let elapsed = now - started_at;
-    if progress == 0 || progress >= 100 || elapsed <= 0 {
+/// How much of the last `samples` (time, percent) an ETA goes by: operations run at different speeds, so
+/// the recent rate says more than the rate since the start.
+pub const ETA_WINDOW_MILLIS: i64 = 10 * 60 * 1000;
+
+/// The time left at the rate progress moved across `samples` (oldest first), once they span at least 5 s
+/// and progress moved.
+pub fn remaining(samples: &[(UnixMillis, u8)]) -> Option<i64> {
+    let (&(first_at, first), &(last_at, last)) = (samples.first()?, samples.last()?);
+    let (span, moved) = (last_at - first_at, i64::from(last) - i64::from(first));
+    if span < 5_000 || moved <= 0 || last >= 100 {
         return None;
     }
-    Some(elapsed * i64::from(100 - progress) / i64::from(progress))
+    Some(span * (100 - i64::from(last)) / moved)
 }
 
 /// "2026-11-23 17:44:08 UTC".
@@ -129,9 +135,12 @@ mod tests {
     }
 
     #[test]
-    fn the_eta_follows_the_progress_rate() {
-        assert_eq!(remaining(25, 0, 60_000), Some(180_000));
-        assert_eq!(remaining(0, 0, 60_000), None);
-        assert_eq!(remaining(100, 0, 60_000), None);
+    fn the_eta_follows_the_recent_progress_rate() {
+        // 10 points in 60 s: the 40 points left take 240 s, whatever happened before the window.
+        assert_eq!(remaining(&[(0, 50), (30_000, 55), (60_000, 60)]), Some(240_000));
+        assert_eq!(remaining(&[(0, 50)]), None, "one sample has no rate");
+        assert_eq!(remaining(&[(0, 50), (2_000, 51)]), None, "too short to tell");
+        assert_eq!(remaining(&[(0, 50), (60_000, 50)]), None, "no movement");
+        assert_eq!(remaining(&[(0, 90), (60_000, 100)]), None);
     }
 }

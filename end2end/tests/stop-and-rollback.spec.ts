@@ -9,7 +9,9 @@ test('stop and roll back a running migration', async ({ page, instance }) => {
   await choose(page, name, 'Run');
   await page.getByRole('dialog', { name: `Run ${name}` }).getByRole('button', { name: 'Run' }).click();
   const migration = row(page, name);
-  await expect(migration.locator('[data-field=query-id]')).toHaveText(/^amigo-e2e_0003_slow_copy-op1-/, { timeout: 30_000 });
+  await expect(migration.locator('[data-field=query-id]')).toHaveAttribute('data-query-id', /^amigo-e2e_0003_slow_copy-op1-/, {
+    timeout: 30_000,
+  });
   const tables = () =>
     instance.clickhouse(`SELECT count() FROM system.tables WHERE database = '${instance.database}' AND name LIKE 'e2e\\_slow\\_%'`);
   expect(await tables()).toBe('2');

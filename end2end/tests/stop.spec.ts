@@ -12,8 +12,8 @@ test('stop a running migration and see its query gone', async ({ page, instance 
   const migration = row(page, name);
   const queryCell = migration.locator('[data-field=query-id]');
   await expect(migration.locator('[data-field=operation]')).toHaveText('2 of 2', { timeout: 30_000 });
-  await expect(queryCell).toHaveText(/^amigo-e2e_0003_slow_copy-op1-/);
-  const queryId = (await queryCell.textContent()) ?? '';
+  await expect(queryCell).toHaveAttribute('data-query-id', /^amigo-e2e_0003_slow_copy-op1-/);
+  const queryId = (await queryCell.getAttribute('data-query-id')) ?? '';
   const running = () => instance.clickhouse(`SELECT count() FROM system.processes WHERE query_id = '${queryId}'`);
   await expect.poll(running).toBe('1');
   await expect(migration.locator('[data-field=timing]')).toContainText('Elapsed');

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use crate::components::{LoadError, Moment};
 use crate::console::use_console;
 use crate::dom::{self, MenuMove};
-use crate::model::{MigrationRow, MigrationStatus};
+use crate::model::{MigrationRow, MigrationStatus, UnixMillis};
 use crate::time;
 
 /// The table, with a one-line summary of what is going on.
@@ -87,12 +87,25 @@ fn MigrationRowView(name: String) -> impl IntoView {
     };
     let status_tone = move || row.with(tone);
     let running = move || row.with(|row| row.status == MigrationStatus::Running && !row.rolling_back);
+    // (time, percent) as progress arrives in the browser, for the ETA.
+    let samples = RwSignal::new(Vec::<(UnixMillis, u8)>::new());
+    Effect::new(move |_| {
+        let (progress, is_running) = (row.with(|row| row.progress), running());
+        samples.update(|samples| {
+            if !is_running {
+                samples.clear();
+            } else if samples.last().is_none_or(|&(_, last)| last != progress) {
+                let now = time::now_millis();
+                samples.push((now, progress));
+                samples.retain(|&(at, _)| now - at <= time::ETA_WINDOW_MILLIS);
+            }
+        });
+    });
     let timing = move || {
         row.with(|row| {
             let started = row.started_at.filter(|_| row.status == MigrationStatus::Running)?;
-            let now = console.now.get();
-            let eta = time::remaining(row.progress, started, now).map_or_else(|| "estimating…".to_string(), time::duration);
-            Some(format!("Elapsed {} · ETA {eta}", time::duration(now - started)))
+            let eta = samples.with(|samples| time::remaining(samples)).map_or_else(|| "estimating…".to_string(), time::duration);
+            Some((time::duration(console.now.get() - started), eta))
         })
     };
     view! {
@@ -122,7 +135,16 @@ fn MigrationRowView(name: String) -> impl IntoView {
                     </div>
                     <span class="progress-value" data-field="progress">{move || format!("{}%", row.with(|row| row.progress))}</span>
                 </div>
-                {move || timing().map(|text| view! { <div class="timing" data-field="timing">{text}</div> })}
+                {move || {
+                    timing().map(|(elapsed, eta)| {
+                        view! {
+                            <div class="timing" data-field="timing">
+                                <span>"Elapsed " {elapsed}</span>
+                                <span>"ETA " {eta}</span>
+                            </div>
+                        }
+                    })
+                }}
             </td>
             <td class="cell-operation" data-label="Operation">
                 <Operation row/>
@@ -200,7 +222,7 @@ fn QueryId(row: Memo<MigrationRow>) -> impl IntoView {
             };
             view! {
                 <div class="query-id">
-                    <code data-field="query-id" title=query_id.clone()>{query_id.clone()}</code>
+                    <code data-field="query-id" data-query-id=query_id.clone() title=query_id.clone()>{short_query_id(&query_id)}</code>
                     <button type="button" class="button ghost tiny" on:click=copy aria-label="Copy the query id">
                         {move || if copied.get() { "Copied" } else { "Copy" }}
                     </button>
@@ -210,6 +232,16 @@ fn QueryId(row: Memo<MigrationRow>) -> impl IntoView {
         }
         None => view! { <span class="muted" data-field="query-id">"—"</span> }.into_any(),
     }
+}
+
+/// The end of a query id, which tells it from the others (`amigo-<migration>-op<n>-<unique>`); the whole
+/// id is in the title and on the clipboard.
+fn short_query_id(query_id: &str) -> String {
+    let characters: Vec<char> = query_id.chars().collect();
+    if characters.len() <= 13 {
+        return query_id.to_string();
+    }
+    format!("…{}", characters[characters.len() - 12..].iter().collect::<String>())
 }
 
 /// The "…" button and its menu: only what the status allows, and the error log. Arrow keys, Home and End
@@ -310,4 +342,15 @@ fn ActionMenu(name: String, row: Memo<MigrationRow>) -> impl IntoView {
         </div>
     }
     .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_query_id;
+
+    #[test]
+    fn long_query_ids_keep_their_distinctive_end() {
+        assert_eq!(short_query_id("amigo-e2e_0003_slow_copy-op1-3bb801f08a9b"), "…3bb801f08a9b");
+        assert_eq!(short_query_id("short-id"), "short-id");
+    }
 }

@@ -142,7 +142,7 @@ export const STAFF_PAGE = '/instance/async_migrations';
 
 /** Where the walkthrough's pictures go: docs/screenshots/<flow>-<step>.png. */
 export async function screenshot(page: Page, name: string): Promise<void> {
-  await page.screenshot({ path: path.join(root, 'docs/screenshots', `${name}.png`), fullPage: true });
+  await page.screenshot({ path: path.join(root, 'docs/screenshots', `${name}.png`), fullPage: true, animations: 'disabled' });
 }
 
 /** Logs in through the form and waits until the page is hydrated (menus need the WASM). */
