@@ -40,7 +40,7 @@ test('the staff page: transferred size and time to hydrated', async ({ page, bas
         if (!response || request.url().includes('/api/events')) return;
         const headers = await response.allHeaders();
         const what = kind(new URL(request.url()).pathname, headers['content-type'] ?? '');
-        transferred[what] += (await request.sizes()).responseBodySize;
+        transferred[what] += Math.max(0, (await request.sizes()).responseBodySize);
         encodings[what] = headers['content-encoding'] ?? 'identity';
       })(),
     );
