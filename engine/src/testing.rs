@@ -1,5 +1,9 @@
 //! Test support: a fresh Postgres database and a fresh ClickHouse database per test, on the servers that
-//! `AMIGO_DATABASE_URL` and `AMIGO_CLICKHOUSE_URL` name (`scripts/services env` prints them).
+//! `AMIGO_DATABASE_URL` and `AMIGO_CLICKHOUSE_URL` name (`scripts/services env` prints them), or on a private
+//! pair of servers ([`PrivateServices`]) for tests that kill, pause or restart them.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use sqlx::Connection;
 
@@ -15,24 +19,173 @@ pub const TEST_DATABASE_PREFIX: &str = "amigo_test_";
 /// Creates an empty Postgres database and an empty ClickHouse database with one fresh name, and returns the
 /// configuration that points the engine at them.
 pub async fn fresh_databases() -> EngineConfig {
-    let name = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::new_v4().simple());
     let server_url = std::env::var("AMIGO_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-    let mut admin = sqlx::PgConnection::connect(&server_url)
+    let clickhouse_url = std::env::var("AMIGO_CLICKHOUSE_URL").unwrap_or_else(|_| DEFAULT_CLICKHOUSE_URL.into());
+    fresh_databases_on(&server_url, &clickhouse_url).await
+}
+
+/// [`fresh_databases`] on the Postgres server of `server_url` and the ClickHouse at `clickhouse_url`.
+async fn fresh_databases_on(server_url: &str, clickhouse_url: &str) -> EngineConfig {
+    let name = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(server_url)
         .await
         .unwrap_or_else(|error| panic!("tests need Postgres at {server_url} (run scripts/services start): {error}"));
     sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.expect("create test database");
-    let mut database_url = url::Url::parse(&server_url).expect("AMIGO_DATABASE_URL is a URL");
+    let mut database_url = url::Url::parse(server_url).expect("AMIGO_DATABASE_URL is a URL");
     database_url.set_path(&name);
 
-    let clickhouse_url = std::env::var("AMIGO_CLICKHOUSE_URL").unwrap_or_else(|_| DEFAULT_CLICKHOUSE_URL.into());
     ::clickhouse::Client::default()
-        .with_url(&clickhouse_url)
+        .with_url(clickhouse_url)
         .query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
         .execute()
         .await
         .unwrap_or_else(|error| panic!("tests need ClickHouse at {clickhouse_url} (run scripts/services start): {error}"));
 
-    EngineConfig::new(database_url.as_str(), &clickhouse_url, &name)
+    EngineConfig::new(database_url.as_str(), clickhouse_url, &name)
+}
+
+/// The project's `scripts/services`, which owns the local servers.
+const SERVICES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
+
+/// A Postgres and a ClickHouse of one test's own, for faults that must not reach the servers other tests
+/// share: started by `scripts/services` under a temporary data folder on free ports, stopped (and the folder
+/// deleted) when dropped. One instance at a time on the machine (a file lock), so that two never compete
+/// for the CPU.
+pub struct PrivateServices {
+    data_dir: PathBuf,
+    postgres_port: u16,
+    clickhouse_http_port: u16,
+    clickhouse_tcp_port: u16,
+    _one_at_a_time: std::fs::File,
+}
+
+impl PrivateServices {
+    /// Waits for any other private instance on this machine to end, then starts both servers.
+    pub async fn start() -> PrivateServices {
+        let lock_path = std::env::temp_dir().join("amigo-private-services.lock");
+        let lock = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::create(&lock_path).unwrap_or_else(|error| panic!("create {}: {error}", lock_path.display()));
+            file.lock().unwrap_or_else(|error| panic!("lock {}: {error}", lock_path.display()));
+            file
+        })
+        .await
+        .expect("wait for the private services lock");
+        // Bound together, the three ports differ; they are free again once the listeners close.
+        let listeners: Vec<std::net::TcpListener> =
+            (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+        let ports: Vec<u16> = listeners.iter().map(|listener| listener.local_addr().expect("local address").port()).collect();
+        drop(listeners);
+        let services = PrivateServices {
+            data_dir: std::env::temp_dir().join(format!("amigo-private-{}", uuid::Uuid::new_v4().simple())),
+            postgres_port: ports[0],
+            clickhouse_http_port: ports[1],
+            clickhouse_tcp_port: ports[2],
+            _one_at_a_time: lock,
+        };
+        services.script(&["start"]).await;
+        services
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("postgres://amigo@127.0.0.1:{}/amigo", self.postgres_port)
+    }
+
+    pub fn clickhouse_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.clickhouse_http_port)
+    }
+
+    /// A fresh pair of databases on these servers, like [`fresh_databases`].
+    pub async fn fresh_databases(&self) -> EngineConfig {
+        fresh_databases_on(&self.database_url(), &self.clickhouse_url()).await
+    }
+
+    /// SIGKILL to ClickHouse; returns once the process is gone.
+    pub async fn kill_clickhouse(&self) {
+        let pid = self.signal_clickhouse("KILL").await;
+        let process = PathBuf::from(format!("/proc/{pid}"));
+        while process.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Starts ClickHouse (after [`PrivateServices::kill_clickhouse`]); returns once it answers.
+    pub async fn start_clickhouse(&self) {
+        self.script(&["start", "clickhouse"]).await;
+    }
+
+    /// SIGSTOP to ClickHouse: it keeps its connections open and answers nothing.
+    pub async fn pause_clickhouse(&self) {
+        self.signal_clickhouse("STOP").await;
+    }
+
+    /// SIGCONT to ClickHouse, after [`PrivateServices::pause_clickhouse`].
+    pub async fn resume_clickhouse(&self) {
+        self.signal_clickhouse("CONT").await;
+    }
+
+    /// Stops Postgres (`pg_ctl stop -m fast`: every connection is closed), waits `down`, starts it again;
+    /// returns once it answers.
+    pub async fn restart_postgres(&self, down: Duration) {
+        self.script(&["stop", "postgres"]).await;
+        tokio::time::sleep(down).await;
+        self.script(&["start", "postgres"]).await;
+    }
+
+    /// Sends `signal` to the ClickHouse server and returns its process id.
+    async fn signal_clickhouse(&self, signal: &str) -> u32 {
+        let output = self.script(&["pid", "clickhouse"]).await;
+        let pid = output.trim().parse().unwrap_or_else(|_| panic!("scripts/services pid clickhouse printed {output:?}"));
+        assert!(send_signal(pid, signal), "kill -{signal} {pid} (ClickHouse) failed");
+        pid
+    }
+
+    fn environment(&self) -> [(&'static str, String); 4] {
+        [
+            ("AMIGO_DATA_DIR", self.data_dir.display().to_string()),
+            ("AMIGO_PG_PORT", self.postgres_port.to_string()),
+            ("AMIGO_CH_HTTP_PORT", self.clickhouse_http_port.to_string()),
+            ("AMIGO_CH_TCP_PORT", self.clickhouse_tcp_port.to_string()),
+        ]
+    }
+
+    /// Runs `scripts/services` for these servers and returns what it printed; panics when it fails.
+    async fn script(&self, arguments: &[&str]) -> String {
+        let output = tokio::process::Command::new(SERVICES_SCRIPT)
+            .args(arguments)
+            .envs(self.environment())
+            .output()
+            .await
+            .expect("run scripts/services");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "scripts/services {} failed: {printed}{}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        printed
+    }
+}
+
+impl Drop for PrivateServices {
+    fn drop(&mut self) {
+        if let Ok(output) = std::process::Command::new(SERVICES_SCRIPT).args(["pid", "clickhouse"]).envs(self.environment()).output() {
+            if let Ok(pid) = String::from_utf8_lossy(&output.stdout).trim().parse() {
+                send_signal(pid, "CONT"); // a paused server would not act on the SIGTERM that stops it
+            }
+        }
+        let stopped = std::process::Command::new(SERVICES_SCRIPT).arg("stop").envs(self.environment()).output();
+        if !stopped.is_ok_and(|output| output.status.success()) {
+            eprintln!("scripts/services stop failed for {}; stop them by hand", self.data_dir.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Sends `kill -SIGNAL pid`; false when the process could not be signalled.
+pub fn send_signal(pid: u32, signal: &str) -> bool {
+    std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().is_ok_and(|status| status.success())
 }
 
 /// Waits up to `limit` for `condition` to hold of migration `name`, and returns it; panics with the record

@@ -1,0 +1,457 @@
+//! Faults, each on a Postgres and a ClickHouse of the test's own (`engine::testing::PrivateServices`), so
+//! that killing, pausing or restarting a server never touches the servers other tests share. Every case
+//! checks the data afterwards (rows and checksum of every partition against the seeded original) and prints
+//! how long recovery took: `cargo test -p server --test faults -- --nocapture` shows the figures.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::clickhouse::quote_identifier;
+use engine::demo::{events_partition_checksums, partition_row_counts, seed, PartitionChecksum, SeedRequest};
+use engine::migrations::events_sort_key::{self, NAME};
+use engine::status::Status;
+use engine::testing::{is_settled, table_names, wait_for, PrivateServices};
+use engine::{Engine, EngineConfig, MigrationOverview};
+use serde_json::json;
+use sqlx::Connection;
+
+const TESTER: &str = "tester@example.com";
+
+/// Events seeded for every case: 18 monthly partitions, copied in about a second on a shared two-core
+/// machine, which keeps the suite within a few minutes.
+const SEEDED_EVENTS: u64 = 1_000_000;
+
+/// The lease timeout of the runner-kill cases (the README's default is 10 s).
+const SHORT_LEASE: Duration = Duration::from_secs(2);
+
+/// A group of cases on one private pair of servers, with the seeded events every case starts from.
+struct Group {
+    services: PrivateServices,
+    template: Engine,
+    original: Vec<PartitionChecksum>,
+}
+
+impl Group {
+    async fn start() -> Group {
+        let services = PrivateServices::start().await;
+        let config = services.fresh_databases().await;
+        let template = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.expect("connect");
+        seed(template.clickhouse(), &SeedRequest::new(SEEDED_EVENTS)).await.expect("seed");
+        let original = events_partition_checksums(template.clickhouse(), "events").await.unwrap();
+        Group { services, template, original }
+    }
+
+    /// A fresh pair of databases whose `events` holds the seeded events (its parts hard-linked from the
+    /// template's: no copy), with 0001 not started.
+    async fn case(&self, lease_timeout: Duration) -> Engine {
+        let mut config = self.services.fresh_databases().await;
+        config.lease_timeout = lease_timeout;
+        let engine = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.expect("connect");
+        let clickhouse = engine.clickhouse();
+        let events = |engine: &Engine| format!("{}.events", quote_identifier(engine.clickhouse().database()));
+        let (source, target) = (events(&self.template), events(&engine));
+        clickhouse.client().query(&format!("CREATE TABLE {target} AS {source}")).execute().await.unwrap();
+        for (partition_id, _) in partition_row_counts(self.template.clickhouse(), "events").await.unwrap() {
+            let attach = format!("ALTER TABLE {target} ATTACH PARTITION ID '{partition_id}' FROM {source}");
+            clickhouse.client().query(&attach).execute().await.unwrap();
+        }
+        assert_eq!(events_partition_checksums(clickhouse, "events").await.unwrap(), self.original);
+        engine
+    }
+
+    /// The migrated `events` holds exactly the seeded events, under the new keys, with the original kept as
+    /// the backup: what a clean run leaves.
+    async fn assert_migrated(&self, engine: &Engine) {
+        let clickhouse = engine.clickhouse();
+        assert_eq!(events_partition_checksums(clickhouse, "events").await.unwrap(), self.original, "events equals a clean run's");
+        assert_eq!(events_partition_checksums(clickhouse, "events_0001_backup").await.unwrap(), self.original, "the backup is the original");
+        assert_eq!(sorting_key(engine).await, "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid");
+        assert_eq!(table_names(engine).await, ["events", "events_0001_backup"]);
+        assert_eq!(running_migration_queries(engine).await, 0, "nothing of the migration still runs in ClickHouse");
+    }
+}
+
+async fn sorting_key(engine: &Engine) -> String {
+    engine
+        .clickhouse()
+        .client()
+        .query("SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = 'events'")
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+async fn running_migration_queries(engine: &Engine) -> u64 {
+    engine
+        .clickhouse()
+        .client()
+        .query("SELECT count() FROM system.processes WHERE startsWith(query_id, 'amigo-0001_events_sort_key-')")
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+/// An `amigo` process with its JSON log lines collected; killed (SIGKILL) when dropped, however the test ends.
+struct Amigo {
+    child: Child,
+    log: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Amigo {
+    fn spawn(config: &EngineConfig, arguments: &[&str]) -> Amigo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_amigo"))
+            .args(arguments)
+            .env("AMIGO_DATABASE_URL", &config.database_url)
+            .env("AMIGO_CLICKHOUSE_URL", &config.clickhouse_url)
+            .env("AMIGO_CLICKHOUSE_DATABASE", &config.clickhouse_database)
+            .env("AMIGO_LEASE_TIMEOUT_SECONDS", config.lease_timeout.as_secs().to_string())
+            .env("AMIGO_LOG", "warn,engine::runner=info")
+            .env("AMIGO_LOG_JSON", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn amigo");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let collected = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                // Progress lines of `--wait` are plain text: kept as strings.
+                let entry = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                collected.lock().unwrap().push(entry);
+            }
+        });
+        Amigo { child, log }
+    }
+
+    fn worker(config: &EngineConfig) -> Amigo {
+        Amigo::spawn(config, &["worker"])
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True when `runner_id` names a runner of this process (runner ids are host-pid-unique).
+    fn owns(&self, runner_id: &str) -> bool {
+        runner_id.contains(&format!("-{}-", self.pid()))
+    }
+
+    /// How many log lines carry `message` (e.g. `claimed`, `runner started`).
+    fn messages(&self, message: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|entry| entry["fields"]["message"] == message).count()
+    }
+
+    async fn wait_for_message(&self, message: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.messages(message) == 0 {
+            assert!(Instant::now() < deadline, "amigo never logged {message:?}: {:?}", self.log.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Amigo {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("log of amigo process {}:", self.pid());
+            for entry in self.log.lock().unwrap().iter() {
+                eprintln!("  {entry}");
+            }
+        }
+    }
+}
+
+async fn settled(engine: &Engine) -> MigrationOverview {
+    wait_for(engine, NAME, Duration::from_secs(120), "settled", is_settled).await
+}
+
+/// Waits until the copy (operation 1) has copied `partitions` partitions and its next statement runs.
+async fn copying(engine: &Engine, partitions: usize) -> MigrationOverview {
+    wait_for(engine, NAME, Duration::from_secs(60), "copying", |overview| {
+        let record = &overview.record;
+        let copied = record.checkpoint.as_ref().and_then(|checkpoint| checkpoint["copied"].as_array()).map_or(0, Vec::len);
+        record.status == Status::Running && record.current_operation_index == 1 && copied >= partitions && !record.current_query_id.is_empty()
+    })
+    .await
+}
+
+async fn error_messages(engine: &Engine) -> Vec<String> {
+    engine.errors(NAME).await.unwrap().into_iter().map(|error| error.message).collect()
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.2} s", duration.as_secs_f64())
+}
+
+/// Holds a run at the end of operation `operation`: a trigger makes the runner's write of the next operation
+/// index wait for an advisory lock this connection holds. Operations 0, 2 and 3 take milliseconds; held
+/// there, the runner has done the operation's work and not recorded it, which is where a death is hardest
+/// to recover from.
+struct OperationEndHold {
+    connection: sqlx::PgConnection,
+}
+
+/// The advisory lock key of [`OperationEndHold`].
+const HOLD_LOCK: i64 = 60_001;
+
+impl OperationEndHold {
+    async fn install(engine: &Engine, operation: usize) -> OperationEndHold {
+        let mut connection = sqlx::PgConnection::connect(&engine.config().database_url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(HOLD_LOCK).execute(&mut connection).await.unwrap();
+        let trigger = format!(
+            "CREATE FUNCTION hold_operation_end() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_advisory_lock({HOLD_LOCK}); PERFORM pg_advisory_unlock({HOLD_LOCK}); RETURN NEW; END $$;
+             CREATE TRIGGER hold_operation_end BEFORE UPDATE ON async_migration FOR EACH ROW
+             WHEN (OLD.current_operation_index = {operation} AND NEW.current_operation_index = {next})
+             EXECUTE FUNCTION hold_operation_end();",
+            next = operation + 1
+        );
+        sqlx::raw_sql(&trigger).execute(&mut connection).await.unwrap();
+        OperationEndHold { connection }
+    }
+
+    /// Waits until a runner waits at the hold.
+    async fn wait_until_held(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_one(&mut self.connection)
+                .await
+                .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no runner reached the hold");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Lets the held runner go on, and removes the hold.
+    async fn let_through(mut self) {
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(HOLD_LOCK).execute(&mut self.connection).await.unwrap();
+        self.remove().await;
+    }
+
+    /// Ends the held write of a killed runner (a backend does not notice its client died while it waits),
+    /// and removes the hold.
+    async fn release_killed(mut self) {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .execute(&mut self.connection)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(HOLD_LOCK).execute(&mut self.connection).await.unwrap();
+        self.remove().await;
+    }
+
+    async fn remove(&mut self) {
+        sqlx::raw_sql("DROP TRIGGER hold_operation_end ON async_migration; DROP FUNCTION hold_operation_end()")
+            .execute(&mut self.connection)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_in_each_operation_is_errored_within_the_lease_timeout_and_resumed_to_a_clean_result() {
+    let group = Group::start().await;
+    for operation in 0..=4 {
+        let engine = group.case(SHORT_LEASE).await;
+        let config = engine.config().clone();
+        // The copy runs for about a second: killed mid-statement. The others take milliseconds: held at their
+        // end; verification (4) is entered with ClickHouse paused, so that its statements wait.
+        let hold = match operation {
+            1 => None,
+            4 => Some(OperationEndHold::install(&engine, 3).await),
+            _ => Some(OperationEndHold::install(&engine, operation).await),
+        };
+        let mut runner = Amigo::spawn(&config, &["migrations", "start", NAME, "--wait", "--param", "max_threads=1"]);
+        let (where_killed, held) = match hold {
+            None => {
+                copying(&engine, 2).await;
+                ("mid-statement, two partitions copied", None)
+            }
+            Some(mut hold) if operation == 4 => {
+                hold.wait_until_held().await;
+                group.services.pause_clickhouse().await;
+                hold.let_through().await;
+                wait_for(&engine, NAME, Duration::from_secs(60), "verifying", |overview| {
+                    overview.record.status == Status::Running && overview.record.current_operation_index == 4
+                })
+                .await;
+                ("mid-verification, its statements waiting for a paused ClickHouse", None)
+            }
+            Some(mut hold) => {
+                hold.wait_until_held().await;
+                ("after its work, before its end was recorded", Some(hold))
+            }
+        };
+        let dying = engine.migration(NAME).await.unwrap().record;
+        assert_eq!(dying.current_operation_index, operation as i32);
+        let dead_runner = dying.runner_id.clone().expect("a runner holds it");
+        runner.kill();
+        let killed = Instant::now();
+        if let Some(hold) = held {
+            hold.release_killed().await;
+        }
+        if operation == 4 {
+            group.services.resume_clickhouse().await;
+        }
+
+        let _worker = Amigo::worker(&config);
+        let errored = settled(&engine).await;
+        let to_errored = killed.elapsed();
+        assert_eq!(errored.record.status, Status::Errored);
+        assert_eq!(errored.record.current_operation_index, operation as i32);
+        assert_eq!(
+            error_messages(&engine).await,
+            [format!("runner {dead_runner} died during operation {operation}; resume it, or roll it back")]
+        );
+        // Its last heartbeat is at most a heartbeat interval older than the kill; the reaper looks once per
+        // heartbeat interval.
+        assert!(to_errored < SHORT_LEASE + Duration::from_secs(1), "errored {to_errored:?} after the kill");
+
+        let resumed = Instant::now();
+        engine.resume(NAME, TESTER).await.unwrap();
+        let done = settled(&engine).await;
+        let to_completed = resumed.elapsed();
+        assert_eq!(done.record.status, Status::Completed, "{:?}", error_messages(&engine).await);
+        group.assert_migrated(&engine).await;
+        println!(
+            "runner SIGKILL in operation {operation} ({where_killed}): errored {} after the kill, resume completed in {}",
+            seconds(to_errored),
+            seconds(to_completed)
+        );
+    }
+}
+
+/// The runner ids that held migration `NAME`, in order, once per stretch they held it: polled every few
+/// milliseconds until the returned sender sends.
+fn watch_runner_ids(engine: &Engine) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Vec<String>>) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let engine = engine.clone();
+    let watcher = tokio::spawn(async move {
+        let (mut holders, mut last) = (Vec::new(), None);
+        while stopped.try_recv() == Err(tokio::sync::oneshot::error::TryRecvError::Empty) {
+            let holder = engine.migration(NAME).await.unwrap().record.runner_id;
+            if holder != last {
+                holders.extend(holder.clone());
+                last = holder;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        holders
+    });
+    (stop, watcher)
+}
+
+/// The status line of `GET /healthz` on `port`, once the server accepts connections.
+async fn healthz(port: u16) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            return response.lines().next().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `amigo` to its end (a CLI command) and checks it succeeded.
+fn run_cli(config: &EngineConfig, arguments: &[&str]) {
+    let mut command = Amigo::spawn(config, arguments);
+    let status = command.child.wait().unwrap();
+    assert!(status.success(), "amigo {} failed: {:?}", arguments.join(" "), command.log.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_and_a_worker_run_a_migration_once_and_a_stop_through_any_of_them_reaches_its_runner() {
+    let group = Group::start().await;
+    let engine = group.case(Duration::from_secs(10)).await;
+    let config = engine.config().clone();
+    let listeners: Vec<std::net::TcpListener> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|listener| listener.local_addr().unwrap().port()).collect();
+    drop(listeners);
+    let mut processes: Vec<Amigo> = ports
+        .iter()
+        .map(|port| Amigo::spawn(&config, &["serve", "--listen", &format!("127.0.0.1:{port}")]))
+        .chain([Amigo::worker(&config)])
+        .collect();
+    let names = [format!("amigo serve on :{}", ports[0]), format!("amigo serve on :{}", ports[1]), "amigo worker".into()];
+    for process in &processes {
+        process.wait_for_message("runner started").await;
+    }
+    for port in &ports {
+        assert_eq!(healthz(*port).await, "HTTP/1.0 200 OK");
+    }
+    let (stop_watching, watcher) = watch_runner_ids(&engine);
+    let holder_process = |processes: &[Amigo], runner_id: &str| processes.iter().position(|process| process.owns(runner_id)).expect("one of ours");
+
+    // Run 1: started and stopped through the engine, as the staff page's server functions do.
+    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
+    let first = copying(&engine, 2).await.record.runner_id.unwrap();
+    let stop_requested = Instant::now();
+    engine.stop(NAME, TESTER, false).await.unwrap();
+    let stopped = settled(&engine).await;
+    let first_stop = stop_requested.elapsed();
+    assert_eq!(stopped.record.status, Status::Errored);
+    assert_eq!(error_messages(&engine).await.last().unwrap(), &format!("stopped by {TESTER} during operation 1"));
+    let first_process = holder_process(&processes, &first);
+
+    // The process that ran it shuts down, so the next run lands in another one.
+    assert!(engine::testing::send_signal(processes[first_process].pid(), "TERM"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes[first_process].child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "amigo did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Run 2: resumed and stopped with the command line.
+    let copied = stopped.record.checkpoint.as_ref().unwrap()["copied"].as_array().unwrap().len();
+    run_cli(&config, &["migrations", "resume", NAME]);
+    let second = copying(&engine, copied + 1).await.record.runner_id.unwrap();
+    let second_process = holder_process(&processes, &second);
+    assert_ne!(second_process, first_process);
+    let stop_requested = Instant::now();
+    run_cli(&config, &["migrations", "stop", NAME]);
+    let stopped = settled(&engine).await;
+    let second_stop = stop_requested.elapsed();
+    assert_eq!(stopped.record.status, Status::Errored);
+    let message = error_messages(&engine).await.pop().unwrap();
+    assert!(message.starts_with("stopped by cli:") && message.ends_with(" during operation 1"), "{message}");
+
+    // Run 3: resumed to the end.
+    engine.resume(NAME, TESTER).await.unwrap();
+    let done = settled(&engine).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", error_messages(&engine).await);
+    stop_watching.send(()).unwrap();
+    let holders = watcher.await.unwrap();
+    assert_eq!(holders.len(), 3, "one runner per run, never two: {holders:?}");
+    assert_eq!(&holders[..2], [first, second]);
+    let claims: usize = processes.iter().map(|process| process.messages("claimed")).sum();
+    assert_eq!(claims, 3, "three requests, each claimed once");
+    let actions: Vec<String> = engine.audit_log(100).await.unwrap().into_iter().filter(|entry| entry.migration_name.as_deref() == Some(NAME)).map(|entry| entry.action).collect();
+    assert_eq!(actions, ["resume", "stop", "resume", "stop", "start"]);
+    group.assert_migrated(&engine).await;
+    println!(
+        "two serve + one worker: 3 runs, 3 claims, one runner at a time ({}); a stop through the engine reached {} in {}, \
+         `amigo migrations stop` reached {} in {} (the command's own start included)",
+        holders.iter().map(|holder| names[holder_process(&processes, holder)].as_str()).collect::<Vec<_>>().join(", then "),
+        names[first_process],
+        seconds(first_stop),
+        names[second_process],
+        seconds(second_stop)
+    );
+}
