@@ -81,16 +81,6 @@ impl MigrationAction {
     pub fn is_destructive(self) -> bool {
         matches!(self, MigrationAction::Stop | MigrationAction::StopAndRollback | MigrationAction::Rollback)
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MigrationAction::Start => "start",
-            MigrationAction::Stop => "stop",
-            MigrationAction::StopAndRollback => "stop_and_rollback",
-            MigrationAction::Rollback => "rollback",
-            MigrationAction::Resume => "resume",
-        }
-    }
 }
 
 /// The values a parameter accepts; mirrors the engine's `ParameterKind`.
@@ -157,10 +147,6 @@ pub struct MigrationRow {
 }
 
 impl MigrationRow {
-    pub fn allows(&self, action: MigrationAction) -> bool {
-        self.allowed_actions.contains(&action)
-    }
-
     /// The status as the badge shows it: a rollback or a pending stop says so.
     pub fn status_label(&self) -> &'static str {
         if self.rolling_back {

@@ -164,8 +164,10 @@ async fn the_event_stream_sends_a_snapshot_then_each_change() {
     assert!(snapshot.contains(&format!("\"name\":\"{MIGRATION}\"")), "{snapshot}");
     assert!(snapshot.contains("\"allowed_actions\":[\"start\"]"), "{snapshot}");
 
+    let changed = std::time::Instant::now();
     site.engine.start(MIGRATION, "admin@example.com", &serde_json::Map::new()).await.unwrap();
     let change = next_event(&mut body).await;
+    assert!(changed.elapsed() < Duration::from_millis(500), "the change took {:?} to arrive", changed.elapsed());
     assert!(change.starts_with("event: migration\n"), "{change}");
     assert!(change.contains("\"status\":\"starting\""), "{change}");
 }
