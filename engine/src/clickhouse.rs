@@ -9,6 +9,10 @@ use crate::{Error, Result};
 /// How long the startup check waits for ClickHouse before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a kill waits for ClickHouse's answer: a server that does not answer (paused, cut off) must not
+/// hold up the runner that records why its migration stopped.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Settings and limits sent with one statement.
 #[derive(Debug, Clone, Default)]
 pub struct QueryOptions {
@@ -99,14 +103,21 @@ impl ClickHouse {
     }
 
     /// Kills the query with this id and waits until it is gone (`KILL QUERY ... SYNC`). Killing a query that
-    /// already ended is not an error.
+    /// already ended is not an error; no answer within a few seconds is.
     pub async fn kill_query(&self, query_id: &str) -> Result<()> {
-        self.client
-            .query("KILL QUERY WHERE query_id = ? SYNC")
-            .bind(query_id)
-            .execute()
-            .await?;
-        Ok(())
+        self.kill_queries(&[query_id]).await
+    }
+
+    /// Kills the queries with these ids, like [`ClickHouse::kill_query`].
+    pub async fn kill_queries(&self, query_ids: &[&str]) -> Result<()> {
+        let kill = self.client.query("KILL QUERY WHERE has(?, query_id) SYNC").bind(query_ids).execute();
+        match tokio::time::timeout(KILL_TIMEOUT, kill).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => Err(Error::ClickHouseUnreachable {
+                url: self.url.clone(),
+                message: format!("no answer to KILL QUERY within {} s", KILL_TIMEOUT.as_secs()),
+            }),
+        }
     }
 
     /// The progress of a running query, or `None` when it is not running.

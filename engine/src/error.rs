@@ -14,7 +14,7 @@ pub enum Error {
     SchemaMigration(#[from] sqlx::migrate::MigrateError),
     #[error("Postgres error: {0}")]
     Postgres(#[from] sqlx::Error),
-    #[error("ClickHouse error: {0}")]
+    #[error("ClickHouse error: {}", with_causes(.0))]
     ClickHouse(#[from] ::clickhouse::error::Error),
     #[error("ClickHouse query {query_id} ran longer than its timeout of {seconds} s")]
     QueryTimeout { query_id: String, seconds: u64 },
@@ -78,3 +78,18 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error`'s message followed by those of its causes it does not already include: the ClickHouse client's
+/// "network error: client error (Connect)" says little without the "Connection refused" beneath it.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = source.source();
+    }
+    message
+}

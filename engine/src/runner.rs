@@ -139,6 +139,14 @@ impl Runner {
         let store = &self.engine.store;
         let definition = self.engine.definition(&record.name).cloned().ok_or_else(|| Error::UnknownMigration(record.name.clone()))?;
         let parameters = stored_parameters(&definition, record)?;
+        // A statement whose kill failed when an earlier attempt ended (ClickHouse did not answer) may still run,
+        // and would race this attempt: the copy of a partition could land after its new copy's `DROP PARTITION`.
+        // Its id is in the error log; killing the ids of statements that ended is a no-op.
+        let earlier_errors = store.errors(&record.name).await?;
+        let earlier_queries: Vec<&str> = earlier_errors.iter().filter_map(|error| error.query_id.as_deref()).collect();
+        if !earlier_queries.is_empty() {
+            self.engine.clickhouse.kill_queries(&earlier_queries).await?;
+        }
         let context = MigrationContext::for_checks(
             &record.name,
             self.engine.clickhouse.clone(),
@@ -284,7 +292,11 @@ impl Runner {
             StepEnd::ShutDown => (format!("the runner shut down during operation {index}; resume it to continue"), false),
         };
         if let Some(query_id) = &query_id {
-            self.engine.clickhouse.kill_query(query_id).await?;
+            // The failure is recorded even when ClickHouse cannot be reached; what still runs there is killed
+            // before the migration runs again.
+            if let Err(error) = self.engine.clickhouse.kill_query(query_id).await {
+                message = format!("{message}; its query could not be killed: {error}");
+            }
         }
         if let Some(on_interrupt) = definition.operations[index].on_interrupt.as_ref().filter(|_| interrupted) {
             match on_interrupt(context.clone()).await {

@@ -71,6 +71,14 @@ impl Group {
         assert_eq!(table_names(engine).await, ["events", "events_0001_backup"]);
         assert_eq!(running_migration_queries(engine).await, 0, "nothing of the migration still runs in ClickHouse");
     }
+
+    /// `events` is the original, untouched, and nothing else is left.
+    async fn assert_original(&self, engine: &Engine) {
+        assert_eq!(events_partition_checksums(engine.clickhouse(), "events").await.unwrap(), self.original, "events is the original");
+        assert_eq!(sorting_key(engine).await, "team_id, toDate(timestamp), event, distinct_id, uuid");
+        assert_eq!(table_names(engine).await, ["events"]);
+        assert_eq!(running_migration_queries(engine).await, 0, "nothing of the migration still runs in ClickHouse");
+    }
 }
 
 async fn sorting_key(engine: &Engine) -> String {
@@ -454,4 +462,57 @@ async fn two_servers_and_a_worker_run_a_migration_once_and_a_stop_through_any_of
         names[second_process],
         seconds(second_stop)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_killed_mid_copy_errors_clearly_and_rollback_or_resume_leaves_the_data_whole() {
+    let group = Group::start().await;
+    for auto_rollback in [true, false] {
+        let engine = group.case(Duration::from_secs(10)).await;
+        engine.update_setting("disable_auto_rollback", &json!(!auto_rollback), TESTER).await.unwrap();
+        let worker = Amigo::worker(engine.config());
+        worker.wait_for_message("runner started").await;
+        engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
+        copying(&engine, 2).await;
+        let killed = Instant::now();
+        group.services.kill_clickhouse().await;
+        let errored = settled(&engine).await;
+        let to_errored = killed.elapsed();
+        group.services.start_clickhouse().await;
+        let restarted = Instant::now();
+        let restart = restarted - killed;
+
+        assert_eq!(errored.record.status, Status::Errored);
+        // A rollback that failed stays at the operation it could not undo, for the next rollback to start from.
+        assert_eq!(errored.record.current_operation_index, if auto_rollback { 0 } else { 1 });
+        let messages = error_messages(&engine).await;
+        assert!(messages[0].starts_with("operation 1 failed: ClickHouse error: network error"), "{messages:?}");
+        // The copy never writes to events: it is whole before anything is done about the failure.
+        assert_eq!(events_partition_checksums(engine.clickhouse(), "events").await.unwrap(), group.original);
+        let (recovery, outcome) = if auto_rollback {
+            // The rollback began at once and could not reach ClickHouse either: recorded, and asked again.
+            assert_eq!(messages.len(), 2, "{messages:?}");
+            assert!(messages[1].starts_with("rollback of operation 0 failed: ClickHouse error: network error"), "{messages:?}");
+            engine.rollback(NAME, TESTER).await.unwrap();
+            let done = settled(&engine).await;
+            assert_eq!(done.record.status, Status::RolledBack, "{:?}", error_messages(&engine).await);
+            group.assert_original(&engine).await;
+            (restarted.elapsed(), "rollback requested after the restart: rolled back")
+        } else {
+            assert_eq!(messages.len(), 1, "{messages:?}");
+            engine.resume(NAME, TESTER).await.unwrap();
+            let done = settled(&engine).await;
+            assert_eq!(done.record.status, Status::Completed, "{:?}", error_messages(&engine).await);
+            group.assert_migrated(&engine).await;
+            (restarted.elapsed(), "resume requested after the restart: completed")
+        };
+        println!(
+            "ClickHouse SIGKILL mid-copy, auto-rollback {}: errored {} after the kill with {:?}; ClickHouse back {} after the kill; {outcome} {} after it was back",
+            if auto_rollback { "on" } else { "off" },
+            seconds(to_errored),
+            messages[0],
+            seconds(restart),
+            seconds(recovery)
+        );
+    }
 }
