@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
+use futures::future::{Fuse, FusedFuture, FutureExt};
 use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
 
 use crate::context::{MigrationContext, RunPosition};
 use crate::definition::{CheckOutcome, MigrationDefinition, OperationAction};
@@ -207,7 +209,8 @@ impl Runner {
     }
 
     /// Drives one step while keeping the lease alive, watching for stop requests, running the health check
-    /// and listening for shutdown.
+    /// and listening for shutdown. The health check runs beside the heartbeats and must answer before the
+    /// next one is due: a server that stopped answering (paused, cut off) fails it instead of hanging the run.
     async fn supervise(
         &self,
         definition: &MigrationDefinition,
@@ -223,6 +226,8 @@ impl Runner {
             Err(error) => return StepEnd::Failed(error),
         };
         let mut health = tokio::time::interval_at(tokio::time::Instant::now() + health_interval, health_interval);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut health_check = std::pin::pin!(Fuse::terminated());
         tokio::pin!(step);
         loop {
             tokio::select! {
@@ -253,14 +258,18 @@ impl Runner {
                         }
                     }
                 }
-                _ = health.tick(), if definition.health_check.is_some() => {
+                _ = health.tick(), if definition.health_check.is_some() && health_check.is_terminated() => {
                     let check = definition.health_check.as_ref().expect("guarded by the branch condition");
-                    match check(context.clone()).await {
-                        Ok(CheckOutcome::Pass) => {}
-                        Ok(CheckOutcome::Fail(reason)) => return StepEnd::HealthFailed(reason),
-                        Err(error) => return StepEnd::HealthFailed(format!("the health check could not run: {error}")),
-                    }
+                    health_check.set(tokio::time::timeout(health_interval, check(context.clone())).fuse());
                 }
+                outcome = &mut health_check, if !health_check.is_terminated() => match outcome {
+                    Ok(Ok(CheckOutcome::Pass)) => {}
+                    Ok(Ok(CheckOutcome::Fail(reason))) => return StepEnd::HealthFailed(reason),
+                    Ok(Err(error)) => return StepEnd::HealthFailed(format!("the health check could not run: {error}")),
+                    Err(_) => {
+                        return StepEnd::HealthFailed(format!("the health check did not answer within {} s", health_interval.as_secs()))
+                    }
+                },
             }
         }
     }

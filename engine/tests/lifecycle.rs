@@ -333,6 +333,24 @@ async fn a_failing_health_check_stops_the_migration_with_its_message() {
 }
 
 #[tokio::test]
+async fn a_health_check_that_does_not_answer_before_the_next_is_due_fails_the_migration() {
+    let definition = slow_query_migration("0001_check_hangs").health_check(|_| async {
+        std::future::pending::<()>().await;
+        Ok(CheckOutcome::Pass)
+    });
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.update_setting("health_check_interval_seconds", &json!(1), TESTER).await.unwrap();
+    instance.engine.start("0001_check_hangs", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let query_id = running_query_id(&instance, "0001_check_hangs").await;
+    let done = instance.wait_until_settled("0001_check_hangs").await;
+    assert_eq!(done.record.status, Status::RolledBack);
+    assert!(instance.engine.clickhouse().query_progress(&query_id).await.unwrap().is_none());
+    let errors = instance.engine.errors("0001_check_hangs").await.unwrap();
+    assert_eq!(errors[0].message, "health check failed during operation 1: the health check did not answer within 1 s");
+}
+
+#[tokio::test]
 async fn a_query_whose_kill_failed_is_killed_before_the_migration_runs_again() {
     let journal = Journal::default();
     let instance = Instance::new(vec![journaled("0001_left_behind", 1, None, Arc::new(AtomicBool::new(false)), &journal)]).await;

@@ -516,3 +516,52 @@ async fn clickhouse_killed_mid_copy_errors_clearly_and_rollback_or_resume_leaves
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_paused_past_the_health_check_interval_errors_cleanly_and_resume_or_rollback_works_after() {
+    let group = Group::start().await;
+    for auto_rollback in [false, true] {
+        let engine = group.case(Duration::from_secs(10)).await;
+        engine.update_setting("disable_auto_rollback", &json!(!auto_rollback), TESTER).await.unwrap();
+        engine.update_setting("health_check_interval_seconds", &json!(1), TESTER).await.unwrap();
+        let worker = Amigo::worker(engine.config());
+        worker.wait_for_message("runner started").await;
+        engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
+        copying(&engine, 2).await;
+        group.services.pause_clickhouse().await;
+        let paused = Instant::now();
+        // Errored, and with auto-rollback the rollback under way (its first statement waits for ClickHouse).
+        let errored = wait_for(&engine, NAME, Duration::from_secs(60), "errored", |overview| {
+            overview.record.status == Status::Errored && (overview.record.rolling_back || is_settled(overview))
+        })
+        .await;
+        let to_errored = paused.elapsed();
+        let messages = error_messages(&engine).await;
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].starts_with("health check failed during operation 1: the health check did not answer within 1 s; its query could not be killed: "),
+            "{messages:?}"
+        );
+        assert_eq!(errored.record.rolling_back, auto_rollback);
+        group.services.resume_clickhouse().await;
+        let resumed = Instant::now();
+        let outcome = if auto_rollback {
+            let done = settled(&engine).await;
+            assert_eq!(done.record.status, Status::RolledBack, "{:?}", error_messages(&engine).await);
+            group.assert_original(&engine).await;
+            "the waiting rollback finished: rolled back"
+        } else {
+            engine.resume(NAME, TESTER).await.unwrap();
+            let done = settled(&engine).await;
+            assert_eq!(done.record.status, Status::Completed, "{:?}", error_messages(&engine).await);
+            group.assert_migrated(&engine).await;
+            "resume requested: completed"
+        };
+        println!(
+            "ClickHouse SIGSTOP mid-copy, auto-rollback {}, health check every 1 s: errored {} after the pause; after SIGCONT, {outcome} in {}",
+            if auto_rollback { "on" } else { "off" },
+            seconds(to_errored),
+            seconds(resumed.elapsed())
+        );
+    }
+}
