@@ -546,9 +546,13 @@ impl Store {
             .collect()
     }
 
-    /// Every stored runtime setting as (key, value).
+    /// Every stored runtime setting as (key, value). Retried while Postgres is unreachable: a runner reads
+    /// them as each operation begins, and a database restart then must not fail the operation.
     pub async fn settings(&self) -> Result<Vec<(String, serde_json::Value)>> {
-        let rows = sqlx::query("SELECT key, value FROM runtime_setting").fetch_all(&self.pool).await?;
+        let rows = retry_while_unreachable("reading the settings", || {
+            sqlx::query("SELECT key, value FROM runtime_setting").fetch_all(&self.pool)
+        })
+        .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 
@@ -583,7 +587,8 @@ async fn insert_error(
     Ok(())
 }
 
-/// How long idempotent writes made during a run keep retrying while Postgres cannot be reached.
+/// How long idempotent writes made during a run, and the reads of the settings, keep retrying while Postgres
+/// cannot be reached.
 const UNREACHABLE_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 /// True for failures that say Postgres is gone for now (restarting, network), not that the query is wrong.
@@ -598,17 +603,17 @@ fn is_unreachable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Runs an idempotent write, retrying with backoff while Postgres is unreachable, for at most
+/// Runs an idempotent statement, retrying with backoff while Postgres is unreachable, for at most
 /// [`UNREACHABLE_RETRY_BUDGET`].
-async fn retry_while_unreachable<T, Write, Attempt>(what: &str, write: Write) -> Result<T>
+async fn retry_while_unreachable<T, Statement, Attempt>(what: &str, statement: Statement) -> Result<T>
 where
-    Write: Fn() -> Attempt,
+    Statement: Fn() -> Attempt,
     Attempt: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
 {
     let deadline = std::time::Instant::now() + UNREACHABLE_RETRY_BUDGET;
     let mut pause = Duration::from_millis(100);
     loop {
-        match write().await {
+        match statement().await {
             Err(error) if is_unreachable(&error) && std::time::Instant::now() < deadline => {
                 tracing::warn!(%error, "{what}: Postgres is unreachable; retrying in {} ms", pause.as_millis());
                 tokio::time::sleep(pause).await;

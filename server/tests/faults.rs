@@ -565,3 +565,77 @@ async fn clickhouse_paused_past_the_health_check_interval_errors_cleanly_and_res
         );
     }
 }
+
+/// Holds the runtime settings locked, so that a runner's read of them (as each operation begins) waits, until
+/// the test cuts that read's connection.
+struct SettingsReadBlock {
+    connection: sqlx::PgConnection,
+}
+
+impl SettingsReadBlock {
+    async fn install(engine: &Engine) -> SettingsReadBlock {
+        let mut connection = sqlx::PgConnection::connect(&engine.config().database_url).await.unwrap();
+        sqlx::raw_sql("BEGIN; LOCK TABLE runtime_setting IN ACCESS EXCLUSIVE MODE").execute(&mut connection).await.unwrap();
+        SettingsReadBlock { connection }
+    }
+
+    /// Waits until a read of the settings waits for the lock, then ends its connection (as a restarting
+    /// Postgres does: `terminating connection due to administrator command`).
+    async fn cut_the_waiting_read(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let waiting = "SELECT pg_locks.pid FROM pg_locks JOIN pg_class ON pg_class.oid = pg_locks.relation
+                       WHERE pg_class.relname = 'runtime_setting' AND NOT pg_locks.granted";
+        loop {
+            let readers: Vec<i32> = sqlx::query_scalar(waiting).fetch_all(&mut self.connection).await.unwrap();
+            if let Some(reader) = readers.first() {
+                sqlx::query("SELECT pg_terminate_backend($1)").bind(reader).execute(&mut self.connection).await.unwrap();
+                return;
+            }
+            assert!(Instant::now() < deadline, "no one read the settings");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_run_the_runner_goes_on_and_records_everything_once() {
+    let group = Group::start().await;
+    // Mid-operation (the copy: writes are retried), then as an operation begins (a read of the settings).
+    for at_operation_start in [false, true] {
+        let engine = group.case(Duration::from_secs(10)).await;
+        let worker = Amigo::worker(engine.config());
+        worker.wait_for_message("runner started").await;
+        engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
+        let before = copying(&engine, 2).await.record;
+        if at_operation_start {
+            SettingsReadBlock::install(&engine).await.cut_the_waiting_read().await;
+            assert_eq!(engine.migration(NAME).await.unwrap().record.current_operation_index, 2);
+        }
+        let down = Duration::from_secs(3);
+        let restart_began = Instant::now();
+        group.services.restart_postgres(down).await;
+        let back = Instant::now();
+        let moved_on = wait_for(&engine, NAME, Duration::from_secs(60), "moving on", |overview| {
+            let record = &overview.record;
+            (record.current_operation_index == 1 && record.checkpoint != before.checkpoint) || record.current_operation_index > 2 || is_settled(overview)
+        })
+        .await;
+        let to_moved_on = back.elapsed();
+        let done = settled(&engine).await;
+        let to_completed = back.elapsed();
+        assert_eq!(done.record.status, Status::Completed, "{:?} {moved_on:?}", error_messages(&engine).await);
+        assert_eq!(error_messages(&engine).await, Vec::<String>::new(), "nothing went wrong, so nothing is recorded");
+        let actions: Vec<String> = engine.audit_log(100).await.unwrap().into_iter().filter(|entry| entry.migration_name.as_deref() == Some(NAME)).map(|entry| entry.action).collect();
+        assert_eq!(actions, ["start"]);
+        assert_eq!(worker.messages("claimed"), 1);
+        group.assert_migrated(&engine).await;
+        println!(
+            "Postgres stopped for {} {} (restart took {} in all): the run moved on {} after Postgres was back and completed {} after it, no error recorded",
+            seconds(down),
+            if at_operation_start { "as operation 2 began (its read of the settings waiting)" } else { "mid-copy" },
+            seconds(back - restart_began),
+            seconds(to_moved_on),
+            seconds(to_completed)
+        );
+    }
+}
