@@ -233,7 +233,12 @@ impl Runner {
             tokio::select! {
                 outcome = &mut step => return match outcome {
                     Ok(()) => StepEnd::Done,
-                    Err(error) => StepEnd::Failed(error),
+                    // A stop kills the query from the requesting process at once, so the statement may fail
+                    // before the stop request reaches this loop: a failure with a stop pending is that stop.
+                    Err(error) => match self.engine.store.migration(name).await {
+                        Ok(Some(record)) => stop_requested(&record).unwrap_or(StepEnd::Failed(error)),
+                        _ => StepEnd::Failed(error),
+                    },
                 },
                 () = shutdown_requested(&mut shutdown) => return StepEnd::ShutDown,
                 change = changes.recv() => {
