@@ -321,10 +321,11 @@ impl Runner {
         }
         tracing::warn!(migration = %name, %message, "migration errored");
         store.record_error(name, Some(index as i32), query_id.as_deref(), &message).await?;
-        store.move_status(name, &self.runner_id, Status::Running, Status::Errored).await?;
         if roll_back {
+            store.move_status(name, &self.runner_id, Status::Running, Status::Errored).await?;
             self.roll_back(definition, context, index).await
         } else {
+            // One write, so that no one sees the migration errored while it still shows its runner and query.
             store.finish_run(name, &self.runner_id, Status::Errored, false).await
         }
     }
