@@ -73,6 +73,11 @@ impl ClickHouse {
         &self.database
     }
 
+    /// `table` in the engine's database, both quoted: `` `db`.`table` ``.
+    pub fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote_identifier(&self.database), quote_identifier(table))
+    }
+
     /// The version read at connect time.
     pub fn version(&self) -> &Version {
         &self.version

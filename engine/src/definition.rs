@@ -32,6 +32,12 @@ where
     Arc::new(move |context| Box::pin(function(context)))
 }
 
+/// The rollback of an operation that leaves nothing to undo (what it wrote, an earlier operation's rollback
+/// removes).
+pub async fn nothing_to_undo(_context: MigrationContext) -> Result<()> {
+    Ok(())
+}
+
 /// One step of a migration and how to undo it.
 #[derive(Clone)]
 pub struct Operation {

@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, Utc};
 use futures::stream::{self, TryStreamExt};
 use sqlx::PgPool;
 
-use crate::clickhouse::{quote_identifier, ClickHouse};
+use crate::clickhouse::ClickHouse;
 use crate::version::Version;
 use crate::{Error, Result};
 
@@ -180,7 +180,7 @@ pub async fn create_schema(clickhouse: &ClickHouse) -> Result<()> {
         ) ENGINE = MergeTree
         PARTITION BY toYYYYMM(timestamp)
         ORDER BY (team_id, toDate(timestamp), event, distinct_id, uuid)",
-        qualified(clickhouse, EVENTS_TABLE),
+        clickhouse.qualified(EVENTS_TABLE),
         timestamp_type(clickhouse.version()),
     );
     let person = format!(
@@ -192,7 +192,7 @@ pub async fn create_schema(clickhouse: &ClickHouse) -> Result<()> {
             created_at DateTime
         ) ENGINE = ReplacingMergeTree
         ORDER BY (team_id, distinct_id)",
-        qualified(clickhouse, PERSON_TABLE),
+        clickhouse.qualified(PERSON_TABLE),
     );
     clickhouse.client().query(&events).execute().await?;
     clickhouse.client().query(&person).execute().await?;
@@ -221,7 +221,7 @@ pub async fn seed(clickhouse: &ClickHouse, request: &SeedRequest) -> Result<Seed
         }
         tracing::info!(existing_events, existing_persons, "emptying the demo tables before seeding");
         for table in [EVENTS_TABLE, PERSON_TABLE] {
-            let truncate = format!("TRUNCATE TABLE {}", qualified(clickhouse, table));
+            let truncate = format!("TRUNCATE TABLE {}", clickhouse.qualified(table));
             clickhouse.client().query(&truncate).execute().await?;
         }
     }
@@ -313,7 +313,7 @@ pub async fn events_partition_checksums(clickhouse: &ClickHouse, table: &str) ->
     let query = format!(
         "SELECT _partition_id AS partition_id, count() AS rows, sum({EVENT_HASH}) AS checksum
          FROM {} GROUP BY partition_id ORDER BY partition_id",
-        qualified(clickhouse, table)
+        clickhouse.qualified(table)
     );
     Ok(clickhouse.client().query(&query).fetch_all().await?)
 }
@@ -324,7 +324,7 @@ pub async fn events_partition_checksum(clickhouse: &ClickHouse, table: &str, mon
     let query = format!(
         "SELECT toString({month}) AS partition_id, count() AS rows, sum({EVENT_HASH}) AS checksum
          FROM {} WHERE toYYYYMM(timestamp) = {month}",
-        qualified(clickhouse, table)
+        clickhouse.qualified(table)
     );
     Ok(clickhouse.client().query(&query).fetch_one().await?)
 }
@@ -459,7 +459,7 @@ fn insert_events_sql(
                  cityHash64(number, 6) % {MAX_INGESTION_DELAY_SECONDS} AS ingestion_delay
              FROM numbers({first}, {count})
          )",
-        table = qualified(clickhouse, EVENTS_TABLE),
+        table = clickhouse.qualified(EVENTS_TABLE),
         uuid = uuid_sql("event"),
         team_id = team_id_sql("person_index", request.teams),
         distinct_id = distinct_id_sql("person_index"),
@@ -492,7 +492,7 @@ fn insert_persons_sql(
                     '\",\"$initial_browser\":\"', {browser}, '\"}}'),
              toDateTime({window_start} + cityHash64(number, 7) % {window_seconds}, 'UTC')
          FROM numbers({first}, {count})",
-        table = qualified(clickhouse, PERSON_TABLE),
+        table = clickhouse.qualified(PERSON_TABLE),
         uuid = uuid_sql("person"),
         team_id = team_id_sql("number", request.teams),
         distinct_id = distinct_id_sql("number"),
@@ -533,12 +533,9 @@ fn timestamp_type(version: &Version) -> &'static str {
 }
 
 /// `database`.`table` in the engine's database, quoted.
-fn qualified(clickhouse: &ClickHouse, table: &str) -> String {
-    format!("{}.{}", quote_identifier(clickhouse.database()), quote_identifier(table))
-}
 
 async fn row_count(clickhouse: &ClickHouse, table: &str) -> Result<u64> {
-    let query = format!("SELECT count() FROM {}", qualified(clickhouse, table));
+    let query = format!("SELECT count() FROM {}", clickhouse.qualified(table));
     Ok(clickhouse.client().query(&query).fetch_one().await?)
 }
 

@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use crate::clickhouse::{quote_identifier, QueryOptions};
+use crate::clickhouse::QueryOptions;
 use crate::context::MigrationContext;
-use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
+use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::{events_partition_checksums, partition_row_counts, table_exists};
 use crate::parameters::{quote_string, ParameterSpec};
 use crate::pressure::clickhouse_pressure;
@@ -139,13 +139,7 @@ async fn health_check(context: MigrationContext) -> Result<CheckOutcome> {
     })
 }
 
-async fn nothing_to_undo(_context: MigrationContext) -> Result<()> {
-    Ok(())
-}
 
-fn table(context: &MigrationContext, name: &str) -> String {
-    format!("{}.{}", quote_identifier(context.clickhouse.database()), quote_identifier(name))
-}
 
 fn copy_options(context: &MigrationContext) -> QueryOptions {
     let max_threads = context.parameters.integer("max_threads");
@@ -165,7 +159,7 @@ async fn copy_partition(context: &MigrationContext, partition_id: &str, span: st
     let month: u32 = partition_id
         .parse()
         .map_err(|_| Error::Migration(format!("{EVENTS} has partition {partition_id:?}, which is not a toYYYYMM(timestamp) month")))?;
-    let new_table = table(context, NEW_TABLE);
+    let new_table = context.clickhouse.qualified(NEW_TABLE);
     context
         .clickhouse_execute_part(
             &format!("ALTER TABLE {new_table} DROP PARTITION ID {}", quote_string(partition_id)),
@@ -175,7 +169,7 @@ async fn copy_partition(context: &MigrationContext, partition_id: &str, span: st
         .await?;
     context
         .clickhouse_execute_part(
-            &format!("INSERT INTO {new_table} SELECT * FROM {} WHERE toYYYYMM(timestamp) = {month}", table(context, EVENTS)),
+            &format!("INSERT INTO {new_table} SELECT * FROM {} WHERE toYYYYMM(timestamp) = {month}", context.clickhouse.qualified(EVENTS)),
             &copy_options(context),
             span,
         )
@@ -232,7 +226,7 @@ async fn catch_up(context: MigrationContext) -> Result<()> {
 async fn copy_missing_rows(context: &MigrationContext, from: &str, into: &str, partitions: &BTreeSet<String>) -> Result<()> {
     for partition_id in partitions {
         let month: u32 = partition_id.parse().map_err(|_| Error::Migration(format!("unexpected partition {partition_id:?}")))?;
-        let (from, into) = (table(context, from), table(context, into));
+        let (from, into) = (context.clickhouse.qualified(from), context.clickhouse.qualified(into));
         context
             .clickhouse_execute_part(
                 &format!(
@@ -250,7 +244,7 @@ async fn copy_missing_rows(context: &MigrationContext, from: &str, into: &str, p
 /// In one `RENAME TABLE` (inserts wait for it): `events` becomes `events_to`, and `becomes_events` becomes
 /// `events`.
 async fn rotate_names(context: &MigrationContext, events_to: &str, becomes_events: &str) -> Result<()> {
-    let (events, events_to, becomes_events) = (table(context, EVENTS), table(context, events_to), table(context, becomes_events));
+    let (events, events_to, becomes_events) = (context.clickhouse.qualified(EVENTS), context.clickhouse.qualified(events_to), context.clickhouse.qualified(becomes_events));
     context
         .clickhouse_execute_part(
             &format!("RENAME TABLE {events} TO {events_to}, {becomes_events} TO {events}"),

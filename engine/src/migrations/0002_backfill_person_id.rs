@@ -34,7 +34,7 @@ use serde_json::json;
 
 use crate::clickhouse::{quote_identifier, MutationStatus, QueryOptions};
 use crate::context::MigrationContext;
-use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
+use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::table_exists;
 use crate::migrations::events_sort_key;
 use crate::parameters::quote_string;
@@ -82,13 +82,7 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
     Ok(CheckOutcome::Pass)
 }
 
-async fn nothing_to_undo(_context: MigrationContext) -> Result<()> {
-    Ok(())
-}
 
-fn table(context: &MigrationContext, name: &str) -> String {
-    format!("{}.{}", quote_identifier(context.clickhouse.database()), quote_identifier(name))
-}
 
 async fn has_column(context: &MigrationContext) -> Result<bool> {
     let columns: u64 = context
@@ -121,7 +115,7 @@ async fn lookup(context: &MigrationContext) -> Result<Lookup> {
     let database = context.clickhouse.database();
     if context.clickhouse.version().at_least(20, 8) {
         return Ok(Lookup {
-            table: table(context, LOOKUP_TABLE),
+            table: context.clickhouse.qualified(LOOKUP_TABLE),
             join_get_name: format!("{database}.{LOOKUP_TABLE}"),
             default_database_client: None,
         });
@@ -148,7 +142,7 @@ async fn build_lookup(context: MigrationContext) -> Result<()> {
                 "CREATE TABLE {} ENGINE = Join(ANY, LEFT, person_key)
                  AS SELECT {PERSON_KEY} AS person_key, id FROM {} FINAL",
                 lookup.table,
-                table(&context, PERSON)
+                context.clickhouse.qualified(PERSON)
             ),
             &QueryOptions::default(),
         )
@@ -165,7 +159,7 @@ async fn add_column(context: MigrationContext) -> Result<()> {
     if has_column(&context).await? {
         return Ok(());
     }
-    let sql = format!("ALTER TABLE {} ADD COLUMN {COLUMN} UUID", table(&context, EVENTS));
+    let sql = format!("ALTER TABLE {} ADD COLUMN {COLUMN} UUID", context.clickhouse.qualified(EVENTS));
     context.clickhouse_execute(&sql, &QueryOptions::default()).await
 }
 
@@ -173,7 +167,7 @@ async fn drop_column(context: MigrationContext) -> Result<()> {
     if !has_column(&context).await? {
         return Ok(());
     }
-    let sql = format!("ALTER TABLE {} DROP COLUMN {COLUMN}", table(&context, EVENTS));
+    let sql = format!("ALTER TABLE {} DROP COLUMN {COLUMN}", context.clickhouse.qualified(EVENTS));
     context.clickhouse_execute(&sql, &QueryOptions::default()).await
 }
 
@@ -212,7 +206,7 @@ async fn issue_mutation(context: &MigrationContext, before: &[MutationStatus]) -
     let lookup = lookup(context).await?;
     let sql = format!(
         "ALTER TABLE {} UPDATE {COLUMN} = joinGet({}, 'id', {PERSON_KEY}) WHERE {COLUMN} = {ZERO_UUID}",
-        table(context, EVENTS),
+        context.clickhouse.qualified(EVENTS),
         quote_string(&lookup.join_get_name)
     );
     match &lookup.default_database_client {

@@ -30,7 +30,7 @@
 use chrono::{DateTime, Datelike, Months, Utc};
 use serde_json::json;
 
-use crate::clickhouse::{quote_identifier, QueryOptions};
+use crate::clickhouse::QueryOptions;
 use crate::context::MigrationContext;
 use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::{events_partition_checksum, partition_row_counts, table_exists};
@@ -97,9 +97,6 @@ pub fn cutoff_month(now: DateTime<Utc>, months: u32) -> u32 {
     cutoff.year().max(0) as u32 * 100 + cutoff.month()
 }
 
-fn table(context: &MigrationContext, name: &str) -> String {
-    format!("{}.{}", quote_identifier(context.clickhouse.database()), quote_identifier(name))
-}
 
 /// Months (partition ids of `toYYYYMM(timestamp)`) holding rows in `name`, oldest first.
 async fn months_with_rows(context: &MigrationContext, name: &str) -> Result<Vec<u32>> {
@@ -122,7 +119,7 @@ async fn rows(context: &MigrationContext, name: &str) -> Result<u64> {
 
 /// Operation 0.
 async fn create_archive(context: MigrationContext) -> Result<()> {
-    let sql = format!("CREATE TABLE IF NOT EXISTS {} AS {}", table(&context, ARCHIVE), table(&context, EVENTS));
+    let sql = format!("CREATE TABLE IF NOT EXISTS {} AS {}", context.clickhouse.qualified(ARCHIVE), context.clickhouse.qualified(EVENTS));
     context.clickhouse_execute(&sql, &QueryOptions::default()).await
 }
 
@@ -135,7 +132,7 @@ async fn drop_empty_archive(context: MigrationContext) -> Result<()> {
     if archived > 0 {
         return Err(Error::Migration(format!("{ARCHIVE} still holds {archived} rows; it is dropped only once they are back in {EVENTS}")));
     }
-    context.clickhouse_execute(&format!("DROP TABLE {}", table(&context, ARCHIVE)), &QueryOptions::default()).await
+    context.clickhouse_execute(&format!("DROP TABLE {}", context.clickhouse.qualified(ARCHIVE)), &QueryOptions::default()).await
 }
 
 /// Operation 1: every month before the cutoff, oldest first. A month already moved is moved again only if
@@ -180,8 +177,8 @@ async fn rows_missing(context: &MigrationContext, from: &str, into: &str, month:
     let query = format!(
         "SELECT count() FROM {} WHERE toYYYYMM(timestamp) = {month}
          AND uuid NOT IN (SELECT uuid FROM {} WHERE toYYYYMM(timestamp) = {month})",
-        table(context, from),
-        table(context, into)
+        context.clickhouse.qualified(from),
+        context.clickhouse.qualified(into)
     );
     Ok(context.clickhouse.client().query(&query).fetch_one().await?)
 }
@@ -190,7 +187,7 @@ async fn rows_missing(context: &MigrationContext, from: &str, into: &str, month:
 async fn move_partition(context: &MigrationContext, from: &str, to: &str, month: u32, span: std::ops::Range<f64>) -> Result<()> {
     let clickhouse = &context.clickhouse;
     let partition = quote_string(&month.to_string());
-    let (from_table, to_table) = (table(context, from), table(context, to));
+    let (from_table, to_table) = (context.clickhouse.qualified(from), context.clickhouse.qualified(to));
     for _ in 0..MAX_ATTEMPTS {
         let source = events_partition_checksum(clickhouse, from, month).await?;
         if source.rows == 0 {

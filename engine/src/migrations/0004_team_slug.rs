@@ -19,7 +19,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::context::MigrationContext;
-use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
+use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::TEAM_TABLE;
 use crate::parameters::ParameterSpec;
 use crate::Result;
@@ -76,9 +76,6 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
     })
 }
 
-async fn nothing_to_undo(_context: MigrationContext) -> Result<()> {
-    Ok(())
-}
 
 /// Operation 1: batches of ids after the checkpoint's, until none is left.
 async fn fill_in_batches(context: MigrationContext) -> Result<()> {
