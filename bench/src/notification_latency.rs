@@ -41,7 +41,7 @@ async fn time_changes(engine: &Engine, changes: usize) -> Result<NotificationLat
     if engine.store().claim_request(RUNNER_ID, &engine.definition_names()).await?.is_none() {
         return Err(Error::Unexpected(format!("the queued {NAME} could not be claimed")));
     }
-    let mut receiver = engine.subscribe();
+    let mut receiver = engine.subscribe().await;
     // The first subscription starts the engine's listener: the warm-up change waits until it listens.
     change_once(engine, &mut receiver, "warm-up", 0).await?;
     let mut latency = NotificationLatency { to_subscriber: Vec::new(), writes: Vec::new() };

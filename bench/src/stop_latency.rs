@@ -55,7 +55,7 @@ async fn stop_repeatedly(engine: &Engine, stops: usize) -> Result<StopLatency> {
         }
         let query_id = running_copy_query(engine).await?;
         // Subscribed now, so that no record from before this stop is taken for its outcome.
-        let mut changes = engine.subscribe();
+        let mut changes = engine.subscribe().await;
         let requested = Instant::now();
         let stop_returned = async {
             engine.stop(NAME, ACTOR, false).await?;

@@ -141,7 +141,7 @@ async fn run_amigo(engine: &Engine, cpu: &CpuClock, limit: Duration) -> Result<A
     tokio::time::sleep(SETTLE).await;
     let postgres_before = PostgresActivity::sample(&engine.config().database_url).await?;
 
-    let mut changes = engine.subscribe();
+    let mut changes = engine.subscribe().await;
     let runner = engine::testing::spawn_runner(engine);
     let requested = (Instant::now(), cpu.now()?);
     engine.start(NAME, ACTOR, &serde_json::Map::new()).await?;

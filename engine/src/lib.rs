@@ -21,7 +21,7 @@ pub mod testing;
 pub mod upgrade;
 pub mod version;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -93,7 +93,7 @@ pub struct Engine {
     store: Store,
     clickhouse: ClickHouse,
     definitions: Arc<Vec<MigrationDefinition>>,
-    changes: Arc<OnceLock<broadcast::Sender<MigrationRecord>>>,
+    changes: Arc<tokio::sync::OnceCell<broadcast::Sender<MigrationRecord>>>,
 }
 
 impl Engine {
@@ -113,7 +113,7 @@ impl Engine {
             store,
             clickhouse,
             definitions: Arc::new(definitions),
-            changes: Arc::new(OnceLock::new()),
+            changes: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -286,14 +286,19 @@ impl Engine {
         Ok(UpgradeCheck::evaluate(target, &self.store.migrations().await?))
     }
 
-    /// Every change to any migration, from any process, as it is committed.
-    pub fn subscribe(&self) -> broadcast::Receiver<MigrationRecord> {
+    /// Every change to any migration, from any process, as it is committed. The first call returns once
+    /// this process is listening, so that no change committed after it returns can be missed; while
+    /// Postgres cannot be reached, that first call waits for it.
+    pub async fn subscribe(&self) -> broadcast::Receiver<MigrationRecord> {
         self.changes
-            .get_or_init(|| {
+            .get_or_init(|| async {
                 let (sender, _) = broadcast::channel(1024);
-                tokio::spawn(forward_changes(self.store.clone(), sender.clone()));
+                let (listening, listening_signal) = tokio::sync::oneshot::channel();
+                tokio::spawn(forward_changes(self.store.clone(), sender.clone(), listening));
+                let _ = listening_signal.await;
                 sender
             })
+            .await
             .subscribe()
     }
 
@@ -339,7 +344,8 @@ impl Engine {
 
 /// Listens for `amigo_migration_changed` and broadcasts the changed record. After a lost connection (the
 /// listener reconnects by itself) every record is sent again, since changes may have been missed.
-async fn forward_changes(store: Store, sender: broadcast::Sender<MigrationRecord>) {
+async fn forward_changes(store: Store, sender: broadcast::Sender<MigrationRecord>, listening: tokio::sync::oneshot::Sender<()>) {
+    let mut listening = Some(listening);
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(store.pool()).await {
             Ok(listener) => listener,
@@ -353,6 +359,9 @@ async fn forward_changes(store: Store, sender: broadcast::Sender<MigrationRecord
             tracing::warn!(%error, "cannot listen for changes; retrying in 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
+        }
+        if let Some(listening) = listening.take() {
+            let _ = listening.send(());
         }
         loop {
             let changed = match listener.try_recv().await {

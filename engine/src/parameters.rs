@@ -222,6 +222,13 @@ impl Parameters {
         }
     }
 
+    pub fn boolean(&self, name: &str) -> bool {
+        match self.0.get(name) {
+            Some(ParameterValue::Boolean(value)) => *value,
+            other => panic!("boolean parameter {name} not declared (found {other:?})"),
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
     }

@@ -52,7 +52,7 @@ impl Runner {
     /// Works until `shutdown` turns true: wakes on every change announced by Postgres and at least once per
     /// heartbeat interval. A run in progress when shutdown comes is stopped and left resumable.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let mut changes = self.engine.subscribe();
+        let mut changes = self.engine.subscribe().await;
         tracing::info!(runner_id = %self.runner_id, "runner started");
         if let Err(error) = self.engine.complete_not_required().await {
             tracing::error!(%error, "cannot tell which migrations this instance needs");
@@ -219,7 +219,7 @@ impl Runner {
         mut shutdown: watch::Receiver<bool>,
     ) -> StepEnd {
         let name = &definition.name;
-        let mut changes = self.engine.subscribe();
+        let mut changes = self.engine.subscribe().await;
         let mut heartbeat = tokio::time::interval(self.engine.config.heartbeat_interval());
         let health_interval = match self.engine.settings().await {
             Ok(settings) => Duration::from_secs(settings.health_check_interval_seconds),

@@ -87,7 +87,7 @@ async fn rows_inserted_while_the_copy_runs_are_not_lost() {
         batches
     });
     let _runner = spawn_runner(&engine);
-    start(&engine, json!({ "max_threads": 1 })).await;
+    start(&engine, json!({ "max_threads": 1, "verify_checksums": true })).await;
     let done = settled(&engine).await;
     stop_inserting.send(true).unwrap();
     let batches = inserter.await.unwrap();

@@ -579,7 +579,7 @@ async fn progress_follows_the_rows_a_running_statement_has_read() {
             .with_setting("max_threads", "1"),
         );
     let instance = Instance::new(vec![definition]).await;
-    let mut changes = instance.engine.subscribe();
+    let mut changes = instance.engine.subscribe().await;
     instance.engine.start("0001_progress", TESTER, &serde_json::Map::new()).await.unwrap();
     instance.spawn_runner();
     let mut seen_within_copy = Vec::new();

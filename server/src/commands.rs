@@ -84,7 +84,7 @@ async fn finish_request(engine: &Engine, name: &str, what: &str, wait: bool) -> 
 /// runner, which leaves the migration errored and resumable.
 async fn run_until_settled(engine: &Engine, name: &str) -> Result<MigrationOverview> {
     let (shutdown, shutdown_signal) = watch::channel(false);
-    let mut changes = engine.subscribe();
+    let mut changes = engine.subscribe().await;
     let runner = Runner::new(engine.clone());
     let runner_task = tokio::spawn(async move { runner.run(shutdown_signal).await });
     let mut progress = ProgressDisplay::new();

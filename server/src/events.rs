@@ -29,7 +29,7 @@ pub async fn migration_events(State(state): State<ServerState>, headers: HeaderM
         return (status, axum::Json(refusal)).into_response();
     }
     let feed = Feed {
-        changes: engine.subscribe(),
+        changes: engine.subscribe().await,
         engine,
         headers,
         shutdown: state.shutdown.clone(),

@@ -11,8 +11,9 @@
 //! 3. swap the names in one `RENAME TABLE` statement (inserts wait for it, none fail), keeping the original
 //!    as `events_0001_backup`, then copy into the new `events` the rows the original received between the
 //!    last catch-up and the rename (by `uuid`, only in partitions whose count moved);
-//! 4. verify every partition: the new table holds every row of the original, checked by row count and a
-//!    content checksum.
+//! 4. verify every partition: the new table holds every row of the original, checked by row counts from
+//!    the active parts, by `uuid` where the new table has more rows (inserts since the swap), and, with
+//!    `verify_checksums`, by a checksum of every row's content.
 //!
 //! Nothing is deleted: the original stays as `events_0001_backup` until an admin drops it. Rollback renames
 //! it back (copying over rows inserted after the swap) and drops the new table.
@@ -59,6 +60,11 @@ pub fn definition() -> MigrationDefinition {
         1,
         20,
     ))
+    .parameter(ParameterSpec::boolean(
+        "verify_checksums",
+        "After the swap, also compare a checksum of every row of every partition (reads both tables in full: about a tenth of the migration's time); row counts and, where the new table has more rows, uuids are always checked",
+        false,
+    ))
     .is_required(is_required)
     .precheck(precheck)
     .health_check(health_check)
@@ -74,7 +80,7 @@ pub fn definition() -> MigrationDefinition {
     .operation(Operation::rust("copy events into it, partition by partition", copy_partitions, nothing_to_undo))
     .operation(Operation::rust("copy again the partitions that received inserts meanwhile", catch_up, nothing_to_undo))
     .operation(Operation::rust("swap the tables, keeping the original as events_0001_backup", swap, swap_back))
-    .operation(Operation::rust("verify row counts and checksums of every partition", verify, nothing_to_undo))
+    .operation(Operation::rust("verify every partition of the original is whole in the new table", verify, nothing_to_undo))
 }
 
 /// Needed when `events` exists and does not have the new sampling key yet.
@@ -152,13 +158,18 @@ async fn row_counts(context: &MigrationContext, name: &str) -> Result<BTreeMap<S
     Ok(partition_row_counts(&context.clickhouse, name).await?.into_iter().collect())
 }
 
+/// The `toYYYYMM(timestamp)` month a partition id stands for.
+fn partition_month(partition_id: &str) -> Result<u32> {
+    partition_id
+        .parse()
+        .map_err(|_| Error::Migration(format!("{EVENTS} has partition {partition_id:?}, which is not a toYYYYMM(timestamp) month")))
+}
+
 /// Replaces partition `partition_id` of the new table with a fresh copy of the same partition of `events`.
 /// Partition ids are `toYYYYMM(timestamp)` values; the `WHERE` on the partition expression lets ClickHouse
 /// read that partition only.
 async fn copy_partition(context: &MigrationContext, partition_id: &str, span: std::ops::Range<f64>) -> Result<()> {
-    let month: u32 = partition_id
-        .parse()
-        .map_err(|_| Error::Migration(format!("{EVENTS} has partition {partition_id:?}, which is not a toYYYYMM(timestamp) month")))?;
+    let month = partition_month(partition_id)?;
     let new_table = context.clickhouse.qualified(NEW_TABLE);
     context
         .clickhouse_execute_part(
@@ -225,7 +236,7 @@ async fn catch_up(context: MigrationContext) -> Result<()> {
 /// Copies into `into` the rows of `from` (by uuid) that `into` lacks, in the given partitions.
 async fn copy_missing_rows(context: &MigrationContext, from: &str, into: &str, partitions: &BTreeSet<String>) -> Result<()> {
     for partition_id in partitions {
-        let month: u32 = partition_id.parse().map_err(|_| Error::Migration(format!("unexpected partition {partition_id:?}")))?;
+        let month = partition_month(partition_id)?;
         let (from, into) = (context.clickhouse.qualified(from), context.clickhouse.qualified(into));
         context
             .clickhouse_execute_part(
@@ -286,8 +297,53 @@ async fn swap_back(context: MigrationContext) -> Result<()> {
     copy_missing_rows(&context, NEW_TABLE, EVENTS, &all).await
 }
 
-/// Operation 4: every partition of the original is whole in the new table.
+/// Operation 4: every partition of the original is whole in the new table. Row counts come from active
+/// parts (no data read): equal counts pass; a partition of the new table with more rows (inserts since the
+/// swap) must hold every `uuid` of the original's; fewer rows fail. With `verify_checksums`, every
+/// partition's content checksum is compared too, reading both tables in full.
 async fn verify(context: MigrationContext) -> Result<()> {
+    let original = row_counts(&context, BACKUP_TABLE).await?;
+    let migrated = row_counts(&context, EVENTS).await?;
+    for (partition_id, &rows) in &original {
+        let copied = migrated.get(partition_id).copied().unwrap_or(0);
+        if copied < rows {
+            return Err(Error::Migration(format!(
+                "partition {partition_id}: the original has {rows} rows, the new {EVENTS} {copied}"
+            )));
+        }
+        if copied > rows {
+            let lost = uuids_missing(&context, partition_id).await?;
+            if lost > 0 {
+                return Err(Error::Migration(format!(
+                    "partition {partition_id}: {lost} of the original's {rows} rows are missing from the new {EVENTS}"
+                )));
+            }
+        }
+    }
+    if context.parameters.boolean("verify_checksums") {
+        verify_checksums(&context).await?;
+    }
+    Ok(())
+}
+
+/// How many rows of the original's partition `partition_id` have a `uuid` the new table's lacks.
+async fn uuids_missing(context: &MigrationContext, partition_id: &str) -> Result<u64> {
+    let month = partition_month(partition_id)?;
+    let (original, migrated) = (context.clickhouse.qualified(BACKUP_TABLE), context.clickhouse.qualified(EVENTS));
+    Ok(context
+        .clickhouse
+        .client()
+        .query(&format!(
+            "SELECT count() FROM {original} WHERE toYYYYMM(timestamp) = {month}
+             AND uuid NOT IN (SELECT uuid FROM {migrated} WHERE toYYYYMM(timestamp) = {month})"
+        ))
+        .fetch_one()
+        .await?)
+}
+
+/// Every partition's row count and content checksum, original against new (more rows in the new table
+/// than in the original only where inserts arrived after the swap).
+async fn verify_checksums(context: &MigrationContext) -> Result<()> {
     let original = events_partition_checksums(&context.clickhouse, BACKUP_TABLE).await?;
     let migrated: BTreeMap<String, _> = events_partition_checksums(&context.clickhouse, EVENTS)
         .await?
