@@ -105,6 +105,13 @@ impl MigrationContext {
         position.store.save_checkpoint(&self.migration, &position.runner_id, Some(&checkpoint)).await
     }
 
+    /// Records how many rows the current operation has copied so far, in all (for `/metrics`). Operations that
+    /// know it call this; a resumed operation counts what its checkpoint says was copied before.
+    pub async fn record_rows_copied(&self, rows: u64) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        position.store.record_rows_copied(&self.migration, position.operation_index, rows).await
+    }
+
     /// Reports how much of the current operation is done (0.0 to 1.0); written at most every 250 ms.
     pub async fn report_progress(&self, fraction: f64) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };

@@ -9,6 +9,7 @@ pub mod context;
 pub mod definition;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod migrations;
 pub mod parameters;
 pub mod pressure;
@@ -256,6 +257,11 @@ impl Engine {
             self.clickhouse.kill_query(&current.current_query_id).await?;
         }
         Ok(())
+    }
+
+    /// Every figure `/metrics` reports, read now.
+    pub async fn metrics(&self) -> Result<metrics::MetricsSnapshot> {
+        metrics::MetricsSnapshot::read(&self.store).await
     }
 
     pub async fn errors(&self, name: &str) -> Result<Vec<MigrationError>> {

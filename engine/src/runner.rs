@@ -171,9 +171,11 @@ impl Runner {
             let position =
                 RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), checkpoint.take(), definition.throttle.clone());
             store.record_position(&record.name, &self.runner_id, index, position.percent(0.0), "").await?;
+            store.begin_operation(&record.name, index).await?;
             let step_context = context.within_run(position);
             let end = self.supervise(&definition, &step_context, run_operation(&definition, index, &step_context), shutdown.clone()).await;
             if let StepEnd::Done = end {
+                store.finish_operation(&record.name, index).await?;
                 store.save_checkpoint(&record.name, &self.runner_id, None).await?;
                 continue;
             }

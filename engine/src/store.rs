@@ -400,6 +400,50 @@ impl Store {
         Ok(())
     }
 
+    /// Records that operation `operation_index` begins a fresh attempt (its earlier attempt's times and rows are
+    /// replaced); retried while Postgres is unreachable.
+    pub async fn begin_operation(&self, name: &str, operation_index: usize) -> Result<()> {
+        retry_while_unreachable("recording an operation's start", || {
+            sqlx::query(
+                "INSERT INTO async_migration_operation (migration_name, operation_index) VALUES ($1, $2)
+                 ON CONFLICT (migration_name, operation_index)
+                 DO UPDATE SET started_at = now(), finished_at = NULL, rows_copied = NULL",
+            )
+            .bind(name)
+            .bind(operation_index as i32)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records that the current attempt at operation `operation_index` finished; retried while Postgres is
+    /// unreachable.
+    pub async fn finish_operation(&self, name: &str, operation_index: usize) -> Result<()> {
+        retry_while_unreachable("recording an operation's end", || {
+            sqlx::query("UPDATE async_migration_operation SET finished_at = now() WHERE migration_name = $1 AND operation_index = $2")
+                .bind(name)
+                .bind(operation_index as i32)
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records how many rows the current attempt at operation `operation_index` has copied in all; retried
+    /// while Postgres is unreachable.
+    pub async fn record_rows_copied(&self, name: &str, operation_index: usize, rows: u64) -> Result<()> {
+        retry_while_unreachable("recording rows copied", || {
+            sqlx::query("UPDATE async_migration_operation SET rows_copied = $3 WHERE migration_name = $1 AND operation_index = $2")
+                .bind(name)
+                .bind(operation_index as i32)
+                .bind(i64::try_from(rows).unwrap_or(i64::MAX))
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
     pub async fn set_waiting_reason(&self, name: &str, runner_id: &str, reason: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE async_migration SET waiting_reason = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
             .bind(name)

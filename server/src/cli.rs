@@ -108,6 +108,9 @@ pub struct ServeArgs {
     /// Do not run migrations in this process (an `amigo worker` does).
     #[arg(long)]
     pub no_runner: bool,
+    /// Bearer token that turns on `/metrics` for Prometheus (at least 16 characters); unset, the route is off.
+    #[arg(long, env = "AMIGO_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Start even when migrations this version needs are not completed.
     #[arg(long, env = "AMIGO_SKIP_UPGRADE_CHECK")]
     pub skip_upgrade_check: bool,

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod same_origin;
 pub mod web;
 

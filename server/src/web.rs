@@ -1,4 +1,4 @@
-//! The web server: the Leptos pages and server functions, the event stream, `/healthz`, static files, the
+//! The web server: the Leptos pages and server functions, the event stream, `/healthz`, `/metrics`, static files, the
 //! protection against cross-site requests, the embedded runner, the upgrade gate at start, graceful shutdown.
 
 use std::net::SocketAddr;
@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 
 use crate::cli::ServeArgs;
-use crate::{events, same_origin, Error, Result};
+use crate::metrics::MetricsToken;
+use crate::{events, metrics, same_origin, Error, Result};
 
 /// What every handler can reach.
 #[derive(Clone, axum::extract::FromRef)]
@@ -26,12 +27,20 @@ pub struct ServerState {
     pub engine: Engine,
     /// Turns true when the server starts shutting down, so that open event streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// The bearer token `/metrics` asks for; `None` turns the route off.
+    #[from_ref(skip)]
+    pub metrics_token: Option<MetricsToken>,
 }
 
 impl ServerState {
     /// State for a server that is never told to shut down (tests).
     pub fn new(leptos_options: LeptosOptions, engine: Engine) -> ServerState {
-        ServerState { leptos_options, engine, shutdown: watch::channel(false).1 }
+        ServerState { leptos_options, engine, shutdown: watch::channel(false).1, metrics_token: None }
+    }
+
+    /// The same state with `/metrics` on, behind `token`.
+    pub fn with_metrics_token(self, token: MetricsToken) -> ServerState {
+        ServerState { metrics_token: Some(token), ..self }
     }
 }
 
@@ -66,7 +75,8 @@ pub async fn serve(engine: Engine, args: &ServeArgs) -> Result<ExitCode> {
         .site_pkg_dir("pkg")
         .site_addr(args.listen)
         .build();
-    let router = router(ServerState { leptos_options, engine, shutdown: shutdown_for_streams });
+    let metrics_token = args.metrics_token.as_deref().map(MetricsToken::new).transpose()?;
+    let router = router(ServerState { leptos_options, engine, shutdown: shutdown_for_streams, metrics_token });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| Error::Listen { address: args.listen, source })?;
@@ -92,6 +102,7 @@ pub fn router(state: ServerState) -> Router {
     let shell_options = state.leptos_options.clone();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .route(app::live::EVENTS_PATH, get(events::migration_events))
         .leptos_routes_with_context(&state, routes, provide_engine, move || shell(shell_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<ServerState, _>(shell))

@@ -189,7 +189,8 @@ async fn copy_partition(context: &MigrationContext, partition_id: &str, span: st
 
 /// Operation 1: every partition of `events`, in order, skipping those the checkpoint lists as copied.
 async fn copy_partitions(context: MigrationContext) -> Result<()> {
-    let partitions: Vec<String> = row_counts(&context, EVENTS).await?.into_keys().collect();
+    let source_rows = row_counts(&context, EVENTS).await?;
+    let partitions: Vec<String> = source_rows.keys().cloned().collect();
     let mut copied: BTreeSet<String> = context
         .checkpoint()
         .and_then(|checkpoint| serde_json::from_value(checkpoint["copied"].clone()).ok())
@@ -203,6 +204,7 @@ async fn copy_partitions(context: MigrationContext) -> Result<()> {
         copy_partition(&context, partition_id, index as f64 / total..(index + 1) as f64 / total).await?;
         copied.insert(partition_id.clone());
         context.save_checkpoint(json!({ "copied": copied })).await?;
+        context.record_rows_copied(copied.iter().filter_map(|partition_id| source_rows.get(partition_id)).sum()).await?;
         context.report_progress((index + 1) as f64 / total).await?;
     }
     Ok(())
