@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::definition::{CheckOutcome, StepFn};
@@ -138,23 +139,35 @@ impl MigrationContext {
     /// progress moves the operation's from `span.start` to `span.end` (e.g. one partition of many).
     pub async fn clickhouse_execute_part(&self, sql: &str, options: &QueryOptions, span: std::ops::Range<f64>) -> Result<()> {
         let query_id = self.new_query_id();
-        self.record_query_id(&query_id).await?;
-        let statement = self.clickhouse.execute(sql, &query_id, options);
-        tokio::pin!(statement);
-        let mut poll = tokio::time::interval(QUERY_PROGRESS_INTERVAL);
-        loop {
-            tokio::select! {
-                outcome = &mut statement => return outcome,
-                _ = poll.tick() => {
-                    if let Ok(Some(progress)) = self.clickhouse.query_progress(&query_id).await {
-                        if progress.total_rows_approx > 0 {
-                            let done = (progress.read_rows as f64 / progress.total_rows_approx as f64).min(1.0);
-                            self.report_progress(span.start + (span.end - span.start) * done).await?;
+        let statement_span = tracing::info_span!("statement", query_id = %query_id);
+        async {
+            self.record_query_id(&query_id).await?;
+            let started = Instant::now();
+            let statement = self.clickhouse.execute(sql, &query_id, options);
+            tokio::pin!(statement);
+            let mut poll = tokio::time::interval(QUERY_PROGRESS_INTERVAL);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut statement => break outcome,
+                    _ = poll.tick() => {
+                        if let Ok(Some(progress)) = self.clickhouse.query_progress(&query_id).await {
+                            if progress.total_rows_approx > 0 {
+                                let done = (progress.read_rows as f64 / progress.total_rows_approx as f64).min(1.0);
+                                self.report_progress(span.start + (span.end - span.start) * done).await?;
+                            }
                         }
                     }
                 }
+            };
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match &outcome {
+                Ok(()) => tracing::info!(elapsed_ms, "statement finished"),
+                Err(error) => tracing::warn!(elapsed_ms, %error, "statement failed"),
             }
+            outcome
         }
+        .instrument(statement_span)
+        .await
     }
 
     /// Waits until mutation `mutation_id` of `table` (in the product's database) has rewritten every part. Its

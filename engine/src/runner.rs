@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::{Fuse, FusedFuture, FutureExt};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
+use tracing::Instrument;
 
 use crate::context::{MigrationContext, RunPosition};
 use crate::definition::{CheckOutcome, MigrationDefinition, OperationAction};
@@ -79,7 +80,8 @@ impl Runner {
             return Ok(false);
         };
         tracing::info!(migration = %record.name, action = ?record.requested_action, "claimed");
-        if let Err(error) = self.execute(&record, shutdown.clone()).await {
+        let run_span = tracing::info_span!("run", migration = %record.name, runner_id = %self.runner_id);
+        if let Err(error) = self.execute(&record, shutdown.clone()).instrument(run_span).await {
             self.end_after_runner_error(&record.name, &error).await;
         }
         Ok(true)
@@ -321,7 +323,7 @@ impl Runner {
                 Err(error) => message = format!("{message}; ending the work it left running failed: {error}"),
             }
         }
-        tracing::warn!(migration = %name, %message, "migration errored");
+        tracing::warn!(migration = %name, query_id = query_id.as_deref().unwrap_or(""), %message, "migration errored");
         store.record_error(name, Some(index as i32), query_id.as_deref(), &message).await?;
         if roll_back {
             store.move_status(name, &self.runner_id, Status::Running, Status::Errored).await?;
