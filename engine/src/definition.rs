@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 
 use crate::clickhouse::quote_identifier;
 use crate::context::MigrationContext;
-use crate::parameters::{ParameterKind, ParameterSpec, ParameterValue, Parameters};
+use crate::parameters::{ParameterSpec, Parameters};
 use crate::version::{Version, VersionRange};
 use crate::{Error, Result};
 
@@ -307,16 +307,7 @@ impl MigrationDefinition {
         let value = context.parameters.get(name).unwrap_or(&spec.default);
         Ok(match dialect {
             Dialect::ClickHouse => Parameters::sql_literal(&spec.kind, value),
-            Dialect::Postgres => postgres_literal(&spec.kind, value),
+            Dialect::Postgres => Parameters::postgres_literal(&spec.kind, value),
         })
-    }
-}
-
-fn postgres_literal(kind: &ParameterKind, value: &ParameterValue) -> String {
-    match (kind, value) {
-        (ParameterKind::Identifier, ParameterValue::Text(name)) => format!("\"{}\"", name.replace('"', "\"\"")),
-        (_, ParameterValue::Text(text)) => format!("'{}'", text.replace('\'', "''")),
-        (_, ParameterValue::Integer(number)) => number.to_string(),
-        (_, ParameterValue::Boolean(flag)) => flag.to_string(),
     }
 }

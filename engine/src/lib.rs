@@ -9,6 +9,8 @@ pub mod context;
 pub mod definition;
 pub mod demo;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
+pub mod input_properties;
 pub mod metrics;
 pub mod migrations;
 pub mod parameters;

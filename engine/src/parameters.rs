@@ -233,7 +233,18 @@ impl Parameters {
         serde_json::to_value(self).unwrap_or_default()
     }
 
-    /// Renders `value` into SQL as a literal (or a quoted identifier for identifiers).
+    /// Renders `value` into Postgres SQL as a literal (or a quoted identifier for identifiers); assumes
+    /// `standard_conforming_strings` (on since Postgres 9.1), where a backslash is an ordinary character.
+    pub fn postgres_literal(kind: &ParameterKind, value: &ParameterValue) -> String {
+        match (kind, value) {
+            (ParameterKind::Identifier, ParameterValue::Text(name)) => format!("\"{}\"", name.replace('"', "\"\"")),
+            (_, ParameterValue::Text(text)) => format!("'{}'", text.replace('\'', "''")),
+            (_, ParameterValue::Integer(number)) => number.to_string(),
+            (_, ParameterValue::Boolean(flag)) => flag.to_string(),
+        }
+    }
+
+    /// Renders `value` into ClickHouse SQL as a literal (or a quoted identifier for identifiers).
     pub fn sql_literal(kind: &ParameterKind, value: &ParameterValue) -> String {
         match (kind, value) {
             (ParameterKind::Identifier, ParameterValue::Text(name)) => quote_identifier(name),
