@@ -30,13 +30,15 @@ pub struct QueryProgress {
     pub written_rows: u64,
 }
 
-/// The engine's ClickHouse connection: the client bound to the product's database, and what the server supports.
+/// The engine's ClickHouse connection: the client bound to the product's database, what the server supports,
+/// and the cluster it belongs to, if any.
 #[derive(Clone)]
 pub struct ClickHouse {
     client: ::clickhouse::Client,
     url: String,
     database: String,
     version: Version,
+    cluster: Option<String>,
 }
 
 impl ClickHouse {
@@ -58,7 +60,32 @@ impl ClickHouse {
             .execute()
             .await?;
         let client = server.with_database(database).with_validation(version.at_least(24, 1));
-        Ok(ClickHouse { client, url: url.to_string(), database: database.to_string(), version })
+        Ok(ClickHouse { client, url: url.to_string(), database: database.to_string(), version, cluster: None })
+    }
+
+    /// This connection, speaking for cluster `name` (see [`ClickHouse::on_cluster`]).
+    pub fn with_cluster(self, name: &str) -> ClickHouse {
+        ClickHouse { cluster: Some(name.to_string()), ..self }
+    }
+
+    /// A connection to another node of the same cluster at `url`: same database, version and cluster, nothing
+    /// checked (the node may be down; its first statement says so).
+    pub fn on_node(&self, url: &str) -> ClickHouse {
+        let client = ::clickhouse::Client::default()
+            .with_url(url)
+            .with_database(&self.database)
+            .with_validation(self.version.at_least(24, 1));
+        ClickHouse { client, url: url.to_string(), ..self.clone() }
+    }
+
+    /// The cluster name, when the product's ClickHouse is a cluster.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// ` ON CLUSTER `name`` to add to a DDL statement that every node must run, or nothing on a single server.
+    pub fn on_cluster(&self) -> String {
+        self.cluster.as_deref().map_or_else(String::new, |name| format!(" ON CLUSTER {}", quote_identifier(name)))
     }
 
     pub fn client(&self) -> &::clickhouse::Client {

@@ -1,6 +1,8 @@
 //! What a running operation, rollback or check can reach: the databases, its parameters, and the means to
 //! report progress, record query ids and save a checkpoint.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,6 +10,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::clickhouse::{ClickHouse, QueryOptions};
+use crate::cluster::Cluster;
 use crate::definition::{CheckOutcome, StepFn};
 use crate::parameters::Parameters;
 use crate::store::Store;
@@ -32,7 +35,21 @@ pub struct MigrationContext {
     pub clickhouse: ClickHouse,
     pub postgres: PgPool,
     pub parameters: Parameters,
+    /// Every node of the product's ClickHouse, when it is a cluster.
+    pub cluster: Option<Arc<Cluster>>,
     position: Option<Arc<RunPosition>>,
+    /// Inside [`MigrationContext::on_every_shard`]: the shard whose replica `clickhouse` is.
+    shard: Option<Arc<ShardRun>>,
+}
+
+/// One shard's part of an operation that runs on every shard.
+struct ShardRun {
+    shard: u32,
+    /// `host:port` of the replica its statements run on.
+    node: String,
+    state: Mutex<PositionState>,
+    /// Every shard's fraction done: the operation's progress is their mean.
+    fractions: Arc<Mutex<BTreeMap<u32, f64>>>,
 }
 
 /// Where a run is, shared between the runner and the step it is executing.
@@ -85,8 +102,14 @@ impl RunPosition {
 
 impl MigrationContext {
     /// A context for checks, outside any run.
-    pub(crate) fn for_checks(migration: &str, clickhouse: ClickHouse, postgres: PgPool, parameters: Parameters) -> MigrationContext {
-        MigrationContext { migration: migration.into(), clickhouse, postgres, parameters, position: None }
+    pub(crate) fn for_checks(
+        migration: &str,
+        clickhouse: ClickHouse,
+        cluster: Option<Arc<Cluster>>,
+        postgres: PgPool,
+        parameters: Parameters,
+    ) -> MigrationContext {
+        MigrationContext { migration: migration.into(), clickhouse, postgres, parameters, cluster, position: None, shard: None }
     }
 
     pub(crate) fn within_run(&self, position: Arc<RunPosition>) -> MigrationContext {
@@ -95,6 +118,9 @@ impl MigrationContext {
 
     /// The checkpoint saved by an earlier attempt of the current operation, if any.
     pub fn checkpoint(&self) -> Option<serde_json::Value> {
+        if let Some(shard) = &self.shard {
+            return shard.state.lock().expect("shard lock").checkpoint.clone();
+        }
         let position = self.position.as_ref()?;
         position.state.lock().expect("position lock").checkpoint.clone()
     }
@@ -102,6 +128,10 @@ impl MigrationContext {
     /// Saves how far the current operation got, so that a resume continues from there.
     pub async fn save_checkpoint(&self, checkpoint: serde_json::Value) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
+        if let Some(shard) = &self.shard {
+            shard.state.lock().expect("shard lock").checkpoint = Some(checkpoint.clone());
+            return position.store.save_shard_checkpoint(&self.migration, &position.runner_id, shard.shard, &checkpoint).await;
+        }
         position.state.lock().expect("position lock").checkpoint = Some(checkpoint.clone());
         position.store.save_checkpoint(&self.migration, &position.runner_id, Some(&checkpoint)).await
     }
@@ -116,16 +146,27 @@ impl MigrationContext {
     /// Reports how much of the current operation is done (0.0 to 1.0); written at most every 250 ms.
     pub async fn report_progress(&self, fraction: f64) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
-        let (percent, query_id) = {
-            let mut state = position.state.lock().expect("position lock");
-            state.fraction = fraction;
-            if state.last_write.is_some_and(|written| written.elapsed() < PROGRESS_WRITE_INTERVAL) {
-                return Ok(());
-            }
-            state.last_write = Some(Instant::now());
-            (position.percent(fraction), state.query_id.clone())
-        };
-        position.store.record_position(&self.migration, &position.runner_id, position.operation_index, percent, &query_id).await
+        if let Some(shard) = &self.shard {
+            let query_id = {
+                let mut state = shard.state.lock().expect("shard lock");
+                state.fraction = fraction;
+                if state.last_write.is_some_and(|written| written.elapsed() < PROGRESS_WRITE_INTERVAL) {
+                    None
+                } else {
+                    state.last_write = Some(Instant::now());
+                    Some(state.query_id.clone())
+                }
+            };
+            let mean = {
+                let mut fractions = shard.fractions.lock().expect("fractions lock");
+                fractions.insert(shard.shard, fraction.clamp(0.0, 1.0));
+                fractions.values().sum::<f64>() / fractions.len().max(1) as f64
+            };
+            let Some(query_id) = query_id else { return Ok(()) };
+            position.store.record_shard_position(&self.migration, &position.runner_id, shard.shard, percent(fraction), &query_id).await?;
+            return report_operation_progress(&self.migration, position, mean).await;
+        }
+        report_operation_progress(&self.migration, position, fraction).await
     }
 
     /// Runs one ClickHouse statement under a fresh query id, recorded as the current query id before it is
@@ -199,12 +240,24 @@ impl MigrationContext {
     pub fn new_query_id(&self) -> String {
         let operation = self.position.as_ref().map_or(0, |position| position.operation_index);
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        format!("amigo-{}-op{}-{}", self.migration, operation, &unique[..12])
+        match &self.shard {
+            Some(shard) => format!("amigo-{}-op{}-shard{}-{}", self.migration, operation, shard.shard, &unique[..12]),
+            None => format!("amigo-{}-op{}-{}", self.migration, operation, &unique[..12]),
+        }
     }
 
     /// Records `query_id` as the statement now running.
     pub async fn record_query_id(&self, query_id: &str) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
+        if let Some(shard) = &self.shard {
+            let fraction = {
+                let mut state = shard.state.lock().expect("shard lock");
+                state.query_id = query_id.to_string();
+                state.last_write = Some(Instant::now());
+                state.fraction
+            };
+            return position.store.record_shard_position(&self.migration, &position.runner_id, shard.shard, percent(fraction), query_id).await;
+        }
         let percent = {
             let mut state = position.state.lock().expect("position lock");
             state.query_id = query_id.to_string();
@@ -242,7 +295,82 @@ impl MigrationContext {
 
     /// The query id currently recorded.
     pub fn current_query_id(&self) -> Option<String> {
+        if let Some(shard) = &self.shard {
+            return Some(shard.state.lock().expect("shard lock").query_id.clone()).filter(|id| !id.is_empty());
+        }
         let position = self.position.as_ref()?;
         Some(position.state.lock().expect("position lock").query_id.clone()).filter(|id| !id.is_empty())
     }
+
+    /// Runs `work` on every shard of the cluster at once, each with a context whose `clickhouse` is one
+    /// answering replica of its shard (replication brings the result to the others) and whose progress, query
+    /// ids and checkpoints are the shard's own, recorded in Postgres; the operation's progress is the shards'
+    /// mean. On a single server, runs `work` once with this context. Fails as soon as one shard fails; the
+    /// runner then kills every shard's query, as it kills the query of any failed operation.
+    pub async fn on_every_shard<Work, WorkFuture>(&self, work: Work) -> Result<()>
+    where
+        Work: Fn(MigrationContext) -> WorkFuture,
+        WorkFuture: Future<Output = Result<()>>,
+    {
+        let Some(cluster) = &self.cluster else { return work(self.clone()).await };
+        let fractions = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut shard_contexts = Vec::new();
+        for node in cluster.answering_replicas().await? {
+            let checkpoint = match &self.position {
+                Some(position) => {
+                    position.store.begin_shard(&self.migration, &position.runner_id, node.shard, position.operation_index, &node.address).await?
+                }
+                None => None,
+            };
+            fractions.lock().expect("fractions lock").insert(node.shard, 0.0);
+            let state = PositionState { query_id: String::new(), checkpoint, fraction: 0.0, last_write: None };
+            let shard = ShardRun { shard: node.shard, node: node.address.clone(), state: Mutex::new(state), fractions: fractions.clone() };
+            shard_contexts.push(MigrationContext { clickhouse: node.clickhouse.clone(), shard: Some(Arc::new(shard)), ..self.clone() });
+        }
+        let work = &work;
+        futures::future::try_join_all(shard_contexts.into_iter().map(|context| async move {
+            let shard = context.shard.clone().expect("a shard context");
+            let outcome = match work(context.clone()).await {
+                Ok(()) => context.finish_shard().await,
+                Err(error) => Err(error),
+            };
+            outcome.map_err(|error| Error::OnShard { shard: shard.shard, node: shard.node.clone(), source: Box::new(error) })
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// The shard this context's statements run on, inside [`MigrationContext::on_every_shard`]; 0 on a single
+    /// server.
+    pub fn shard_number(&self) -> u32 {
+        self.shard.as_ref().map_or(0, |shard| shard.shard)
+    }
+
+    /// Records a shard's part of the operation as done (the write is never skipped as too soon).
+    async fn finish_shard(&self) -> Result<()> {
+        if let Some(shard) = &self.shard {
+            shard.state.lock().expect("shard lock").last_write = None;
+        }
+        self.report_progress(1.0).await
+    }
+
+}
+
+/// A fraction done (0.0 to 1.0) in whole percent.
+fn percent(fraction: f64) -> u8 {
+    (fraction.clamp(0.0, 1.0) * 100.0).floor() as u8
+}
+
+/// Reports how much of the current operation is done, as a whole; written at most every 250 ms.
+async fn report_operation_progress(migration: &str, position: &RunPosition, fraction: f64) -> Result<()> {
+    let (percent, query_id) = {
+        let mut state = position.state.lock().expect("position lock");
+        state.fraction = fraction;
+        if state.last_write.is_some_and(|written| written.elapsed() < PROGRESS_WRITE_INTERVAL) {
+            return Ok(());
+        }
+        state.last_write = Some(Instant::now());
+        (position.percent(fraction), state.query_id.clone())
+    };
+    position.store.record_position(migration, &position.runner_id, position.operation_index, percent, &query_id).await
 }

@@ -14,12 +14,15 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, Utc};
 use futures::stream::{self, TryStreamExt};
 use sqlx::PgPool;
 
-use crate::clickhouse::ClickHouse;
+use crate::clickhouse::{quote_identifier, ClickHouse};
+use crate::parameters::quote_string;
 use crate::version::Version;
 use crate::{Error, Result};
 
 /// The product's events table.
 pub const EVENTS_TABLE: &str = "events";
+/// On a cluster, the table on every node that holds its shard's events, behind the `Distributed` `events`.
+pub const EVENTS_LOCAL_TABLE: &str = "events_local";
 /// The product's person table: one row per (team_id, distinct_id).
 pub const PERSON_TABLE: &str = "person";
 /// The product's team (project) table, in Postgres: team ids are the `team_id` of events and persons.
@@ -164,12 +167,36 @@ pub struct PartitionChecksum {
     pub checksum: u64,
 }
 
+/// The MergeTree table that holds the rows of `events`: `events` itself on a single server, the local table
+/// of each node behind the `Distributed` `events` on a cluster.
+pub fn events_storage_table(clickhouse: &ClickHouse) -> &'static str {
+    if clickhouse.cluster().is_some() {
+        EVENTS_LOCAL_TABLE
+    } else {
+        EVENTS_TABLE
+    }
+}
+
+/// The engine of a MergeTree-family table `table` (`family` is e.g. `MergeTree` or `ReplacingMergeTree`): on a
+/// cluster, its `Replicated` form, one copy per replica of each shard (`per_shard`) or one copy on every node.
+pub fn table_engine(clickhouse: &ClickHouse, family: &str, table: &str, per_shard: bool) -> String {
+    if clickhouse.cluster().is_none() {
+        return family.to_string();
+    }
+    let (group, replica) = if per_shard { ("{shard}", "{replica}") } else { ("all", "{shard}-{replica}") };
+    let path = format!("/clickhouse/tables/{group}/{}/{table}", clickhouse.database());
+    format!("Replicated{family}({}, {})", quote_string(&path), quote_string(replica))
+}
+
 /// Creates `events` and `person` in the engine's database if missing, in the product's pre-migration schema.
+/// On a cluster (on every node): `events` is a `Distributed` table over `events_local`, a
+/// `ReplicatedMergeTree` per shard, sharded by `distinct_id`; `person` is replicated to every node.
 ///
 /// `timestamp` is `DateTime64(6, 'UTC')` on servers that have it (20.1 and later) and `DateTime('UTC')` before.
 pub async fn create_schema(clickhouse: &ClickHouse) -> Result<()> {
+    let storage = events_storage_table(clickhouse);
     let events = format!(
-        "CREATE TABLE IF NOT EXISTS {} (
+        "CREATE TABLE IF NOT EXISTS {}{} (
             uuid UUID,
             event String,
             team_id Int64,
@@ -177,25 +204,41 @@ pub async fn create_schema(clickhouse: &ClickHouse) -> Result<()> {
             properties String,
             timestamp {},
             created_at DateTime
-        ) ENGINE = MergeTree
+        ) ENGINE = {}
         PARTITION BY toYYYYMM(timestamp)
         ORDER BY (team_id, toDate(timestamp), event, distinct_id, uuid)",
-        clickhouse.qualified(EVENTS_TABLE),
+        clickhouse.qualified(storage),
+        clickhouse.on_cluster(),
         timestamp_type(clickhouse.version()),
+        table_engine(clickhouse, "MergeTree", storage, true),
     );
     let person = format!(
-        "CREATE TABLE IF NOT EXISTS {} (
+        "CREATE TABLE IF NOT EXISTS {}{} (
             id UUID,
             team_id Int64,
             distinct_id String,
             properties String,
             created_at DateTime
-        ) ENGINE = ReplacingMergeTree
+        ) ENGINE = {}
         ORDER BY (team_id, distinct_id)",
         clickhouse.qualified(PERSON_TABLE),
+        clickhouse.on_cluster(),
+        table_engine(clickhouse, "ReplacingMergeTree", PERSON_TABLE, false),
     );
     clickhouse.client().query(&events).execute().await?;
     clickhouse.client().query(&person).execute().await?;
+    if let Some(cluster) = clickhouse.cluster() {
+        let distributed = format!(
+            "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = Distributed({}, {}, {}, cityHash64(distinct_id))",
+            clickhouse.qualified(EVENTS_TABLE),
+            clickhouse.on_cluster(),
+            clickhouse.qualified(storage),
+            quote_identifier(cluster),
+            quote_identifier(clickhouse.database()),
+            quote_identifier(storage),
+        );
+        clickhouse.client().query(&distributed).execute().await?;
+    }
     Ok(())
 }
 
@@ -220,19 +263,19 @@ pub async fn seed(clickhouse: &ClickHouse, request: &SeedRequest) -> Result<Seed
             )));
         }
         tracing::info!(existing_events, existing_persons, "emptying the demo tables before seeding");
-        for table in [EVENTS_TABLE, PERSON_TABLE] {
-            let truncate = format!("TRUNCATE TABLE {}", clickhouse.qualified(table));
+        for table in [events_storage_table(clickhouse), PERSON_TABLE] {
+            let truncate = format!("TRUNCATE TABLE {}{}", clickhouse.qualified(table), clickhouse.on_cluster());
             clickhouse.client().query(&truncate).execute().await?;
         }
     }
 
     run_inserts(clickhouse, inserts(clickhouse, request, &months), request.concurrent_inserts).await?;
 
-    let partitions = partition_row_counts(clickhouse, EVENTS_TABLE).await?;
+    let (events, partitions) = events_and_months(clickhouse).await?;
     let report = SeedReport {
-        events: partitions.iter().map(|(_, rows)| rows).sum(),
+        events,
         persons: row_count(clickhouse, PERSON_TABLE).await?,
-        partitions: partitions.len(),
+        partitions,
         elapsed: started.elapsed(),
     };
     tracing::info!(%report, "demo data seeded");
@@ -403,7 +446,8 @@ async fn run_inserts(clickhouse: &ClickHouse, inserts: Vec<Insert>, concurrent_i
         .try_for_each_concurrent(concurrent_inserts, |insert| {
             let done = &done;
             async move {
-                clickhouse.client().query(&insert.sql).execute().await?;
+                // Into a Distributed table (on a cluster): the insert returns once every shard has its rows.
+                clickhouse.client().query(&insert.sql).with_setting("insert_distributed_sync", "1").execute().await?;
                 let done = done.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(
                     table = insert.table,
@@ -533,6 +577,18 @@ fn timestamp_type(version: &Version) -> &'static str {
 }
 
 /// `database`.`table` in the engine's database, quoted.
+
+/// How many events there are and in how many partitions (months): from the active parts on a single server,
+/// by reading `events` through its `Distributed` table on a cluster.
+async fn events_and_months(clickhouse: &ClickHouse) -> Result<(u64, usize)> {
+    if clickhouse.cluster().is_none() {
+        let partitions = partition_row_counts(clickhouse, EVENTS_TABLE).await?;
+        return Ok((partitions.iter().map(|(_, rows)| rows).sum(), partitions.len()));
+    }
+    let query = format!("SELECT count(), uniqExact(toYYYYMM(timestamp)) FROM {}", clickhouse.qualified(EVENTS_TABLE));
+    let (events, months): (u64, u64) = clickhouse.client().query(&query).fetch_one().await?;
+    Ok((events, months as usize))
+}
 
 async fn row_count(clickhouse: &ClickHouse, table: &str) -> Result<u64> {
     let query = format!("SELECT count() FROM {}", clickhouse.qualified(table));

@@ -10,6 +10,12 @@ pub enum Error {
     PostgresUnreachable { url: String, source: sqlx::Error },
     #[error("cannot reach ClickHouse at {url}: {message}. Is it running? Start the local one with `scripts/services start` or set AMIGO_CLICKHOUSE_URL.")]
     ClickHouseUnreachable { url: String, message: String },
+    #[error("ClickHouse at {url} has no cluster {cluster:?} in system.clusters; check AMIGO_CLICKHOUSE_CLUSTER and the server's remote_servers")]
+    UnknownCluster { url: String, cluster: String },
+    #[error("no replica of shard {shard} of cluster {cluster} answers ({replicas}); start one, then resume")]
+    ShardUnreachable { cluster: String, shard: u32, replicas: String },
+    #[error("shard {shard} (node {node}): {source}")]
+    OnShard { shard: u32, node: String, source: Box<Error> },
     #[error("Postgres schema migration failed: {0}")]
     SchemaMigration(#[from] sqlx::migrate::MigrateError),
     #[error("Postgres error: {0}")]

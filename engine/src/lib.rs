@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod clickhouse;
+pub mod cluster;
 pub mod context;
 pub mod definition;
 pub mod demo;
@@ -33,6 +34,7 @@ use tokio::sync::broadcast;
 pub use error::{Error, Result};
 
 use crate::clickhouse::ClickHouse;
+use crate::cluster::Cluster;
 use crate::context::MigrationContext;
 use crate::definition::MigrationDefinition;
 use crate::parameters::{ParameterSpec, Parameters};
@@ -52,6 +54,11 @@ pub struct EngineConfig {
     pub database_url: String,
     pub clickhouse_url: String,
     pub clickhouse_database: String,
+    /// The cluster (in `system.clusters`) the product's ClickHouse is, or `None` for a single server.
+    pub clickhouse_cluster: Option<String>,
+    /// Where the cluster's nodes serve HTTP: their TCP port plus this offset, or (`None`) the port of
+    /// `clickhouse_url` on every node's host.
+    pub clickhouse_http_port_offset: Option<i32>,
     /// The version migrations' version ranges and the upgrade gate are checked against.
     pub instance_version: Version,
     /// A runner whose heartbeat is older than this is taken for dead.
@@ -64,6 +71,8 @@ impl EngineConfig {
             database_url: database_url.into(),
             clickhouse_url: clickhouse_url.into(),
             clickhouse_database: clickhouse_database.into(),
+            clickhouse_cluster: None,
+            clickhouse_http_port_offset: None,
             instance_version: Version::parse(env!("CARGO_PKG_VERSION")).expect("the crate version is a version"),
             lease_timeout: Duration::from_secs(10),
         }
@@ -95,6 +104,7 @@ pub struct Engine {
     config: Arc<EngineConfig>,
     store: Store,
     clickhouse: ClickHouse,
+    cluster: Option<Arc<Cluster>>,
     definitions: Arc<Vec<MigrationDefinition>>,
     changes: Arc<tokio::sync::OnceCell<broadcast::Sender<MigrationRecord>>>,
 }
@@ -109,12 +119,18 @@ impl Engine {
     pub async fn connect_with(config: &EngineConfig, definitions: Vec<MigrationDefinition>) -> Result<Engine> {
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
-        let clickhouse = ClickHouse::connect(&config.clickhouse_url, &config.clickhouse_database).await?;
+        let mut clickhouse = ClickHouse::connect(&config.clickhouse_url, &config.clickhouse_database).await?;
+        let mut cluster = None;
+        if let Some(name) = &config.clickhouse_cluster {
+            clickhouse = clickhouse.with_cluster(name);
+            cluster = Some(Arc::new(Cluster::discover(&clickhouse, name, config.clickhouse_http_port_offset).await?));
+        }
         store.register(&definitions).await?;
         Ok(Engine {
             config: Arc::new(config.clone()),
             store,
             clickhouse,
+            cluster,
             definitions: Arc::new(definitions),
             changes: Arc::new(tokio::sync::OnceCell::new()),
         })
@@ -130,6 +146,11 @@ impl Engine {
 
     pub fn clickhouse(&self) -> &ClickHouse {
         &self.clickhouse
+    }
+
+    /// The cluster's nodes, when the product's ClickHouse is a cluster.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_deref()
     }
 
     pub fn definition(&self, name: &str) -> Option<&MigrationDefinition> {
@@ -255,10 +276,23 @@ impl Engine {
             return Ok(());
         }
         let current = self.record(name).await?;
-        if !current.current_query_id.is_empty() {
-            self.clickhouse.kill_query(&current.current_query_id).await?;
+        self.kill_queries(&current, Some(&current.current_query_id)).await
+    }
+
+    /// Kills `query_id` (a statement of the whole operation, on the server amigo connects to) and, on a
+    /// cluster, each shard's current query on its node. Tries them all; returns the first failure.
+    pub(crate) async fn kill_queries(&self, record: &MigrationRecord, query_id: Option<&str>) -> Result<()> {
+        let mut outcome = match query_id.filter(|id| !id.is_empty()) {
+            Some(query_id) => self.clickhouse.kill_query(query_id).await,
+            None => Ok(()),
+        };
+        if let Some(cluster) = &self.cluster {
+            for shard in record.shards.iter().filter(|shard| !shard.current_query_id.is_empty()) {
+                let killed = cluster.kill_query_on(&shard.node, &shard.current_query_id).await;
+                outcome = outcome.and(killed);
+            }
         }
-        Ok(())
+        outcome
     }
 
     /// Every figure `/metrics` reports, read now.
@@ -315,9 +349,7 @@ impl Engine {
     pub async fn reap_dead_runners(&self) -> Result<()> {
         for lease in self.store.take_stale_leases(self.config.lease_timeout).await? {
             if let Some(record) = self.store.migration(&lease.migration_name).await? {
-                if !record.current_query_id.is_empty() {
-                    self.clickhouse.kill_query(&record.current_query_id).await?;
-                }
+                self.kill_queries(&record, Some(&record.current_query_id)).await?;
             }
             if let Some(record) = self.store.abandon_run(&lease).await? {
                 tracing::warn!(migration = %record.name, runner_id = %lease.runner_id, "runner died; migration errored");
@@ -343,6 +375,7 @@ impl Engine {
                 Parameters::from_json(&record.name, &definition.parameters, &serde_json::Map::new())?,
             );
             if !is_required(context).await? && self.store.complete_not_required(&record.name).await? {
+                self.cluster.clone(),
                 self.store.audit(ENGINE_ACTOR, "completed: not required on this instance", Some(&record.name), &serde_json::json!({})).await?;
             }
         }

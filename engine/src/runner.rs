@@ -154,6 +154,7 @@ impl Runner {
         let context = MigrationContext::for_checks(
             &record.name,
             self.engine.clickhouse.clone(),
+            self.engine.cluster.clone(),
             store.pool().clone(),
             parameters,
         );
@@ -161,6 +162,7 @@ impl Runner {
             return self.roll_back(&definition, &context, record.current_operation_index as usize).await;
         }
         if record.started_at.is_none() {
+            store.clear_shards(&record.name).await?;
             if let Some(reason) = self.startup_failure(&definition, &context).await? {
                 store.record_error(&record.name, None, None, &reason).await?;
                 return store.finish_run(&record.name, &self.runner_id, Status::FailedAtStartup, false).await;
@@ -293,8 +295,8 @@ impl Runner {
             StepEnd::Done => unreachable!("handled by the caller"),
             StepEnd::LeaseLost => {
                 tracing::warn!(migration = %name, "lease lost; leaving the migration to whoever took it");
-                if let Some(query_id) = &query_id {
-                    self.engine.clickhouse.kill_query(query_id).await?;
+                if let Some(record) = store.migration(name).await? {
+                    self.engine.kill_queries(&record, query_id.as_deref()).await?;
                 }
                 return Ok(());
             }
@@ -309,10 +311,10 @@ impl Runner {
             StepEnd::Stopped { by, rollback } => (format!("stopped by {by} during operation {index}"), rollback),
             StepEnd::ShutDown => (format!("the runner shut down during operation {index}; resume it to continue"), false),
         };
-        if let Some(query_id) = &query_id {
-            // The failure is recorded even when ClickHouse cannot be reached; what still runs there is killed
-            // before the migration runs again.
-            if let Err(error) = self.engine.clickhouse.kill_query(query_id).await {
+        // The failure is recorded even when ClickHouse cannot be reached; what still runs there is killed
+        // before the migration runs again.
+        if let Some(record) = store.migration(name).await? {
+            if let Err(error) = self.engine.kill_queries(&record, query_id.as_deref()).await {
                 message = format!("{message}; its query could not be killed: {error}");
             }
         }
@@ -340,6 +342,7 @@ impl Runner {
         let name = &definition.name;
         let store = &self.engine.store;
         store.set_rolling_back(name, &self.runner_id, true).await?;
+        store.clear_shards(name).await?;
         let timeout = Duration::from_secs(self.engine.settings().await?.rollback_timeout_seconds);
         let last = from.min(definition.operations.len().saturating_sub(1));
         let mut failure = None;
@@ -356,8 +359,8 @@ impl Runner {
                 Ok(Ok(())) => continue,
                 Ok(Err(error)) => format!("rollback of operation {index} failed: {error}"),
                 Err(_) => {
-                    if let Some(query_id) = step_context.current_query_id() {
-                        self.engine.clickhouse.kill_query(&query_id).await?;
+                    if let Some(record) = store.migration(name).await? {
+                        self.engine.kill_queries(&record, step_context.current_query_id().as_deref()).await?;
                     }
                     format!("rollback of operation {index} ran past the rollback timeout of {} s", timeout.as_secs())
                 }

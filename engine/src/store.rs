@@ -17,7 +17,10 @@ use crate::{Error, Result};
 /// The columns of `async_migration` every read selects.
 const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_operation_index, current_query_id, \
      runner_id, started_at, finished_at, min_version, max_version, parameters, checkpoint, requested_action, \
-     requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, updated_at";
+     requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, updated_at, \
+     (SELECT coalesce(jsonb_agg(jsonb_build_object('shard', shard, 'operation_index', operation_index, 'node', node, \
+         'progress', progress, 'current_query_id', current_query_id) ORDER BY shard), '[]'::jsonb) \
+      FROM async_migration_shard WHERE migration_name = async_migration.name) AS shards";
 
 /// One migration's recorded state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,6 +45,19 @@ pub struct MigrationRecord {
     pub stop_and_rollback: bool,
     pub waiting_reason: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// On a ClickHouse cluster, where each shard is in the latest operation that ran shard by shard.
+    pub shards: Vec<ShardPosition>,
+}
+
+/// Where one shard is in an operation that runs on every shard of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ShardPosition {
+    pub shard: i32,
+    pub operation_index: i32,
+    /// `host:port` of the replica the shard's statements run on.
+    pub node: String,
+    pub progress: i16,
+    pub current_query_id: String,
 }
 
 impl MigrationRecord {
@@ -69,6 +85,8 @@ impl MigrationRecord {
             stop_and_rollback: row.try_get("stop_and_rollback")?,
             waiting_reason: row.try_get("waiting_reason")?,
             updated_at: row.try_get("updated_at")?,
+            shards: serde_json::from_value(row.try_get("shards")?)
+                .map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
         })
     }
 }
@@ -397,6 +415,77 @@ impl Store {
                 .execute(&self.pool)
         })
         .await?;
+        Ok(())
+    }
+
+    /// Records that `shard` runs operation `operation_index` on `node`, and returns the checkpoint it saved
+    /// in an earlier attempt at the same operation (a different operation's row starts over).
+    pub async fn begin_shard(&self, name: &str, runner_id: &str, shard: u32, operation_index: usize, node: &str) -> Result<Option<serde_json::Value>> {
+        let checkpoint = retry_while_unreachable("recording a shard's start", || {
+            sqlx::query_scalar::<_, Option<serde_json::Value>>(
+                "INSERT INTO async_migration_shard (migration_name, shard, operation_index, node)
+                 SELECT $1, $3, $4, $5 FROM async_migration WHERE name = $1 AND runner_id = $2
+                 ON CONFLICT (migration_name, shard) DO UPDATE SET
+                     checkpoint = CASE WHEN async_migration_shard.operation_index = EXCLUDED.operation_index
+                                       THEN async_migration_shard.checkpoint END,
+                     progress = CASE WHEN async_migration_shard.operation_index = EXCLUDED.operation_index
+                                     THEN async_migration_shard.progress ELSE 0 END,
+                     operation_index = EXCLUDED.operation_index, node = EXCLUDED.node, current_query_id = '',
+                     updated_at = now()
+                 RETURNING checkpoint",
+            )
+            .bind(name)
+            .bind(runner_id)
+            .bind(shard as i32)
+            .bind(operation_index as i32)
+            .bind(node)
+            .fetch_optional(&self.pool)
+        })
+        .await?;
+        Ok(checkpoint.flatten())
+    }
+
+    /// Records a shard's progress in its operation and its current query id; retried while Postgres is
+    /// unreachable.
+    pub async fn record_shard_position(&self, name: &str, runner_id: &str, shard: u32, progress: u8, query_id: &str) -> Result<()> {
+        retry_while_unreachable("recording a shard's progress", || {
+            sqlx::query(
+                "UPDATE async_migration_shard SET progress = $4, current_query_id = $5, updated_at = now()
+                 WHERE migration_name = $1 AND shard = $3
+                     AND EXISTS (SELECT FROM async_migration WHERE name = $1 AND runner_id = $2)",
+            )
+            .bind(name)
+            .bind(runner_id)
+            .bind(shard as i32)
+            .bind(i16::from(progress.min(100)))
+            .bind(query_id)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Saves a shard's checkpoint in its operation; retried while Postgres is unreachable.
+    pub async fn save_shard_checkpoint(&self, name: &str, runner_id: &str, shard: u32, checkpoint: &serde_json::Value) -> Result<()> {
+        retry_while_unreachable("saving a shard's checkpoint", || {
+            sqlx::query(
+                "UPDATE async_migration_shard SET checkpoint = $4, updated_at = now()
+                 WHERE migration_name = $1 AND shard = $3
+                     AND EXISTS (SELECT FROM async_migration WHERE name = $1 AND runner_id = $2)",
+            )
+            .bind(name)
+            .bind(runner_id)
+            .bind(shard as i32)
+            .bind(checkpoint)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets every shard's position: a fresh run or a rollback starts over on every shard.
+    pub async fn clear_shards(&self, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM async_migration_shard WHERE migration_name = $1").bind(name).execute(&self.pool).await?;
         Ok(())
     }
 

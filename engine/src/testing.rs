@@ -26,6 +26,12 @@ pub async fn fresh_databases() -> EngineConfig {
 
 /// [`fresh_databases`] on the Postgres server of `server_url` and the ClickHouse at `clickhouse_url`.
 async fn fresh_databases_on(server_url: &str, clickhouse_url: &str) -> EngineConfig {
+    fresh_databases_with(server_url, clickhouse_url, "").await
+}
+
+/// A fresh Postgres database on the server of `server_url`, and a ClickHouse database of the same name created
+/// at `clickhouse_url` with `on_cluster` (empty, or ` ON CLUSTER name`), and the configuration naming both.
+async fn fresh_databases_with(server_url: &str, clickhouse_url: &str, on_cluster: &str) -> EngineConfig {
     let name = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(server_url)
         .await
@@ -36,7 +42,7 @@ async fn fresh_databases_on(server_url: &str, clickhouse_url: &str) -> EngineCon
 
     ::clickhouse::Client::default()
         .with_url(clickhouse_url)
-        .query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
+        .query(&format!("CREATE DATABASE {}{on_cluster}", quote_identifier(&name)))
         .execute()
         .await
         .unwrap_or_else(|error| panic!("tests need ClickHouse at {clickhouse_url} (run scripts/services start): {error}"));
@@ -181,6 +187,132 @@ impl Drop for PrivateServices {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// The project's `scripts/cluster`, which owns the local ClickHouse cluster.
+const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster");
+
+/// The cluster `scripts/cluster` configures.
+pub const CLUSTER_NAME: &str = "amigo_cluster";
+
+/// Nodes of `scripts/cluster`'s cluster serve HTTP on their TCP port plus this.
+const CLUSTER_HTTP_PORT_OFFSET: i32 = -10;
+
+/// A ClickHouse cluster of one test's own (two shards of two replicas, one ZooKeeper), started by
+/// `scripts/cluster` under a temporary folder on free ports and stopped (the folder deleted) when dropped; its
+/// tests keep their state on the shared Postgres. One instance at a time on the machine (a file lock): four
+/// servers are enough for two cores.
+pub struct PrivateCluster {
+    data_dir: PathBuf,
+    base_port: u16,
+    _one_at_a_time: std::fs::File,
+}
+
+impl PrivateCluster {
+    /// Waits for any other private cluster on this machine to end, then starts one.
+    pub async fn start() -> PrivateCluster {
+        let lock_path = std::env::temp_dir().join("amigo-private-cluster.lock");
+        let lock = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::create(&lock_path).unwrap_or_else(|error| panic!("create {}: {error}", lock_path.display()));
+            file.lock().unwrap_or_else(|error| panic!("lock {}: {error}", lock_path.display()));
+            file
+        })
+        .await
+        .expect("wait for the private cluster lock");
+        let cluster = PrivateCluster {
+            data_dir: std::env::temp_dir().join(format!("amigo-cluster-{}", uuid::Uuid::new_v4().simple())),
+            base_port: free_port_range(25),
+            _one_at_a_time: lock,
+        };
+        let started = std::time::Instant::now();
+        cluster.script(&["start"]).await;
+        eprintln!("private cluster started in {:.1} s", started.elapsed().as_secs_f64());
+        cluster
+    }
+
+    /// The HTTP URL of node `node` (1 to 4: shard 1 replicas 1 and 2, then shard 2's).
+    pub fn node_url(&self, node: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base_port + node)
+    }
+
+    /// The node number (1 to 4) of the node at `address` (`host:tcp_port`, as shard records name it).
+    pub fn node_at(&self, address: &str) -> u16 {
+        let port: u16 = address.rsplit(':').next().and_then(|port| port.parse().ok()).unwrap_or_else(|| panic!("{address:?} has no port"));
+        port - self.base_port - 10
+    }
+
+    /// A fresh Postgres database on the shared server and a ClickHouse database of the same name on every
+    /// node, and the configuration that points the engine at them through node 1.
+    pub async fn fresh_databases(&self) -> EngineConfig {
+        let server_url = std::env::var("AMIGO_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+        let on_cluster = format!(" ON CLUSTER {CLUSTER_NAME}");
+        let mut config = fresh_databases_with(&server_url, &self.node_url(1), &on_cluster).await;
+        config.clickhouse_cluster = Some(CLUSTER_NAME.into());
+        config.clickhouse_http_port_offset = Some(CLUSTER_HTTP_PORT_OFFSET);
+        config
+    }
+
+    /// SIGKILL to node `node`; returns once the process is gone.
+    pub async fn kill_node(&self, node: u16) {
+        let output = self.script(&["pid", &node.to_string()]).await;
+        let pid: u32 = output.trim().parse().unwrap_or_else(|_| panic!("scripts/cluster pid {node} printed {output:?}"));
+        assert!(send_signal(pid, "KILL"), "kill -KILL {pid} (node {node}) failed");
+        let process = PathBuf::from(format!("/proc/{pid}"));
+        while process.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Starts node `node` again (after [`PrivateCluster::kill_node`]); returns once it answers.
+    pub async fn start_node(&self, node: u16) {
+        self.script(&["start-node", &node.to_string()]).await;
+    }
+
+    fn environment(&self) -> [(&'static str, String); 2] {
+        [("AMIGO_CLUSTER_DIR", self.data_dir.display().to_string()), ("AMIGO_CLUSTER_BASE_PORT", self.base_port.to_string())]
+    }
+
+    /// Runs `scripts/cluster` for this cluster and returns what it printed; panics when it fails.
+    async fn script(&self, arguments: &[&str]) -> String {
+        let output =
+            tokio::process::Command::new(CLUSTER_SCRIPT).args(arguments).envs(self.environment()).output().await.expect("run scripts/cluster");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "scripts/cluster {} failed: {printed}{}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        printed
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let stopped = std::process::Command::new(CLUSTER_SCRIPT).arg("stop").envs(self.environment()).output();
+        if !stopped.is_ok_and(|output| output.status.success()) {
+            eprintln!("scripts/cluster stop failed for {}; stop it by hand", self.data_dir.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// The first of `count` consecutive loopback ports that are free now (they may be taken again before use,
+/// which the start then reports).
+fn free_port_range(count: u16) -> u16 {
+    for _ in 0..100 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let first = probe.local_addr().expect("local address").port();
+        drop(probe);
+        if first.checked_add(count).is_none() {
+            continue;
+        }
+        if (first..first + count).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return first;
+        }
+    }
+    panic!("no {count} consecutive free loopback ports");
 }
 
 /// Sends `kill -SIGNAL pid`; false when the process could not be signalled.

@@ -28,6 +28,13 @@ pub struct Settings {
     /// ClickHouse database holding the product's tables.
     #[arg(long, global = true, env = "AMIGO_CLICKHOUSE_DATABASE", default_value = "amigo")]
     pub clickhouse_database: String,
+    /// ClickHouse cluster (a name in `system.clusters`) the product's tables are spread over; empty for a single server.
+    #[arg(long, global = true, env = "AMIGO_CLICKHOUSE_CLUSTER", default_value = "")]
+    pub clickhouse_cluster: String,
+    /// On a cluster whose nodes share a host: each node serves HTTP on its TCP port plus this offset (by default,
+    /// every node serves HTTP on the port of the ClickHouse URL).
+    #[arg(long, global = true, env = "AMIGO_CLICKHOUSE_HTTP_PORT_OFFSET", allow_hyphen_values = true)]
+    pub clickhouse_http_port_offset: Option<i32>,
     /// The version this instance runs as, for migrations' version ranges and the upgrade gate.
     #[arg(long, global = true, env = "AMIGO_INSTANCE_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     pub instance_version: String,
@@ -61,6 +68,8 @@ impl Settings {
         }
         let mut config = engine::EngineConfig::new(&self.database_url, &self.clickhouse_url, &self.clickhouse_database);
         config.instance_version = instance_version;
+        config.clickhouse_cluster = Some(self.clickhouse_cluster.clone()).filter(|name| !name.is_empty());
+        config.clickhouse_http_port_offset = self.clickhouse_http_port_offset;
         config.lease_timeout = Duration::from_secs(self.lease_timeout_seconds);
         Ok(config)
     }

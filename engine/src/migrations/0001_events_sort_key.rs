@@ -17,21 +17,27 @@
 //!
 //! Nothing is deleted: the original stays as `events_0001_backup` until an admin drops it. Rollback renames
 //! it back (copying over rows inserted after the swap) and drops the new table.
+//!
+//! On a cluster the table rebuilt is `events_local`, the `ReplicatedMergeTree` behind the `Distributed`
+//! `events`: the new table is created and the names are swapped on every node (`ON CLUSTER`); the copy, the
+//! catch-up, the reconciliation after the swap and the verification run on every shard at once, on one
+//! replica each (replication copies the rest), each shard with its own checkpoint, and row counts are
+//! compared shard by shard.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
 use crate::clickhouse::QueryOptions;
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::{events_partition_checksums, partition_row_counts, table_exists};
+use crate::demo::{events_partition_checksums, events_storage_table, partition_row_counts, table_exists, table_engine};
 use crate::parameters::{quote_string, ParameterSpec};
 use crate::pressure::clickhouse_pressure;
 use crate::{Error, Result};
 
 pub const NAME: &str = "0001_events_sort_key";
-const EVENTS: &str = "events";
 const NEW_TABLE: &str = "events_0001_new";
 const BACKUP_TABLE: &str = "events_0001_backup";
 const SORTING_KEY: &str = "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid";
@@ -68,24 +74,39 @@ pub fn definition() -> MigrationDefinition {
     .is_required(is_required)
     .precheck(precheck)
     .health_check(health_check)
-    .throttle(|context| async move { clickhouse_pressure(&context.clickhouse, &[EVENTS, NEW_TABLE]).await })
-    .operation(Operation::clickhouse(
-        "create events_0001_new with the new sort and sample keys",
-        &format!(
-            "CREATE TABLE IF NOT EXISTS {{database}}.{NEW_TABLE} AS {{database}}.{EVENTS}
-             ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) ORDER BY ({SORTING_KEY}) SAMPLE BY {SAMPLING_KEY}"
-        ),
-        &format!("DROP TABLE IF EXISTS {{database}}.{NEW_TABLE}"),
-    ))
+    .throttle(|context| async move { clickhouse_pressure(&context.clickhouse, &[events(&context), NEW_TABLE]).await })
+    .operation(Operation::rust("create events_0001_new with the new sort and sample keys", create_new_table, drop_new_table))
     .operation(Operation::rust("copy events into it, partition by partition", copy_partitions, nothing_to_undo))
     .operation(Operation::rust("copy again the partitions that received inserts meanwhile", catch_up, nothing_to_undo))
     .operation(Operation::rust("swap the tables, keeping the original as events_0001_backup", swap, swap_back))
     .operation(Operation::rust("verify every partition of the original is whole in the new table", verify, nothing_to_undo))
 }
 
+/// The table rebuilt: `events`, or on a cluster the `events_local` behind it.
+fn events(context: &MigrationContext) -> &'static str {
+    events_storage_table(&context.clickhouse)
+}
+
+/// Operation 0 (on every node of a cluster).
+async fn create_new_table(context: MigrationContext) -> Result<()> {
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = {} PARTITION BY toYYYYMM(timestamp) ORDER BY ({SORTING_KEY}) SAMPLE BY {SAMPLING_KEY}",
+        context.clickhouse.qualified(NEW_TABLE),
+        context.clickhouse.on_cluster(),
+        context.clickhouse.qualified(events(&context)),
+        table_engine(&context.clickhouse, "MergeTree", NEW_TABLE, true),
+    );
+    context.clickhouse_execute(&sql, &QueryOptions::default()).await
+}
+
+async fn drop_new_table(context: MigrationContext) -> Result<()> {
+    let sql = format!("DROP TABLE IF EXISTS {}{}", context.clickhouse.qualified(NEW_TABLE), context.clickhouse.on_cluster());
+    context.clickhouse_execute(&sql, &QueryOptions::default()).await
+}
+
 /// Needed when `events` exists and does not have the new sampling key yet.
 async fn is_required(context: MigrationContext) -> Result<bool> {
-    if !table_exists(&context.clickhouse, EVENTS).await? {
+    if !table_exists(&context.clickhouse, events(&context)).await? {
         return Ok(false);
     }
     let sampling_key: String = context
@@ -93,7 +114,7 @@ async fn is_required(context: MigrationContext) -> Result<bool> {
         .client()
         .query("SELECT sampling_key FROM system.tables WHERE database = ? AND name = ?")
         .bind(context.clickhouse.database())
-        .bind(EVENTS)
+        .bind(events(&context))
         .fetch_one()
         .await?;
     Ok(sampling_key.replace(' ', "") != SAMPLING_KEY.replace(' ', ""))
@@ -102,8 +123,8 @@ async fn is_required(context: MigrationContext) -> Result<bool> {
 /// The copy needs as much free disk as `events` takes, plus a margin; servers without `system.disks`
 /// (before 19.15) cannot tell, and pass.
 async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
-    if !table_exists(&context.clickhouse, EVENTS).await? {
-        return Ok(CheckOutcome::Fail(format!("{}.{EVENTS} does not exist", context.clickhouse.database())));
+    if !table_exists(&context.clickhouse, events(&context)).await? {
+        return Ok(CheckOutcome::Fail(format!("{}.{} does not exist", context.clickhouse.database(), events(&context))));
     }
     if !context.clickhouse.version().at_least(19, 15) {
         return Ok(CheckOutcome::Pass);
@@ -113,7 +134,7 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
         .client()
         .query("SELECT toUInt64(sum(bytes_on_disk) * 1.2) FROM system.parts WHERE database = ? AND table = ? AND active")
         .bind(context.clickhouse.database())
-        .bind(EVENTS)
+        .bind(events(&context))
         .fetch_one()
         .await?;
     let free: u64 = context.clickhouse.client().query("SELECT min(free_space) FROM system.disks").fetch_one().await?;
@@ -134,7 +155,7 @@ async fn health_check(context: MigrationContext) -> Result<CheckOutcome> {
              WHERE database = ? AND table IN (?, ?) AND active GROUP BY table, partition_id)",
         )
         .bind(context.clickhouse.database())
-        .bind(EVENTS)
+        .bind(events(&context))
         .bind(NEW_TABLE)
         .fetch_one()
         .await?;
@@ -162,7 +183,7 @@ async fn row_counts(context: &MigrationContext, name: &str) -> Result<BTreeMap<S
 fn partition_month(partition_id: &str) -> Result<u32> {
     partition_id
         .parse()
-        .map_err(|_| Error::Migration(format!("{EVENTS} has partition {partition_id:?}, which is not a toYYYYMM(timestamp) month")))
+        .map_err(|_| Error::Migration(format!("events has partition {partition_id:?}, which is not a toYYYYMM(timestamp) month")))
 }
 
 /// Replaces partition `partition_id` of the new table with a fresh copy of the same partition of `events`.
@@ -180,16 +201,24 @@ async fn copy_partition(context: &MigrationContext, partition_id: &str, span: st
         .await?;
     context
         .clickhouse_execute_part(
-            &format!("INSERT INTO {new_table} SELECT * FROM {} WHERE toYYYYMM(timestamp) = {month}", context.clickhouse.qualified(EVENTS)),
+            &format!(
+                "INSERT INTO {new_table} SELECT * FROM {} WHERE toYYYYMM(timestamp) = {month}",
+                context.clickhouse.qualified(events(context))
+            ),
             &copy_options(context),
             span,
         )
         .await
 }
 
-/// Operation 1: every partition of `events`, in order, skipping those the checkpoint lists as copied.
+/// Operation 1: on every shard, every partition of `events`, in order, skipping those the checkpoint lists as
+/// copied.
 async fn copy_partitions(context: MigrationContext) -> Result<()> {
-    let source_rows = row_counts(&context, EVENTS).await?;
+    context.on_every_shard(copy_partitions_of_shard).await
+}
+
+async fn copy_partitions_of_shard(context: MigrationContext) -> Result<()> {
+    let source_rows = row_counts(&context, events(&context)).await?;
     let partitions: Vec<String> = source_rows.keys().cloned().collect();
     let mut copied: BTreeSet<String> = context
         .checkpoint()
@@ -212,14 +241,18 @@ async fn copy_partitions(context: MigrationContext) -> Result<()> {
 
 /// Partitions whose row counts differ between `events` and the new table.
 async fn differing_partitions(context: &MigrationContext) -> Result<Vec<String>> {
-    let source = row_counts(context, EVENTS).await?;
+    let source = row_counts(context, events(context)).await?;
     let copy = row_counts(context, NEW_TABLE).await?;
     Ok(source.into_iter().filter(|(partition_id, rows)| copy.get(partition_id) != Some(rows)).map(|(id, _)| id).collect())
 }
 
-/// Operation 2: copies again what changed during the copy, until nothing did or the passes run out (the
-/// swap reconciles what is left).
+/// Operation 2: on every shard, copies again what changed during the copy, until nothing did or the passes
+/// run out (the swap reconciles what is left).
 async fn catch_up(context: MigrationContext) -> Result<()> {
+    context.on_every_shard(catch_up_shard).await
+}
+
+async fn catch_up_shard(context: MigrationContext) -> Result<()> {
     let passes = context.parameters.integer("catch_up_passes");
     for pass in 0..passes {
         let changed = differing_partitions(&context).await?;
@@ -254,70 +287,106 @@ async fn copy_missing_rows(context: &MigrationContext, from: &str, into: &str, p
     Ok(())
 }
 
-/// In one `RENAME TABLE` (inserts wait for it): `events` becomes `events_to`, and `becomes_events` becomes
-/// `events`.
+/// Copies into `into` the rows of `from` that it lacks, in every partition of `from`, on every shard.
+async fn copy_all_missing_rows(context: &MigrationContext, from: &'static str, into: &'static str) -> Result<()> {
+    context
+        .on_every_shard(|context| async move {
+            let all: BTreeSet<String> = row_counts(&context, from).await?.into_keys().collect();
+            copy_missing_rows(&context, from, into, &all).await
+        })
+        .await
+}
+
+/// In one `RENAME TABLE` (inserts wait for it; on every node of a cluster): `events` becomes `events_to`, and
+/// `becomes_events` becomes `events`.
 async fn rotate_names(context: &MigrationContext, events_to: &str, becomes_events: &str) -> Result<()> {
-    let (events, events_to, becomes_events) = (context.clickhouse.qualified(EVENTS), context.clickhouse.qualified(events_to), context.clickhouse.qualified(becomes_events));
+    let clickhouse = &context.clickhouse;
+    let (events, events_to, becomes_events) =
+        (clickhouse.qualified(events(context)), clickhouse.qualified(events_to), clickhouse.qualified(becomes_events));
     context
         .clickhouse_execute_part(
-            &format!("RENAME TABLE {events} TO {events_to}, {becomes_events} TO {events}"),
+            &format!("RENAME TABLE {events} TO {events_to}, {becomes_events} TO {events}{}", clickhouse.on_cluster()),
             &QueryOptions::default(),
             0.0..0.0,
         )
         .await
 }
 
+/// What a shard's tables held just before the swap: rows per partition of `events`, and the partitions that
+/// differed from the new table's.
+type BeforeSwap = (BTreeMap<String, u64>, BTreeSet<String>);
+
 /// Operation 3: the swap, idempotent so that a resume after a crash mid-way finishes it.
 async fn swap(context: MigrationContext) -> Result<()> {
-    let clickhouse = &context.clickhouse;
-    if table_exists(clickhouse, BACKUP_TABLE).await? && !table_exists(clickhouse, NEW_TABLE).await? {
+    let events = events(&context);
+    if table_exists(&context.clickhouse, BACKUP_TABLE).await? && !table_exists(&context.clickhouse, NEW_TABLE).await? {
         // Swapped by an earlier attempt that died before reconciling: check every partition.
-        let all: BTreeSet<String> = row_counts(&context, BACKUP_TABLE).await?.into_keys().collect();
-        return copy_missing_rows(&context, BACKUP_TABLE, EVENTS, &all).await;
+        return copy_all_missing_rows(&context, BACKUP_TABLE, events).await;
     }
-    let before_rename = row_counts(&context, EVENTS).await?;
-    let mut suspicious: BTreeSet<String> = differing_partitions(&context).await?.into_iter().collect();
+    let before: Arc<Mutex<BTreeMap<u32, BeforeSwap>>> = Arc::default();
+    context
+        .on_every_shard(|context| {
+            let before = before.clone();
+            async move {
+                let counts = row_counts(&context, events).await?;
+                let suspicious = differing_partitions(&context).await?.into_iter().collect();
+                before.lock().expect("before-swap lock").insert(context.shard_number(), (counts, suspicious));
+                Ok(())
+            }
+        })
+        .await?;
     rotate_names(&context, BACKUP_TABLE, NEW_TABLE).await?;
-    let after_rename = row_counts(&context, BACKUP_TABLE).await?;
-    suspicious.extend(after_rename.iter().filter(|(id, rows)| before_rename.get(*id) != Some(rows)).map(|(id, _)| id.clone()));
-    copy_missing_rows(&context, BACKUP_TABLE, EVENTS, &suspicious).await
+    context
+        .on_every_shard(|context| {
+            let before = before.clone();
+            async move {
+                let (before_rename, mut suspicious) =
+                    before.lock().expect("before-swap lock").remove(&context.shard_number()).unwrap_or_default();
+                let after_rename = row_counts(&context, BACKUP_TABLE).await?;
+                suspicious.extend(after_rename.iter().filter(|(id, rows)| before_rename.get(*id) != Some(rows)).map(|(id, _)| id.clone()));
+                copy_missing_rows(&context, BACKUP_TABLE, events, &suspicious).await
+            }
+        })
+        .await
 }
 
 /// Rollback of operation 3: the original back under its name, with the rows inserted after the swap.
 async fn swap_back(context: MigrationContext) -> Result<()> {
-    let clickhouse = &context.clickhouse;
-    if !table_exists(clickhouse, BACKUP_TABLE).await? {
+    let events = events(&context);
+    if !table_exists(&context.clickhouse, BACKUP_TABLE).await? {
         return Ok(());
     }
-    if table_exists(clickhouse, NEW_TABLE).await? {
+    if table_exists(&context.clickhouse, NEW_TABLE).await? {
         return Err(Error::Migration(format!(
-            "both {NEW_TABLE} and {BACKUP_TABLE} exist next to {EVENTS}; rename them by hand so that {EVENTS} is the table to keep"
+            "both {NEW_TABLE} and {BACKUP_TABLE} exist next to {events}; rename them by hand so that {events} is the table to keep"
         )));
     }
     rotate_names(&context, NEW_TABLE, BACKUP_TABLE).await?;
-    let all: BTreeSet<String> = row_counts(&context, NEW_TABLE).await?.into_keys().collect();
-    copy_missing_rows(&context, NEW_TABLE, EVENTS, &all).await
+    copy_all_missing_rows(&context, NEW_TABLE, events).await
 }
 
-/// Operation 4: every partition of the original is whole in the new table. Row counts come from active
-/// parts (no data read): equal counts pass; a partition of the new table with more rows (inserts since the
-/// swap) must hold every `uuid` of the original's; fewer rows fail. With `verify_checksums`, every
+/// Operation 4, on every shard: every partition of the original is whole in the new table. Row counts come
+/// from active parts (no data read): equal counts pass; a partition of the new table with more rows (inserts
+/// since the swap) must hold every `uuid` of the original's; fewer rows fail. With `verify_checksums`, every
 /// partition's content checksum is compared too, reading both tables in full.
 async fn verify(context: MigrationContext) -> Result<()> {
+    context.on_every_shard(verify_shard).await
+}
+
+async fn verify_shard(context: MigrationContext) -> Result<()> {
+    let events = events(&context);
     let original = row_counts(&context, BACKUP_TABLE).await?;
-    let migrated = row_counts(&context, EVENTS).await?;
+    let migrated = row_counts(&context, events).await?;
     for (partition_id, &rows) in &original {
         let copied = migrated.get(partition_id).copied().unwrap_or(0);
         if copied < rows {
-            return Err(Error::Migration(format!(
-                "partition {partition_id}: the original has {rows} rows, the new {EVENTS} {copied}"
-            )));
+            return Err(Error::Migration(format!("partition {partition_id}: the original has {rows} rows, the new {events} {copied}")));
         }
         if copied > rows {
             let lost = uuids_missing(&context, partition_id).await?;
             if lost > 0 {
                 return Err(Error::Migration(format!(
-                    "partition {partition_id}: {lost} of the original's {rows} rows are missing from the new {EVENTS}"
+                    "partition {partition_id}: {lost} of the original's {rows} rows are missing from the new {events}"
                 )));
             }
         }
@@ -331,7 +400,7 @@ async fn verify(context: MigrationContext) -> Result<()> {
 /// How many rows of the original's partition `partition_id` have a `uuid` the new table's lacks.
 async fn uuids_missing(context: &MigrationContext, partition_id: &str) -> Result<u64> {
     let month = partition_month(partition_id)?;
-    let (original, migrated) = (context.clickhouse.qualified(BACKUP_TABLE), context.clickhouse.qualified(EVENTS));
+    let (original, migrated) = (context.clickhouse.qualified(BACKUP_TABLE), context.clickhouse.qualified(events(context)));
     Ok(context
         .clickhouse
         .client()
@@ -346,20 +415,21 @@ async fn uuids_missing(context: &MigrationContext, partition_id: &str) -> Result
 /// Every partition's row count and content checksum, original against new (more rows in the new table
 /// than in the original only where inserts arrived after the swap).
 async fn verify_checksums(context: &MigrationContext) -> Result<()> {
+    let events = events(context);
     let original = events_partition_checksums(&context.clickhouse, BACKUP_TABLE).await?;
-    let migrated: BTreeMap<String, _> = events_partition_checksums(&context.clickhouse, EVENTS)
+    let migrated: BTreeMap<String, _> = events_partition_checksums(&context.clickhouse, events)
         .await?
         .into_iter()
         .map(|partition| (partition.partition_id.clone(), partition))
         .collect();
     for partition in &original {
         let Some(copy) = migrated.get(&partition.partition_id) else {
-            return Err(Error::Migration(format!("partition {} is missing from the new {EVENTS}", partition.partition_id)));
+            return Err(Error::Migration(format!("partition {} is missing from the new {events}", partition.partition_id)));
         };
         let intact = if copy.rows == partition.rows { copy.checksum == partition.checksum } else { copy.rows > partition.rows };
         if !intact {
             return Err(Error::Migration(format!(
-                "partition {}: the original has {} rows (checksum {}), the new {EVENTS} {} rows (checksum {})",
+                "partition {}: the original has {} rows (checksum {}), the new {events} {} rows (checksum {})",
                 partition.partition_id, partition.rows, partition.checksum, copy.rows, copy.checksum
             )));
         }

@@ -1,0 +1,174 @@
+//! Migrations on a real ClickHouse cluster (two shards of two replicas and a ZooKeeper, started by
+//! `scripts/cluster` for each test): 0001_events_sort_key rebuilds `events_local` behind the `Distributed`
+//! `events` on every shard, with per-shard progress, query ids and row counts; stop-and-rollback restores every
+//! shard; a node killed mid-copy leaves the migration errored, and once it is back, resume finishes it.
+
+use std::time::Duration;
+
+use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
+use engine::migrations::events_sort_key::{self, NAME};
+use engine::status::Status;
+use engine::testing::{is_settled, spawn_runner, wait_for, PrivateCluster};
+use engine::Engine;
+use serde_json::json;
+
+const TESTER: &str = "tester@example.com";
+
+/// An engine on a fresh database of `cluster`, seeded with `events` demo events.
+async fn seeded(cluster: &PrivateCluster, events: u64) -> Engine {
+    let mut config = cluster.fresh_databases().await;
+    config.lease_timeout = Duration::from_secs(2);
+    let engine = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.expect("connect");
+    seed(engine.clickhouse(), &SeedRequest::new(events)).await.expect("seed");
+    engine
+}
+
+/// `events_partition_checksums` of `table` on each node (1 to 4), after the node has fetched every part its
+/// replica has.
+async fn checksums_per_node(engine: &Engine, table: &str) -> Vec<Vec<PartitionChecksum>> {
+    let mut nodes = Vec::new();
+    for node in engine.cluster().expect("a cluster").nodes() {
+        let sync = format!("SYSTEM SYNC REPLICA {}", node.clickhouse.qualified(table));
+        node.clickhouse.client().query(&sync).execute().await.expect("sync replica");
+        nodes.push(events_partition_checksums(&node.clickhouse, table).await.expect("checksums"));
+    }
+    nodes
+}
+
+async fn tables_per_node(engine: &Engine) -> Vec<Vec<String>> {
+    let mut nodes = Vec::new();
+    for node in engine.cluster().expect("a cluster").nodes() {
+        let tables = node
+            .clickhouse
+            .client()
+            .query("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+            .fetch_all::<String>()
+            .await
+            .expect("tables");
+        nodes.push(tables);
+    }
+    nodes
+}
+
+async fn settled(engine: &Engine) -> engine::MigrationOverview {
+    wait_for(engine, NAME, Duration::from_secs(180), "settled", is_settled).await
+}
+
+async fn distributed_count(engine: &Engine) -> u64 {
+    engine.clickhouse().client().query("SELECT count() FROM events").fetch_one().await.expect("count events")
+}
+
+/// Each shard holds part of the events, and its two replicas the same rows.
+fn assert_sharded_and_replicated(per_node: &[Vec<PartitionChecksum>]) {
+    assert_eq!(per_node.len(), 4);
+    assert_eq!(per_node[0], per_node[1], "shard 1's replicas differ");
+    assert_eq!(per_node[2], per_node[3], "shard 2's replicas differ");
+    assert_ne!(per_node[0], per_node[2], "both shards hold the same rows");
+    assert!(per_node[0].len() >= 18 && per_node[2].len() >= 18, "every month on both shards");
+}
+
+#[tokio::test]
+async fn events_sort_key_rebuilds_every_shard_and_checks_its_rows() {
+    let cluster = PrivateCluster::start().await;
+    let engine = seeded(&cluster, 200_000).await;
+    let original = checksums_per_node(&engine, "events_local").await;
+    assert_sharded_and_replicated(&original);
+    assert_eq!(distributed_count(&engine).await, 200_000);
+
+    let _runner = spawn_runner(&engine);
+    let started = std::time::Instant::now();
+    engine.start(NAME, TESTER, &serde_json::Map::new()).await.expect("start");
+    let done = settled(&engine).await;
+    eprintln!("0001 on the cluster took {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+
+    assert_eq!(checksums_per_node(&engine, "events_local").await, original, "every node holds its shard's rows");
+    assert_eq!(checksums_per_node(&engine, "events_0001_backup").await, original);
+    assert_eq!(distributed_count(&engine).await, 200_000);
+    for node in engine.cluster().unwrap().nodes() {
+        let (sorting_key, sampling_key): (String, String) = node
+            .clickhouse
+            .client()
+            .query("SELECT sorting_key, sampling_key FROM system.tables WHERE database = currentDatabase() AND name = 'events_local'")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(sorting_key, "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid", "node {}", node.address);
+        assert_eq!(sampling_key, "cityHash64(distinct_id)", "node {}", node.address);
+    }
+    // The last operation that ran per shard (verify) is recorded for each shard, on one replica of it.
+    let shards = &done.record.shards;
+    assert_eq!(shards.iter().map(|shard| shard.shard).collect::<Vec<_>>(), [1, 2], "{shards:?}");
+    for shard in shards {
+        assert_eq!(shard.operation_index, 4);
+        assert_eq!(shard.progress, 100);
+        let node = cluster.node_at(&shard.node);
+        assert!((2 * shard.shard as u16 - 1..=2 * shard.shard as u16).contains(&node), "shard {} ran on node {node}", shard.shard);
+    }
+}
+
+#[tokio::test]
+async fn stop_and_rollback_mid_copy_restores_every_shard() {
+    let cluster = PrivateCluster::start().await;
+    let engine = seeded(&cluster, 1_000_000).await;
+    let original = checksums_per_node(&engine, "events_local").await;
+    let original_tables = tables_per_node(&engine).await;
+    let _runner = spawn_runner(&engine);
+    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.expect("start");
+    let copying = wait_for(&engine, NAME, Duration::from_secs(60), "copying on both shards", |overview| {
+        overview.record.current_operation_index == 1
+            && overview.record.shards.len() == 2
+            && overview.record.shards.iter().all(|shard| !shard.current_query_id.is_empty())
+    })
+    .await;
+    for shard in &copying.record.shards {
+        assert!(shard.current_query_id.contains(&format!("-op1-shard{}-", shard.shard)), "{shard:?}");
+    }
+    engine.stop(NAME, TESTER, true).await.expect("stop");
+    let done = settled(&engine).await;
+    assert_eq!(done.record.status, Status::RolledBack, "{:?}", engine.errors(NAME).await);
+    assert_eq!(checksums_per_node(&engine, "events_local").await, original);
+    assert_eq!(tables_per_node(&engine).await, original_tables, "events_0001_new is gone from every node");
+    for node in engine.cluster().unwrap().nodes() {
+        let running: u64 = node
+            .clickhouse
+            .client()
+            .query("SELECT count() FROM system.processes WHERE query_id LIKE 'amigo-%'")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(running, 0, "a query of the migration still runs on {}", node.address);
+    }
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_copy_errors_the_migration_and_resume_finishes_once_it_is_back() {
+    let cluster = PrivateCluster::start().await;
+    let engine = seeded(&cluster, 1_000_000).await;
+    let original = checksums_per_node(&engine, "events_local").await;
+    engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
+    let _runner = spawn_runner(&engine);
+    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.expect("start");
+    let copying = wait_for(&engine, NAME, Duration::from_secs(60), "copying on shard 1", |overview| {
+        overview.record.current_operation_index == 1
+            && overview.record.shards.iter().any(|shard| shard.shard == 1 && !shard.current_query_id.is_empty())
+    })
+    .await;
+    let shard_one = copying.record.shards.iter().find(|shard| shard.shard == 1).unwrap();
+    let killed = cluster.node_at(&shard_one.node);
+    cluster.kill_node(killed).await;
+
+    let errored = settled(&engine).await;
+    assert_eq!(errored.record.status, Status::Errored);
+    assert_eq!(errored.record.current_operation_index, 1);
+    let errors = engine.errors(NAME).await.unwrap();
+    let message = &errors.last().expect("an error").message;
+    assert!(message.contains("shard 1"), "{message}");
+
+    cluster.start_node(killed).await;
+    engine.resume(NAME, TESTER).await.expect("resume");
+    let done = settled(&engine).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+    assert_eq!(checksums_per_node(&engine, "events_local").await, original);
+    assert_eq!(distributed_count(&engine).await, 1_000_000);
+}
