@@ -371,11 +371,11 @@ impl Engine {
             let context = MigrationContext::for_checks(
                 &record.name,
                 self.clickhouse.clone(),
+                self.cluster.clone(),
                 self.store.pool().clone(),
                 Parameters::from_json(&record.name, &definition.parameters, &serde_json::Map::new())?,
             );
             if !is_required(context).await? && self.store.complete_not_required(&record.name).await? {
-                self.cluster.clone(),
                 self.store.audit(ENGINE_ACTOR, "completed: not required on this instance", Some(&record.name), &serde_json::json!({})).await?;
             }
         }
