@@ -24,7 +24,7 @@ pub enum Error {
     ClickHouse(#[from] ::clickhouse::error::Error),
     #[error("ClickHouse query {query_id} ran longer than its timeout of {seconds} s")]
     QueryTimeout { query_id: String, seconds: u64 },
-    #[error("no migration named {0:?}; `amigo migrations list` shows them")]
+    #[error("no migration named {}; `amigo migrations list` shows them", quoted_prefix(.0))]
     UnknownMigration(String),
     #[error(transparent)]
     IllegalRequest(#[from] IllegalRequest),
@@ -84,6 +84,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The name quoted and escaped, cut after 100 characters: an error must stay one readable line whatever
+/// name it was given.
+fn quoted_prefix(name: &str) -> String {
+    const SHOWN: usize = 100;
+    match name.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}... ({} characters)", &name[..cut], name.chars().count()),
+        None => format!("{name:?}"),
+    }
+}
 
 /// `error`'s message followed by those of its causes it does not already include: the ClickHouse client's
 /// "network error: client error (Connect)" says little without the "Connection refused" beneath it.

@@ -194,6 +194,10 @@ impl Engine {
     }
 
     async fn record(&self, name: &str) -> Result<MigrationRecord> {
+        // Postgres text cannot hold NUL, so no migration has it in its name; asking would fail as a database error.
+        if name.contains('\0') {
+            return Err(Error::UnknownMigration(name.into()));
+        }
         self.store.migration(name).await?.ok_or_else(|| Error::UnknownMigration(name.into()))
     }
 

@@ -741,3 +741,70 @@ async fn a_run_under_pressure_waits_with_its_reason_shown_and_goes_on_when_it_cl
     assert_eq!(done.record.waiting_reason, None);
     assert_eq!(journal.entries(), ["unit 0", "unit 1", "unit 2"]);
 }
+
+/// A migration whose first operation takes `rollback_seconds` to roll back, and whose second runs a ClickHouse
+/// query for minutes unless killed: something to stop, resume and roll back while other requests race.
+fn contested_migration(name: &str, rollback_seconds: u64) -> MigrationDefinition {
+    MigrationDefinition::new(name, "a slow rollback, then a long query")
+        .operation(Operation::rust(
+            "nothing to do, slow to undo",
+            |_| async { Ok(()) },
+            move |_| async move {
+                tokio::time::sleep(Duration::from_secs(rollback_seconds)).await;
+                Ok(())
+            },
+        ))
+        .operation(Operation::clickhouse("a query that takes minutes", "SELECT sum(sipHash64(number)) FROM numbers(100000000000)", ""))
+}
+
+/// Exactly one of two racing requests was accepted; the other was refused with an error that says why.
+fn exactly_one_won(what: &str, first: engine::Result<()>, second: engine::Result<()>) {
+    let refusals: Vec<Error> = [first, second].into_iter().filter_map(Result::err).collect();
+    assert_eq!(refusals.len(), 1, "{what}: {refusals:?}");
+    assert!(refusals[0].is_refusal(), "{what}: refused as a failure, not a refusal: {:?}", refusals[0]);
+    assert!(refusals[0].to_string().contains("0001_contested"), "{what}: {}", refusals[0]);
+}
+
+#[tokio::test]
+async fn racing_stops_resumes_and_rollbacks_let_exactly_one_win_and_nothing_interrupts_a_rollback() {
+    const NAME: &str = "0001_contested";
+    let instance = Instance::new(vec![contested_migration(NAME, 2)]).await;
+    instance.spawn_runner();
+    let no_parameters = serde_json::Map::new();
+    let (first, second) = tokio::join!(instance.engine.start(NAME, TESTER, &no_parameters), instance.engine.start(NAME, TESTER, &no_parameters));
+    exactly_one_won("two starts", first, second);
+    running_query_id(&instance, NAME).await;
+
+    let (first, second) = tokio::join!(instance.engine.stop(NAME, TESTER, false), instance.engine.stop(NAME, "other@example.com", false));
+    exactly_one_won("two stops of a running migration", first, second);
+    assert_eq!(instance.wait_until_settled(NAME).await.record.status, Status::Errored);
+
+    let (first, second) = tokio::join!(instance.engine.resume(NAME, TESTER), instance.engine.resume(NAME, TESTER));
+    exactly_one_won("two resumes", first, second);
+    running_query_id(&instance, NAME).await;
+    instance.engine.stop(NAME, TESTER, false).await.unwrap();
+    instance.wait_until_settled(NAME).await;
+
+    let (first, second) = tokio::join!(instance.engine.rollback(NAME, TESTER), instance.engine.rollback(NAME, TESTER));
+    exactly_one_won("two rollbacks", first, second);
+    instance.wait_for(NAME, "rolling back under a runner", |overview| overview.record.rolling_back && overview.record.runner_id.is_some()).await;
+    let (stop, stop_and_rollback, start, resume, rollback) = tokio::join!(
+        instance.engine.stop(NAME, TESTER, false),
+        instance.engine.stop(NAME, TESTER, true),
+        instance.engine.start(NAME, TESTER, &no_parameters),
+        instance.engine.resume(NAME, TESTER),
+        instance.engine.rollback(NAME, TESTER),
+    );
+    for (what, outcome) in [("stop", stop), ("stop and roll back", stop_and_rollback), ("start", start), ("resume", resume), ("roll back", rollback)] {
+        let refusal = outcome.expect_err(&format!("{what} during a rollback was accepted"));
+        assert!(
+            refusal.to_string().contains("cannot") && refusal.to_string().contains(NAME),
+            "{what} during a rollback: {refusal}"
+        );
+    }
+    assert_eq!(instance.wait_until_settled(NAME).await.record.status, Status::RolledBack, "{:?}", instance.engine.errors(NAME).await);
+    let actions = instance.audit_actions().await;
+    for (action, times) in [("start", 1), ("stop", 2), ("resume", 1), ("rollback", 1)] {
+        assert_eq!(actions.iter().filter(|recorded| *recorded == action).count(), times, "{action} in {actions:?}");
+    }
+}

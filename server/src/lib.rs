@@ -1,6 +1,7 @@
 //! amigo's server side: the command line, its commands and the web server, as a library so tests can drive
 //! them in-process.
 
+pub mod body_limit;
 pub mod cli;
 pub mod commands;
 pub mod error;

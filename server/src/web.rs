@@ -1,5 +1,6 @@
-//! The web server: the Leptos pages and server functions, the event stream, `/healthz`, `/metrics`, static files, the
-//! protection against cross-site requests, the embedded runner, the upgrade gate at start, graceful shutdown.
+//! The web server: the Leptos pages and server functions, the event stream, `/healthz`, `/metrics`, static files,
+//! the protection against cross-site requests and oversized bodies, the embedded runner, the upgrade gate at
+//! start, graceful shutdown.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ use tower_http::compression::CompressionLayer;
 
 use crate::cli::ServeArgs;
 use crate::metrics::MetricsToken;
-use crate::{events, metrics, same_origin, Error, Result};
+use crate::{body_limit, events, metrics, same_origin, Error, Result};
 
 /// What every handler can reach.
 #[derive(Clone, axum::extract::FromRef)]
@@ -106,6 +107,7 @@ pub fn router(state: ServerState) -> Router {
         .route(app::live::EVENTS_PATH, get(events::migration_events))
         .leptos_routes_with_context(&state, routes, provide_engine, move || shell(shell_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<ServerState, _>(shell))
+        .layer(middleware::from_fn(body_limit::refuse_oversized_bodies))
         .layer(middleware::from_fn(same_origin::refuse_cross_site))
         .layer(CompressionLayer::new())
         .with_state(state)

@@ -115,3 +115,62 @@ async fn bad_command_line_input_gets_a_clear_error_and_changes_nothing() {
     let migrations: Vec<serde_json::Value> = serde_json::from_str(&stdout(&output)).unwrap();
     assert!(migrations.iter().all(|migration| migration["status"] == "not_started" && migration["parameters"] == serde_json::json!({})));
 }
+
+#[tokio::test]
+async fn hostile_input_to_every_command_gets_one_clear_line_and_changes_nothing() {
+    let config = engine::testing::fresh_databases().await;
+    let hostile_name = "0001_events_sort_key'; DROP TABLE async_migration; --";
+    let long_name = "x".repeat(100_000);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["migrations", "start", hostile_name], "no migration named"),
+        (vec!["migrations", "start", &long_name], "no migration named"),
+        (vec!["migrations", "stop", hostile_name], "no migration named"),
+        (vec!["migrations", "stop", "0001_events_sort_key", "--rollback"], "cannot stop and roll back 0001_events_sort_key: it is not started"),
+        (vec!["migrations", "rollback", hostile_name], "no migration named"),
+        (vec!["migrations", "resume", hostile_name], "no migration named"),
+        (vec!["migrations", "resume", "0001_events_sort_key"], "cannot resume 0001_events_sort_key: it is not started"),
+        (vec!["migrations", "errors", hostile_name, "--json"], "no migration named"),
+        (vec!["migrations", "start", "0001_events_sort_key", "--param", "max_threads=1e3"], "is not a whole number"),
+        (vec!["migrations", "start", "0001_events_sort_key", "--param", "max_threads=99999999999999999999"], "is not a whole number"),
+        (vec!["migrations", "start", "0001_events_sort_key", "--param", "max_threads=4' OR '1'='1"], "is not a whole number"),
+        (vec!["migrations", "start", "0001_events_sort_key", "--param", "max_threads"], "is not KEY=VALUE"),
+        (vec!["migrations", "start", "0001_events_sort_key", "--param", "=4"], "has no parameter \"\""),
+        (vec!["migrations", "start", "0001_events_sort_key", "--param", "max_threads=1", "--param", "max_threads=2"], "given twice"),
+        (vec!["check-upgrade", "--to", "'; DROP TABLE async_migration; --"], "is not a version"),
+        (vec!["users", "create", "--email", "not-an-email"], "email"),
+        (vec!["users", "create", "--email", "admin@example.com'; DROP TABLE users; --"], "email"),
+    ];
+    for (args, expected) in &cases {
+        let mut command = amigo_command(&config, args);
+        let output = command.env("AMIGO_USER_PASSWORD", "long enough password").output().unwrap();
+        let line = the_one_error_line(&output);
+        assert!(line.contains(expected), "{:?}: {line}", &args[..args.len().min(4)]);
+        assert!(line.len() < 2_000, "the error line stays one readable line: {} bytes", line.len());
+    }
+    let short_password = amigo_command(&config, &["users", "create", "--email", "admin@example.com"]).env("AMIGO_USER_PASSWORD", "short").output().unwrap();
+    assert!(the_one_error_line(&short_password).contains("at least 10 characters"));
+
+    // Values clap itself refuses: exit code 2 and its usage error, no panic.
+    for args in [&["seed", "--events", "ten"][..], &["seed", "--events", "-1"], &["migrations", "list", "--jsonn"], &["serve", "--listen", "not-an-address"]] {
+        let output = amigo(&config, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: ") && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // Settings the environment gives are checked before anything connects.
+    for (variable, value, expected) in [
+        ("AMIGO_LEASE_TIMEOUT_SECONDS", "0", "must be at least 1"),
+        ("AMIGO_INSTANCE_VERSION", "'; DROP TABLE", "is not a version"),
+        ("AMIGO_METRICS_TOKEN", "short", "at least 16 characters"),
+    ] {
+        let output = amigo_command(&config, &["serve", "--listen", "127.0.0.1:0"]).env(variable, value).output().unwrap();
+        assert!(the_one_error_line(&output).contains(expected), "{variable}={value}");
+    }
+
+    let output = amigo(&config, &["migrations", "list", "--json"]);
+    let migrations: Vec<serde_json::Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(migrations.iter().all(|migration| migration["status"] == "not_started"), "{migrations:?}");
+    let pool = sqlx::PgPool::connect(&config.database_url).await.unwrap();
+    let (users, audit): (i64, i64) = sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM audit_log)").fetch_one(&pool).await.unwrap();
+    assert_eq!((users, audit), (0, 0), "no account and no action was recorded");
+}

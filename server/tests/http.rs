@@ -321,3 +321,152 @@ async fn the_staff_page_is_server_rendered_for_staff_only() {
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("action=\"/api/login\""), "the login form posts without WASM: {html}");
 }
+
+/// Every staff request, with the session cookie `token`: the server functions, the page and the event stream.
+fn every_staff_request(token: &str) -> Vec<(String, Request<Body>)> {
+    let mut requests: Vec<(String, Request<Body>)> =
+        staff_calls().into_iter().map(|(endpoint, body)| (endpoint.to_string(), call(endpoint, body, Some(token)))).collect();
+    requests.push(("event stream".into(), request("GET", "/api/events", Some(token)).body(Body::empty()).unwrap()));
+    requests
+}
+
+#[tokio::test]
+async fn an_expired_or_forged_session_is_refused_everywhere_and_changes_nothing() {
+    let site = Site::new().await;
+    let forged = [
+        "forged-token".to_string(),
+        "A".repeat(64),
+        format!("{}x", site.staff),
+        site.staff.to_uppercase(),
+        "' OR '1'='1".to_string(),
+        "%00".to_string(),
+    ];
+    for token in &forged {
+        for (what, request) in every_staff_request(token) {
+            let (status, body) = site.send(request).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} with the forged session {token:?}: {body}");
+        }
+    }
+
+    assert_eq!(site.send(call("list_migrations", json!({}), Some(&site.staff))).await.0, StatusCode::OK);
+    let expired = sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second'")
+        .execute(site.engine.store().pool())
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(expired, 2);
+    for (what, request) in every_staff_request(&site.staff) {
+        let (status, body) = site.send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} with an expired session: {body}");
+    }
+    let page = request("GET", "/instance/async_migrations", Some(&site.staff)).header(header::ACCEPT, "text/html").body(Body::empty()).unwrap();
+    let response = site.router.clone().oneshot(page).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND, "an expired session sees the login page");
+    assert_eq!(response.headers()[header::LOCATION], "/login");
+
+    assert_eq!(site.status().await, Status::NotStarted);
+    assert!(!site.engine.settings().await.unwrap().auto_start);
+    assert!(site.engine.audit_log(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn hostile_names_and_values_are_refused_clearly_and_change_nothing() {
+    let site = Site::new().await;
+    let names = ["0009_missing", "0001_copy_rows'; DROP TABLE async_migration; --", "", "../../etc/passwd", "0001_copy_rows\u{0}", "ü🦀"];
+    for name in names {
+        for (endpoint, body) in [
+            ("start_migration", json!({ "name": name, "parameters": {} })),
+            ("stop_migration", json!({ "name": name, "rollback": true })),
+            ("rollback_migration", json!({ "name": name })),
+            ("resume_migration", json!({ "name": name })),
+            ("get_migration_errors", json!({ "name": name })),
+        ] {
+            let (status, answer) = site.send(call(endpoint, body, Some(&site.staff))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{endpoint} {name:?}: {answer}");
+            assert!(answer.contains("no migration named"), "{endpoint} {name:?}: {answer}");
+        }
+    }
+    let refused_parameters = [
+        (json!({ "batch_size": "1; DROP TABLE async_migration" }), "is not a whole number"),
+        (json!({ "batch_size": "250' OR '1'='1" }), "is not a whole number"),
+        (json!({ "batch_size": true }), "true is not a whole number"),
+        (json!({ "batch_size": [250] }), "is not a whole number"),
+        (json!({ "batch_size": { "$gt": 0 } }), "is not a whole number"),
+        (json!({ "batch_size": 1.5 }), "is not a whole number"),
+        (json!({ "batch_size": 1e300 }), "is not a whole number"),
+        (json!({ "batch_size": -1 }), "out of range"),
+        (json!({ "batch_size": 9_223_372_036_854_775_807_i64 }), "out of range"),
+        (json!({ "batch_size; DROP TABLE async_migration": 1 }), "has no parameter"),
+    ];
+    for (parameters, expected) in refused_parameters {
+        let (status, answer) = site.send(call("start_migration", json!({ "name": MIGRATION, "parameters": parameters }), Some(&site.staff))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{parameters}: {answer}");
+        assert!(answer.contains(expected), "{parameters}: {answer}");
+    }
+    let refused_settings = [
+        json!({ "key": "auto_start", "value": "true; DROP TABLE runtime_setting" }),
+        json!({ "key": "auto_start", "value": 1 }),
+        json!({ "key": "rollback_timeout_seconds", "value": "60" }),
+        json!({ "key": "rollback_timeout_seconds", "value": -60 }),
+        json!({ "key": "rollback_timeout_seconds", "value": 1e20 }),
+        json!({ "key": "auto_start'; DROP TABLE runtime_setting; --", "value": true }),
+    ];
+    for body in refused_settings {
+        let (status, answer) = site.send(call("update_setting", body.clone(), Some(&site.staff))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(answer.contains("setting"), "{body}: {answer}");
+    }
+    // Arguments of the wrong shape never reach the engine: the body is refused as it is read.
+    let malformed = [
+        json!({ "name": 1, "parameters": {} }),
+        json!({ "name": MIGRATION, "parameters": "batch_size=250" }),
+        json!({ "name": MIGRATION }),
+        json!([MIGRATION]),
+    ];
+    for body in malformed {
+        let (status, answer) = site.send(call("start_migration", body.clone(), Some(&site.staff))).await;
+        assert!(status.is_client_error() || status == StatusCode::INTERNAL_SERVER_ERROR, "{body}: {status} {answer}");
+        assert!(!answer.contains("\"status\":\"starting\""), "{body}: {answer}");
+    }
+    let not_json = request("POST", "/api/start_migration", Some(&site.staff))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"name\": \"0001_copy_rows\", \"parameters\": {"))
+        .unwrap();
+    let (status, answer) = site.send(not_json).await;
+    assert_ne!(status, StatusCode::OK, "{answer}");
+
+    assert_eq!(site.status().await, Status::NotStarted);
+    assert_eq!(site.engine.settings().await.unwrap(), engine::settings::RuntimeSettings::default());
+    assert!(site.engine.audit_log(10).await.unwrap().is_empty());
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('async_migration', 'runtime_setting')")
+        .fetch_one(site.engine.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(tables, 2);
+}
+
+#[tokio::test]
+async fn a_ten_megabyte_body_is_refused_and_changes_nothing() {
+    let site = Site::new().await;
+    let huge_text = "x".repeat(10 * 1024 * 1024);
+    let requests = [
+        call("start_migration", json!({ "name": MIGRATION, "parameters": { "batch_size": 250, "padding": huge_text } }), Some(&site.staff)),
+        call("update_setting", json!({ "key": "auto_start", "value": huge_text }), Some(&site.staff)),
+        call("start_migration", json!({ "name": huge_text, "parameters": {} }), Some(&site.staff)),
+        login_form("admin@example.com", &huge_text),
+        call("list_migrations", json!({ "padding": huge_text }), None),
+    ];
+    for request in requests {
+        let path = request.uri().path().to_string();
+        let started = std::time::Instant::now();
+        let (status, answer) = site.send(request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {}", &answer[..answer.len().min(300)]);
+        assert!(answer.len() < 1000, "{path}: the refusal does not echo the body");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path} took {:?}", started.elapsed());
+    }
+    assert_eq!(site.status().await, Status::NotStarted);
+    assert_eq!(site.engine.settings().await.unwrap(), engine::settings::RuntimeSettings::default());
+    assert!(site.engine.audit_log(10).await.unwrap().is_empty());
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM login_attempts").fetch_one(site.engine.store().pool()).await.unwrap();
+    assert_eq!(attempts, 0, "the refused login was never tried");
+}
