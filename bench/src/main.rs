@@ -6,6 +6,7 @@ mod cpu;
 mod databases;
 mod error;
 mod fixture;
+mod live_updates;
 mod machine;
 mod notification_latency;
 mod postgres_activity;
@@ -50,8 +51,14 @@ struct Options {
     /// Progress writes the notification case times.
     #[arg(long, default_value_t = 200, value_parser = at_least_one())]
     changes: usize,
+    /// SSE clients the live-update case connects to one server at once.
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one())]
+    sse_clients: usize,
+    /// The `amigo` binary the live-update case serves the SSE route with (bench/run builds it, release).
+    #[arg(long, default_value = "target/release/amigo")]
+    amigo: PathBuf,
     /// The cases to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "notification,stop,throughput")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "notification,live,stop,throughput")]
     cases: Vec<Case>,
     /// The Postgres server the benchmark creates its databases on (any database of it).
     #[arg(long, env = "AMIGO_DATABASE_URL", default_value = "postgres://amigo@127.0.0.1:55432/amigo")]
@@ -75,6 +82,8 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
 enum Case {
     /// Engine notification latency.
     Notification,
+    /// Live-update latency over SSE, one client then many, and the server's memory.
+    Live,
     /// Stop latency.
     Stop,
     /// Throughput against the raw script, and the metadata cost of amigo's run.
@@ -111,6 +120,11 @@ async fn run(options: &Options, databases: &Databases) -> anyhow::Result<String>
         let outcome = notification_latency::measure(databases, options.changes).await;
         databases.drop_all().await?;
         outcome.context("engine notification latency")?.summarize(&mut summary);
+    }
+    if options.cases.contains(&Case::Live) {
+        let outcome = live_updates::measure(databases, &options.amigo, options.changes, options.sse_clients).await;
+        databases.drop_all().await?;
+        outcome.context("live-update latency over SSE")?.summarize(&mut summary);
     }
     if options.cases.contains(&Case::Stop) {
         let outcome = stop_latency::measure(databases, options.stops).await;
