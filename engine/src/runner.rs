@@ -21,6 +21,11 @@ use crate::{Engine, Error, Result};
 /// Actor name recorded for what the runner does on its own.
 pub const AUTO_START_ACTOR: &str = "auto-start";
 
+/// What a failed rollback's error tells the operator to do: the run stays errored and the rollback can be asked
+/// for again, from the operation it could not undo.
+const AFTER_A_FAILED_ROLLBACK: &str =
+    "; it stays errored: once the cause is fixed (if ClickHouse could not be reached: once it answers again), roll it back again";
+
 /// How a step of a run ended.
 enum StepEnd {
     Done,
@@ -319,10 +324,20 @@ impl Runner {
             }
         }
         if let Some(on_interrupt) = definition.operations[index].on_interrupt.as_ref().filter(|_| interrupted) {
-            match on_interrupt(context.clone()).await {
-                Ok(Some(note)) => message = format!("{message}; {note}"),
-                Ok(None) => {}
-                Err(error) => message = format!("{message}; ending the work it left running failed: {error}"),
+            // Bounded like a rollback, so that clean-up that hangs (a server that stopped answering) cannot keep
+            // the run from being recorded.
+            let limit = Duration::from_secs(self.engine.settings().await?.rollback_timeout_seconds);
+            match tokio::time::timeout(limit, on_interrupt(context.clone())).await {
+                Ok(Ok(Some(note))) => message = format!("{message}; {note}"),
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => message = format!("{message}; ending the work it left running failed: {error}"),
+                Err(_) => {
+                    message = format!(
+                        "{message}; ending the work it left running did not finish within the rollback timeout of {} s: \
+                         check system.mutations and system.processes before resuming",
+                        limit.as_secs()
+                    )
+                }
             }
         }
         tracing::warn!(migration = %name, query_id = query_id.as_deref().unwrap_or(""), %message, "migration errored");
@@ -357,12 +372,12 @@ impl Runner {
             let outcome = tokio::time::timeout(remaining, rollback_operation(definition, index, &step_context)).await;
             let error = match outcome {
                 Ok(Ok(())) => continue,
-                Ok(Err(error)) => format!("rollback of operation {index} failed: {error}"),
+                Ok(Err(error)) => format!("rollback of operation {index} failed: {error}{AFTER_A_FAILED_ROLLBACK}"),
                 Err(_) => {
                     if let Some(record) = store.migration(name).await? {
                         self.engine.kill_queries(&record, step_context.current_query_id().as_deref()).await?;
                     }
-                    format!("rollback of operation {index} ran past the rollback timeout of {} s", timeout.as_secs())
+                    format!("rollback of operation {index} ran past the rollback timeout of {} s{AFTER_A_FAILED_ROLLBACK}", timeout.as_secs())
                 }
             };
             store.record_error(name, Some(index as i32), step_context.current_query_id().as_deref(), &error).await?;

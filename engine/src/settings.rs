@@ -63,7 +63,7 @@ pub const SETTINGS: [SettingSpec; 4] = [
     SettingSpec {
         key: "rollback_timeout_seconds",
         label: "Rollback timeout (seconds)",
-        description: "How long a rollback may run before it is reported as failed and the migration stays errored.",
+        description: "How long a rollback may run before it is reported as failed and the migration stays errored; it also bounds the clean-up of a stopped or failed operation.",
         kind: SettingKind::Seconds { min: 1, max: 7 * 24 * 3600 },
     },
     SettingSpec {

@@ -689,7 +689,11 @@ async fn a_rollback_that_fails_leaves_the_migration_errored_with_both_errors_rec
     let messages: Vec<String> = instance.engine.errors("0001_stuck").await.unwrap().into_iter().map(|error| error.message).collect();
     assert_eq!(
         messages,
-        ["operation 0 failed: the copy broke", "rollback of operation 0 failed: the table to drop is locked"]
+        [
+            "operation 0 failed: the copy broke",
+            "rollback of operation 0 failed: the table to drop is locked; it stays errored: once the cause is fixed \
+             (if ClickHouse could not be reached: once it answers again), roll it back again"
+        ]
     );
     // The operator can try the rollback again once the cause is fixed.
     instance.engine.rollback("0001_stuck", TESTER).await.unwrap();
@@ -807,4 +811,28 @@ async fn racing_stops_resumes_and_rollbacks_let_exactly_one_win_and_nothing_inte
     for (action, times) in [("start", 1), ("stop", 2), ("resume", 1), ("rollback", 1)] {
         assert_eq!(actions.iter().filter(|recorded| *recorded == action).count(), times, "{action} in {actions:?}");
     }
+}
+
+#[tokio::test]
+async fn clean_up_that_hangs_after_a_failure_is_cut_off_at_the_rollback_timeout() {
+    let definition = MigrationDefinition::new("0001_hanging_clean_up", "fails; ending its work hangs").operation(
+        Operation::rust("fail", |_| async { Err(Error::Migration("the mutation broke".into())) }, |_| async { Ok(()) }).on_interrupt(|_| async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(None)
+        }),
+    );
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.unwrap();
+    instance.engine.update_setting("rollback_timeout_seconds", &json!(1), TESTER).await.unwrap();
+    instance.engine.start("0001_hanging_clean_up", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    let done = instance.wait_until_settled("0001_hanging_clean_up").await;
+    assert_eq!(done.record.status, Status::Errored);
+    let messages: Vec<String> = instance.engine.errors("0001_hanging_clean_up").await.unwrap().into_iter().map(|error| error.message).collect();
+    assert_eq!(
+        messages,
+        ["operation 0 failed: the mutation broke; ending the work it left running did not finish within the rollback timeout of 1 s: \
+          check system.mutations and system.processes before resuming"]
+    );
+    instance.engine.resume("0001_hanging_clean_up", TESTER).await.unwrap();
 }
