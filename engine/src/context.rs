@@ -340,6 +340,21 @@ impl MigrationContext {
         Ok(())
     }
 
+    /// Runs `sql` on every node of the cluster in turn, each under its own query id, or once on a single
+    /// server: for statements about tables that are not replicated (a `Distributed` table), which
+    /// `ON CLUSTER` refuses where shards replicate internally. Every node must answer.
+    pub async fn clickhouse_execute_on_every_node(&self, sql: &str, options: &QueryOptions) -> Result<()> {
+        let Some(cluster) = &self.cluster else { return self.clickhouse_execute(sql, options).await };
+        for node in cluster.nodes() {
+            let on_node = MigrationContext { clickhouse: node.clickhouse.clone(), ..self.clone() };
+            on_node
+                .clickhouse_execute(sql, options)
+                .await
+                .map_err(|error| Error::OnShard { shard: node.shard, node: node.address.clone(), source: Box::new(error) })?;
+        }
+        Ok(())
+    }
+
     /// The shard this context's statements run on, inside [`MigrationContext::on_every_shard`]; 0 on a single
     /// server.
     pub fn shard_number(&self) -> u32 {

@@ -1,11 +1,13 @@
 //! Migrations on a real ClickHouse cluster (two shards of two replicas and a ZooKeeper, started by
 //! `scripts/cluster` for each test): 0001_events_sort_key rebuilds `events_local` behind the `Distributed`
-//! `events` on every shard, with per-shard progress, query ids and row counts; stop-and-rollback restores every
-//! shard; a node killed mid-copy leaves the migration errored, and once it is back, resume finishes it.
+//! `events` on every shard, with per-shard progress, query ids and row counts, then 0002_backfill_person_id
+//! fills `person_id` on every replica of every shard; stop-and-rollback restores every shard; a node killed
+//! mid-copy leaves the migration errored, and once it is back, resume finishes it.
 
 use std::time::Duration;
 
 use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
+use engine::migrations::backfill_person_id;
 use engine::migrations::events_sort_key::{self, NAME};
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for, PrivateCluster};
@@ -18,7 +20,7 @@ const TESTER: &str = "tester@example.com";
 async fn seeded(cluster: &PrivateCluster, events: u64) -> Engine {
     let mut config = cluster.fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.expect("connect");
+    let engine = Engine::connect_with(&config, vec![events_sort_key::definition(), backfill_person_id::definition()]).await.expect("connect");
     seed(engine.clickhouse(), &SeedRequest::new(events)).await.expect("seed");
     engine
 }
@@ -51,7 +53,11 @@ async fn tables_per_node(engine: &Engine) -> Vec<Vec<String>> {
 }
 
 async fn settled(engine: &Engine) -> engine::MigrationOverview {
-    wait_for(engine, NAME, Duration::from_secs(180), "settled", is_settled).await
+    settled_migration(engine, NAME).await
+}
+
+async fn settled_migration(engine: &Engine, name: &str) -> engine::MigrationOverview {
+    wait_for(engine, name, Duration::from_secs(180), "settled", is_settled).await
 }
 
 async fn distributed_count(engine: &Engine) -> u64 {
@@ -68,7 +74,7 @@ fn assert_sharded_and_replicated(per_node: &[Vec<PartitionChecksum>]) {
 }
 
 #[tokio::test]
-async fn events_sort_key_rebuilds_every_shard_and_checks_its_rows() {
+async fn events_sort_key_then_backfill_person_id_run_on_every_shard() {
     let cluster = PrivateCluster::start().await;
     let engine = seeded(&cluster, 200_000).await;
     let original = checksums_per_node(&engine, "events_local").await;
@@ -105,6 +111,41 @@ async fn events_sort_key_rebuilds_every_shard_and_checks_its_rows() {
         let node = cluster.node_at(&shard.node);
         assert!((2 * shard.shard as u16 - 1..=2 * shard.shard as u16).contains(&node), "shard {} ran on node {node}", shard.shard);
     }
+
+    engine.start(backfill_person_id::NAME, TESTER, &serde_json::Map::new()).await.expect("start 0002");
+    let done = settled_migration(&engine, backfill_person_id::NAME).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(backfill_person_id::NAME).await);
+    assert_eq!(done.record.shards.iter().map(|shard| (shard.shard, shard.operation_index, shard.progress)).collect::<Vec<_>>(), [(1, 2, 100), (2, 2, 100)]);
+    // Every replica of every shard: each local event has its person's id (person is on every node), and the
+    // lookup tables are gone.
+    let mut rows_on_shards = 0;
+    for node in engine.cluster().unwrap().nodes() {
+        let client = node.clickhouse.client();
+        client.query(&format!("SYSTEM SYNC REPLICA {}", node.clickhouse.qualified("events_local"))).execute().await.unwrap();
+        let (rows, wrong_person): (u64, u64) = client
+            .query(
+                "SELECT count(), countIf(person_id != id) FROM events_local
+                 ANY LEFT JOIN (SELECT team_id, distinct_id, id FROM person FINAL) USING (team_id, distinct_id)",
+            )
+            .fetch_one()
+            .await
+            .unwrap();
+        assert!(rows > 0, "node {} holds no events", node.address);
+        assert_eq!(wrong_person, 0, "node {}: {wrong_person} of {rows} events lack their person's id", node.address);
+        if node.replica == 1 {
+            rows_on_shards += rows;
+        }
+        let lookups: u64 = client
+            .query("SELECT count() FROM system.tables WHERE name LIKE '%person_lookup_0002'")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(lookups, 0, "a lookup table is left on node {}", node.address);
+    }
+    assert_eq!(rows_on_shards, 200_000, "the shards together hold every event once");
+    let through_distributed: u64 =
+        engine.clickhouse().client().query("SELECT count() FROM events WHERE person_id != toUUID('00000000-0000-0000-0000-000000000000')").fetch_one().await.unwrap();
+    assert_eq!(through_distributed, 200_000, "the Distributed events has the column too");
 }
 
 #[tokio::test]

@@ -26,22 +26,29 @@
 //! named with its database. One string key on every version (multi-key `Join` tables broke in mutations on
 //! 25.6, ClickHouse issue #83407).
 //!
+//! On a cluster the column goes to `events_local` (a replicated `ALTER`) and to the `Distributed` `events`
+//! on every node, and the lookup table is built on every node from its copy of `person` (replicated to every
+//! node), since each replica runs the mutation on its own parts; the mutation is issued and waited for on
+//! every shard at once, on one replica each (replication brings it to the other), each shard with its own
+//! checkpoint; a stop or a rollback ends it on every shard.
+//!
 //! It depends on 0001_events_sort_key: 0001 copies `events` with `SELECT *` into a table made `AS events`
 //! before the copy, and rolls back by renaming the original back; a column added while 0001 is errored half
 //! way would make its resume fail and its rollback silently drop `person_id` with the copy.
+
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
 use crate::clickhouse::{quote_identifier, MutationStatus, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::table_exists;
+use crate::demo::{events_storage_table, table_exists, EVENTS_TABLE};
 use crate::migrations::events_sort_key;
 use crate::parameters::quote_string;
 use crate::{Error, Result};
 
 pub const NAME: &str = "0002_backfill_person_id";
-const EVENTS: &str = "events";
 const PERSON: &str = "person";
 pub const COLUMN: &str = "person_id";
 /// The lookup table's name next to `events`; on old servers it is prefixed with the product database's name.
@@ -70,11 +77,11 @@ pub fn definition() -> MigrationDefinition {
 
 /// Needed when `events` exists without `person_id`.
 async fn is_required(context: MigrationContext) -> Result<bool> {
-    Ok(table_exists(&context.clickhouse, EVENTS).await? && !has_column(&context).await?)
+    Ok(table_exists(&context.clickhouse, EVENTS_TABLE).await? && !has_column(&context, events(&context)).await?)
 }
 
 async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
-    for name in [EVENTS, PERSON] {
+    for name in [EVENTS_TABLE, PERSON] {
         if !table_exists(&context.clickhouse, name).await? {
             return Ok(CheckOutcome::Fail(format!("{}.{name} does not exist", context.clickhouse.database())));
         }
@@ -84,13 +91,18 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
 
 
 
-async fn has_column(context: &MigrationContext) -> Result<bool> {
+/// The table the mutation rewrites: `events`, or on a cluster the `events_local` behind it.
+fn events(context: &MigrationContext) -> &'static str {
+    events_storage_table(&context.clickhouse)
+}
+
+async fn has_column(context: &MigrationContext, table: &str) -> Result<bool> {
     let columns: u64 = context
         .clickhouse
         .client()
         .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
         .bind(context.clickhouse.database())
-        .bind(EVENTS)
+        .bind(table)
         .bind(COLUMN)
         .fetch_one()
         .await?;
@@ -135,11 +147,12 @@ async fn lookup(context: &MigrationContext) -> Result<Lookup> {
 /// `ReplacingMergeTree` has not merged yet, so each key has one person.
 async fn build_lookup(context: MigrationContext) -> Result<()> {
     let lookup = lookup(&context).await?;
-    context.clickhouse_execute_part(&format!("DROP TABLE IF EXISTS {}", lookup.table), &QueryOptions::default(), 0.0..0.0).await?;
+    let on_cluster = context.clickhouse.on_cluster();
+    context.clickhouse_execute_part(&format!("DROP TABLE IF EXISTS {}{on_cluster}", lookup.table), &QueryOptions::default(), 0.0..0.0).await?;
     context
         .clickhouse_execute(
             &format!(
-                "CREATE TABLE {} ENGINE = Join(ANY, LEFT, person_key)
+                "CREATE TABLE {}{on_cluster} ENGINE = Join(ANY, LEFT, person_key)
                  AS SELECT {PERSON_KEY} AS person_key, id FROM {} FINAL",
                 lookup.table,
                 context.clickhouse.qualified(PERSON)
@@ -151,34 +164,60 @@ async fn build_lookup(context: MigrationContext) -> Result<()> {
 
 async fn drop_lookup(context: MigrationContext) -> Result<()> {
     let lookup = lookup(&context).await?;
-    context.clickhouse_execute(&format!("DROP TABLE IF EXISTS {}", lookup.table), &QueryOptions::default()).await
+    context.clickhouse_execute(&format!("DROP TABLE IF EXISTS {}{}", lookup.table, context.clickhouse.on_cluster()), &QueryOptions::default()).await
+}
+
+/// The tables that get the column, in the order it is added: `events`, or on a cluster `events_local` then the
+/// `Distributed` `events` over it.
+fn tables_with_column(context: &MigrationContext) -> Vec<&'static str> {
+    let mut tables = vec![events(context)];
+    if tables[0] != EVENTS_TABLE {
+        tables.push(EVENTS_TABLE);
+    }
+    tables
 }
 
 /// Operation 1 (18.16 has no `ADD COLUMN IF NOT EXISTS`: the check is ours).
 async fn add_column(context: MigrationContext) -> Result<()> {
-    if has_column(&context).await? {
-        return Ok(());
+    for table in tables_with_column(&context) {
+        if !has_column(&context, table).await? {
+            alter_everywhere(&context, table, &format!("ADD COLUMN {COLUMN} UUID")).await?;
+        }
     }
-    let sql = format!("ALTER TABLE {} ADD COLUMN {COLUMN} UUID", context.clickhouse.qualified(EVENTS));
-    context.clickhouse_execute(&sql, &QueryOptions::default()).await
+    Ok(())
 }
 
 async fn drop_column(context: MigrationContext) -> Result<()> {
-    if !has_column(&context).await? {
-        return Ok(());
+    for table in tables_with_column(&context).into_iter().rev() {
+        if has_column(&context, table).await? {
+            alter_everywhere(&context, table, &format!("DROP COLUMN {COLUMN}")).await?;
+        }
     }
-    let sql = format!("ALTER TABLE {} DROP COLUMN {COLUMN}", context.clickhouse.qualified(EVENTS));
-    context.clickhouse_execute(&sql, &QueryOptions::default()).await
+    Ok(())
+}
+
+/// `ALTER TABLE table change` on every node: the replicated `events_local` once with `ON CLUSTER`, the
+/// `Distributed` `events` node by node (`ON CLUSTER` refuses it, its shards replicating internally).
+async fn alter_everywhere(context: &MigrationContext, table: &str, change: &str) -> Result<()> {
+    let qualified = context.clickhouse.qualified(table);
+    if table == EVENTS_TABLE {
+        return context.clickhouse_execute_on_every_node(&format!("ALTER TABLE {qualified} {change}"), &QueryOptions::default()).await;
+    }
+    context.clickhouse_execute(&format!("ALTER TABLE {qualified}{} {change}", context.clickhouse.on_cluster()), &QueryOptions::default()).await
 }
 
 /// This migration's mutations of `events`, oldest first.
 async fn own_mutations(context: &MigrationContext) -> Result<Vec<MutationStatus>> {
-    let mutations = context.clickhouse.mutations(EVENTS).await?;
+    let mutations = context.clickhouse.mutations(events(context)).await?;
     Ok(mutations.into_iter().filter(|mutation| mutation.command.contains(MUTATION_MARKER)).collect())
 }
 
-/// Operation 2: adopts a pending mutation of its own, or issues one, then waits for it.
+/// Operation 2, on every shard: adopts a pending mutation of its own, or issues one, then waits for it.
 async fn fill_column(context: MigrationContext) -> Result<()> {
+    context.on_every_shard(fill_column_of_shard).await
+}
+
+async fn fill_column_of_shard(context: MigrationContext) -> Result<()> {
     let checkpoint = context.checkpoint();
     let saved_id = checkpoint.as_ref().and_then(|checkpoint| checkpoint["mutation_id"].as_str().map(str::to_string));
     let before = own_mutations(&context).await?;
@@ -198,7 +237,7 @@ async fn fill_column(context: MigrationContext) -> Result<()> {
     };
     context.save_checkpoint(json!({ "mutation_id": mutation.mutation_id, "parts_total": parts_total })).await?;
     tracing::info!(migration = NAME, mutation_id = %mutation.mutation_id, parts_total, "waiting for the mutation");
-    context.wait_for_mutation(EVENTS, &mutation.mutation_id, parts_total, 0.0..1.0).await
+    context.wait_for_mutation(events(&context), &mutation.mutation_id, parts_total, 0.0..1.0).await
 }
 
 /// Issues the mutation and finds its id: the one of ours that `before` did not list.
@@ -206,7 +245,7 @@ async fn issue_mutation(context: &MigrationContext, before: &[MutationStatus]) -
     let lookup = lookup(context).await?;
     let sql = format!(
         "ALTER TABLE {} UPDATE {COLUMN} = joinGet({}, 'id', {PERSON_KEY}) WHERE {COLUMN} = {ZERO_UUID}",
-        context.clickhouse.qualified(EVENTS),
+        context.clickhouse.qualified(events(context)),
         quote_string(&lookup.join_get_name)
     );
     match &lookup.default_database_client {
@@ -217,13 +256,32 @@ async fn issue_mutation(context: &MigrationContext, before: &[MutationStatus]) -
         .await?
         .into_iter()
         .find(|mutation| !before.iter().any(|known| known.mutation_id == mutation.mutation_id))
-        .ok_or_else(|| Error::Migration(format!("the mutation of {EVENTS} was issued but system.mutations does not list it")))
+        .ok_or_else(|| Error::Migration(format!("the mutation of {} was issued but system.mutations does not list it", events(context))))
 }
 
-/// What a stop, failure or failed health check does to the mutation: kills it where the server can.
+/// What a stop, failure or failed health check does to the mutation, on every shard: kills it where the
+/// server can.
 async fn interrupt_mutation(context: MigrationContext) -> Result<Option<String>> {
+    let notes: Arc<Mutex<Vec<String>>> = Arc::default();
+    context
+        .on_every_shard(|context| {
+            let notes = notes.clone();
+            async move {
+                if let Some(note) = interrupt_mutation_of_shard(&context).await? {
+                    notes.lock().expect("notes lock").push(note);
+                }
+                Ok(())
+            }
+        })
+        .await?;
+    let notes = std::mem::take(&mut *notes.lock().expect("notes lock"));
+    Ok(Some(notes.join("; ")).filter(|text| !text.is_empty()))
+}
+
+async fn interrupt_mutation_of_shard(context: &MigrationContext) -> Result<Option<String>> {
+    let events = events(context);
     let pending: Vec<String> =
-        own_mutations(&context).await?.into_iter().filter(|mutation| mutation.is_done == 0).map(|mutation| mutation.mutation_id).collect();
+        own_mutations(context).await?.into_iter().filter(|mutation| mutation.is_done == 0).map(|mutation| mutation.mutation_id).collect();
     if pending.is_empty() {
         return Ok(None);
     }
@@ -231,19 +289,24 @@ async fn interrupt_mutation(context: MigrationContext) -> Result<Option<String>>
     if !context.clickhouse.can_kill_mutations() {
         return Ok(Some(format!(
             "ClickHouse {} cannot kill a mutation (KILL MUTATION came in 19.3), so mutation {ids} goes on until it has \
-             rewritten every part of {EVENTS}; resume to wait for it, or roll back, which waits for it before dropping the column",
+             rewritten every part of {events}; resume to wait for it, or roll back, which waits for it before dropping the column",
             context.clickhouse.version()
         )));
     }
     for mutation_id in &pending {
-        context.clickhouse.kill_mutation(EVENTS, mutation_id).await?;
+        context.clickhouse.kill_mutation(events, mutation_id).await?;
     }
     Ok(Some(format!("mutation {ids} was killed; the parts it rewrote keep their person_id, and a resume fills the rest")))
 }
 
-/// Rollback of operation 2: no mutation of ours may stay pending once the column or the lookup table is
-/// dropped. Kills them where the server can, then waits until none is left (on 18.16: until they finish).
+/// Rollback of operation 2, on every shard: no mutation of ours may stay pending once the column or the
+/// lookup table is dropped. Kills them where the server can, then waits until none is left (on 18.16: until
+/// they finish).
 async fn end_mutations(context: MigrationContext) -> Result<()> {
+    context.on_every_shard(end_mutations_of_shard).await
+}
+
+async fn end_mutations_of_shard(context: MigrationContext) -> Result<()> {
     loop {
         let pending: Vec<MutationStatus> = own_mutations(&context).await?.into_iter().filter(|mutation| mutation.is_done == 0).collect();
         if pending.is_empty() {
@@ -251,7 +314,7 @@ async fn end_mutations(context: MigrationContext) -> Result<()> {
         }
         if context.clickhouse.can_kill_mutations() {
             for mutation in &pending {
-                context.clickhouse.kill_mutation(EVENTS, &mutation.mutation_id).await?;
+                context.clickhouse.kill_mutation(events(&context), &mutation.mutation_id).await?;
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
