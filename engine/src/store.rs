@@ -351,23 +351,24 @@ impl Store {
             .collect()
     }
 
-    /// Moves a migration this runner owns from `from` to `to`, setting the given timestamps.
+    /// Moves a migration this runner owns from `from` to `to`, setting the given timestamps. Retried while
+    /// Postgres is unreachable; a retry finding the move already made (its first answer was lost) succeeds.
     pub async fn move_status(&self, name: &str, runner_id: &str, from: Status, to: Status) -> Result<()> {
         check_move(name, from, to)?;
-        let result = sqlx::query(
+        let result = retry_while_unreachable("recording a status change", || sqlx::query(
             "UPDATE async_migration SET status = $4,
                  started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,
                  finished_at = CASE WHEN $4 IN ('completed', 'errored', 'rolled_back', 'failed_at_startup')
                                     THEN now() ELSE NULL END,
                  progress = CASE WHEN $4 = 'completed' THEN 100 ELSE progress END,
                  updated_at = now()
-             WHERE name = $1 AND runner_id = $2 AND status = $3",
+             WHERE name = $1 AND runner_id = $2 AND status IN ($3, $4)",
         )
         .bind(name)
         .bind(runner_id)
         .bind(from.as_str())
         .bind(to.as_str())
-        .execute(&self.pool)
+        .execute(&self.pool))
         .await?;
         expect_one_row(result.rows_affected(), name)
     }
@@ -543,20 +544,28 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the start of a rollback by the owning runner (auto-rollback or stop-and-rollback).
+    /// Marks the start of a rollback by the owning runner (auto-rollback or stop-and-rollback); retried while
+    /// Postgres is unreachable.
     pub async fn set_rolling_back(&self, name: &str, runner_id: &str, rolling_back: bool) -> Result<()> {
-        sqlx::query("UPDATE async_migration SET rolling_back = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
-            .bind(name)
-            .bind(runner_id)
-            .bind(rolling_back)
-            .execute(&self.pool)
-            .await?;
+        retry_while_unreachable("recording a rollback's start", || {
+            sqlx::query("UPDATE async_migration SET rolling_back = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
+                .bind(name)
+                .bind(runner_id)
+                .bind(rolling_back)
+                .execute(&self.pool)
+        })
+        .await?;
         Ok(())
     }
 
     /// Ends a run: `to` becomes the status (if it differs from the current one), the runner and any request
-    /// are cleared and the lease is released, in one transaction.
+    /// are cleared and the lease is released, in one transaction. Retried while Postgres is unreachable, so that
+    /// a restart as a run ends does not leave the run to the lease timeout.
     pub async fn finish_run(&self, name: &str, runner_id: &str, to: Status, reset_position: bool) -> Result<()> {
+        retry_while_unreachable("recording the end of a run", || self.finish_run_once(name, runner_id, to, reset_position)).await
+    }
+
+    async fn finish_run_once(&self, name: &str, runner_id: &str, to: Status, reset_position: bool) -> Result<()> {
         let mut transaction = self.pool.begin().await?;
         let current: Option<String> =
             sqlx::query_scalar("SELECT status FROM async_migration WHERE name = $1 AND runner_id = $2 FOR UPDATE")
@@ -565,6 +574,15 @@ impl Store {
                 .fetch_optional(&mut *transaction)
                 .await?;
         let Some(current) = current.as_deref().and_then(Status::parse) else {
+            // An earlier attempt whose answer was lost may have ended the run already.
+            let ended: Option<String> =
+                sqlx::query_scalar("SELECT status FROM async_migration WHERE name = $1 AND runner_id IS NULL AND requested_action IS NULL")
+                    .bind(name)
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+            if ended.as_deref() == Some(to.as_str()) {
+                return Ok(());
+            }
             return Err(Error::LeaseLost { migration: name.into() });
         };
         if current != to {
@@ -622,9 +640,14 @@ impl Store {
         Ok(record)
     }
 
+    /// Adds an entry to a migration's error log; retried while Postgres is unreachable, since a run that ends
+    /// in error must say why.
     pub async fn record_error(&self, name: &str, operation_index: Option<i32>, query_id: Option<&str>, message: &str) -> Result<()> {
-        let mut connection = self.pool.acquire().await?;
-        insert_error(&mut connection, name, operation_index, query_id, message).await
+        retry_while_unreachable("recording an error", || async {
+            let mut connection = self.pool.acquire().await?;
+            insert_error(&mut connection, name, operation_index, query_id, message).await
+        })
+        .await
     }
 
     pub async fn errors(&self, name: &str) -> Result<Vec<MigrationError>> {
@@ -736,23 +759,24 @@ fn is_unreachable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Runs an idempotent statement, retrying with backoff while Postgres is unreachable, for at most
-/// [`UNREACHABLE_RETRY_BUDGET`].
-async fn retry_while_unreachable<T, Statement, Attempt>(what: &str, statement: Statement) -> Result<T>
+/// Runs an idempotent statement (or transaction), retrying with backoff while Postgres is unreachable, for at
+/// most [`UNREACHABLE_RETRY_BUDGET`].
+async fn retry_while_unreachable<T, Failure, Statement, Attempt>(what: &str, statement: Statement) -> Result<T>
 where
+    Failure: Into<Error>,
     Statement: Fn() -> Attempt,
-    Attempt: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+    Attempt: std::future::Future<Output = std::result::Result<T, Failure>>,
 {
     let deadline = std::time::Instant::now() + UNREACHABLE_RETRY_BUDGET;
     let mut pause = Duration::from_millis(100);
     loop {
-        match statement().await {
-            Err(error) if is_unreachable(&error) && std::time::Instant::now() < deadline => {
+        match statement().await.map_err(Into::into) {
+            Err(Error::Postgres(error)) if is_unreachable(&error) && std::time::Instant::now() < deadline => {
                 tracing::warn!(%error, "{what}: Postgres is unreachable; retrying in {} ms", pause.as_millis());
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
-            outcome => return Ok(outcome?),
+            outcome => return outcome,
         }
     }
 }
