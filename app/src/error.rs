@@ -63,6 +63,11 @@ impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        // On the server these mean the request's arguments could not be read: the caller's mistake, not ours.
+        #[cfg(feature = "ssr")]
+        if let ServerFnErrorErr::Deserialization(_) | ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) = value {
+            return AppError::Refused(format!("the request could not be read: {value}")).respond();
+        }
         AppError::Transport(value.to_string())
     }
 }
