@@ -364,3 +364,18 @@ pub async fn table_names(engine: &crate::Engine) -> Vec<String> {
         .await
         .expect("list tables")
 }
+
+/// Runs `check` on every seed of fuzz target `target` (`fuzz/seeds/<target>/`), naming the seed that broke a
+/// property; there must be at least five.
+pub fn replay_fuzz_seeds(target: &str, check: fn(&[u8])) {
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(&folder).unwrap_or_else(|error| panic!("{}: {error}", folder.display())) {
+        let path = entry.expect("a directory entry").path();
+        let data = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let outcome = std::panic::catch_unwind(|| check(&data));
+        assert!(outcome.is_ok(), "{} broke a property of {target}", path.display());
+        seeds += 1;
+    }
+    assert!(seeds >= 5, "{target} has only {seeds} seeds in {}", folder.display());
+}

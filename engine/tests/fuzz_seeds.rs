@@ -2,40 +2,25 @@
 //! replayed through the same property checks the targets run, so that they hold in every test run, not only
 //! when someone fuzzes.
 
-use std::path::PathBuf;
-
 use engine::input_properties;
-
-/// Runs `check` on every seed of `target`; there must be some.
-fn replay(target: &str, check: fn(&[u8])) {
-    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
-    let mut seeds = 0;
-    for entry in std::fs::read_dir(&folder).unwrap_or_else(|error| panic!("{}: {error}", folder.display())) {
-        let path = entry.expect("a directory entry").path();
-        let data = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-        let outcome = std::panic::catch_unwind(|| check(&data));
-        assert!(outcome.is_ok(), "{} broke a property of {target}", path.display());
-        seeds += 1;
-    }
-    assert!(seeds >= 5, "{target} has only {seeds} seeds in {}", folder.display());
-}
+use engine::testing::replay_fuzz_seeds;
 
 #[test]
 fn parameter_assignments_keep_their_properties_on_every_seed() {
-    replay("parameter_assignments", input_properties::parameter_assignments);
+    replay_fuzz_seeds("parameter_assignments", input_properties::parameter_assignments);
 }
 
 #[test]
 fn parameter_json_keeps_its_properties_on_every_seed() {
-    replay("parameter_json", input_properties::parameter_json);
+    replay_fuzz_seeds("parameter_json", input_properties::parameter_json);
 }
 
 #[test]
 fn version_text_keeps_its_properties_on_every_seed() {
-    replay("version_text", input_properties::version_text);
+    replay_fuzz_seeds("version_text", input_properties::version_text);
 }
 
 #[test]
 fn setting_values_keep_their_properties_on_every_seed() {
-    replay("setting_value", input_properties::setting_value);
+    replay_fuzz_seeds("setting_value", input_properties::setting_value);
 }

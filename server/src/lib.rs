@@ -6,6 +6,8 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "testing"))]
+pub mod input_properties;
 pub mod metrics;
 pub mod same_origin;
 pub mod web;
