@@ -199,6 +199,7 @@ mod tests {
             max_version: "*".into(),
             parameters: Vec::new(),
             allowed_actions: Vec::new(),
+            shards: Vec::new(),
         }
     }
 

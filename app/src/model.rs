@@ -144,6 +144,21 @@ pub struct MigrationRow {
     pub parameters: Vec<ParameterField>,
     /// Only what the status allows now, in menu order.
     pub allowed_actions: Vec<MigrationAction>,
+    /// On a ClickHouse cluster, each shard of the latest operation that ran shard by shard.
+    pub shards: Vec<ShardRow>,
+}
+
+/// Where one shard of a cluster is in an operation that runs on every shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRow {
+    pub shard: u32,
+    pub operation_index: u32,
+    /// `host:port` of the replica its statements run on.
+    pub node: String,
+    /// Percent of its part of the operation, 0 to 100.
+    pub progress: u8,
+    /// Its ClickHouse query running now, if any.
+    pub current_query_id: Option<String>,
 }
 
 impl MigrationRow {
@@ -255,6 +270,18 @@ mod from_engine {
         }
     }
 
+    impl From<engine::store::ShardPosition> for ShardRow {
+        fn from(position: engine::store::ShardPosition) -> Self {
+            ShardRow {
+                shard: position.shard.max(0) as u32,
+                operation_index: position.operation_index.max(0) as u32,
+                node: position.node,
+                progress: position.progress.clamp(0, 100) as u8,
+                current_query_id: Some(position.current_query_id).filter(|id| !id.is_empty()),
+            }
+        }
+    }
+
     impl From<engine::MigrationOverview> for MigrationRow {
         fn from(overview: engine::MigrationOverview) -> Self {
             let record = overview.record;
@@ -282,6 +309,7 @@ mod from_engine {
                 min_version: record.min_version,
                 max_version: record.max_version,
                 parameters: overview.parameter_specs.into_iter().map(ParameterField::from).collect(),
+                shards: record.shards.into_iter().map(ShardRow::from).collect(),
                 name: record.name,
                 description: record.description,
             }

@@ -135,6 +135,7 @@ fn MigrationRowView(name: String) -> impl IntoView {
                     </div>
                     <span class="progress-value" data-field="progress">{move || format!("{}%", row.with(|row| row.progress))}</span>
                 </div>
+                <Shards row/>
                 {move || {
                     timing().map(|(elapsed, eta)| {
                         view! {
@@ -204,6 +205,39 @@ fn Operation(row: Memo<MigrationRow>) -> impl IntoView {
                 <div class="operation-description">{row.current_operation.clone()}</div>
             }
             .into_any()
+        })
+    }
+}
+
+/// On a cluster: each shard's progress in the latest operation that ran shard by shard, the node its
+/// statements run on and its query.
+#[component]
+fn Shards(row: Memo<MigrationRow>) -> impl IntoView {
+    move || {
+        row.with(|row| {
+            if row.shards.is_empty() {
+                return None;
+            }
+            let shards = row
+                .shards
+                .iter()
+                .map(|shard| {
+                    let query = shard.current_query_id.as_deref().map(short_query_id).unwrap_or_default();
+                    view! {
+                        <li data-shard=shard.shard>
+                            <span class="shard-name">{format!("Shard {}", shard.shard)}</span>
+                            <div class="progress shard-progress" role="progressbar" aria-label=format!("Progress of shard {}", shard.shard)
+                                aria-valuemin="0" aria-valuemax="100" aria-valuenow=shard.progress>
+                                <div class="progress-fill tone-info" style:width=format!("{}%", shard.progress)></div>
+                            </div>
+                            <span class="shard-value" data-field="shard-progress">{format!("{}%", shard.progress)}</span>
+                            <code class="shard-node" data-field="shard-node" title="The replica this shard's statements run on">{shard.node.clone()}</code>
+                            <code class="shard-query" data-field="shard-query-id" title=shard.current_query_id.clone().unwrap_or_default()>{query}</code>
+                        </li>
+                    }
+                })
+                .collect::<Vec<_>>();
+            Some(view! { <ul class="shards" data-field="shards">{shards}</ul> })
         })
     }
 }

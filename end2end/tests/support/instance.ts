@@ -25,17 +25,19 @@ export class Instance {
     readonly database: string,
     readonly port: number,
     private readonly logFile: string,
+    /** Settings every amigo command of this instance adds, e.g. a cluster's. */
+    private readonly settings: Record<string, string> = {},
   ) {}
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** The environment every amigo command of this instance runs with. */
+  /** The environment every amigo command of this instance runs with; a setting set to '' is removed. */
   env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
     const databaseUrl = new URL(serverUrl);
     databaseUrl.pathname = `/${this.database}`;
-    return {
+    const environment: NodeJS.ProcessEnv = {
       ...process.env,
       AMIGO_DATABASE_URL: databaseUrl.toString(),
       AMIGO_CLICKHOUSE_URL: clickhouseUrl,
@@ -43,8 +45,13 @@ export class Instance {
       AMIGO_EXTRA_MIGRATIONS: 'e2e',
       AMIGO_SKIP_UPGRADE_CHECK: 'true',
       AMIGO_LOG: 'info,sqlx=warn',
+      ...this.settings,
       ...extra,
     };
+    for (const key of Object.keys(this.settings)) {
+      if (environment[key] === '') delete environment[key];
+    }
+    return environment;
   }
 
   /** Runs `amigo ARGS` against this instance and returns what it printed. */
@@ -111,7 +118,7 @@ export class Instance {
   }
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once('error', reject);
