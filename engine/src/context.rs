@@ -50,6 +50,8 @@ struct ShardRun {
     state: Mutex<PositionState>,
     /// Every shard's fraction done: the operation's progress is their mean.
     fractions: Arc<Mutex<BTreeMap<u32, f64>>>,
+    /// Every shard's rows copied so far: the operation's count is their sum.
+    rows_copied: Arc<Mutex<BTreeMap<u32, u64>>>,
 }
 
 /// Where a run is, shared between the runner and the step it is executing.
@@ -140,6 +142,15 @@ impl MigrationContext {
     /// know it call this; a resumed operation counts what its checkpoint says was copied before.
     pub async fn record_rows_copied(&self, rows: u64) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
+        let rows = match &self.shard {
+            // Each shard counts its own rows; the operation has copied their sum.
+            Some(shard) => {
+                let mut rows_copied = shard.rows_copied.lock().expect("rows copied lock");
+                rows_copied.insert(shard.shard, rows);
+                rows_copied.values().sum()
+            }
+            None => rows,
+        };
         position.store.record_rows_copied(&self.migration, position.operation_index, rows).await
     }
 
@@ -314,6 +325,7 @@ impl MigrationContext {
     {
         let Some(cluster) = &self.cluster else { return work(self.clone()).await };
         let fractions = Arc::new(Mutex::new(BTreeMap::new()));
+        let rows_copied = Arc::new(Mutex::new(BTreeMap::new()));
         let mut shard_contexts = Vec::new();
         for node in cluster.answering_replicas().await? {
             let checkpoint = match &self.position {
@@ -324,7 +336,13 @@ impl MigrationContext {
             };
             fractions.lock().expect("fractions lock").insert(node.shard, 0.0);
             let state = PositionState { query_id: String::new(), checkpoint, fraction: 0.0, last_write: None };
-            let shard = ShardRun { shard: node.shard, node: node.address.clone(), state: Mutex::new(state), fractions: fractions.clone() };
+            let shard = ShardRun {
+                shard: node.shard,
+                node: node.address.clone(),
+                state: Mutex::new(state),
+                fractions: fractions.clone(),
+                rows_copied: rows_copied.clone(),
+            };
             shard_contexts.push(MigrationContext { clickhouse: node.clickhouse.clone(), shard: Some(Arc::new(shard)), ..self.clone() });
         }
         let work = &work;

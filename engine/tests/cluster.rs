@@ -1,13 +1,13 @@
 //! Migrations on a real ClickHouse cluster (two shards of two replicas and a ZooKeeper, started by
 //! `scripts/cluster` for each test): 0001_events_sort_key rebuilds `events_local` behind the `Distributed`
 //! `events` on every shard, with per-shard progress, query ids and row counts, then 0002_backfill_person_id
-//! fills `person_id` on every replica of every shard; stop-and-rollback restores every shard; a node killed
-//! mid-copy leaves the migration errored, and once it is back, resume finishes it.
+//! fills `person_id` on every replica of every shard, and 0003 refuses to start; stop-and-rollback restores
+//! every shard; a node killed mid-copy leaves the migration errored, and once it is back, resume finishes it.
 
 use std::time::Duration;
 
 use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
-use engine::migrations::backfill_person_id;
+use engine::migrations::{backfill_person_id, move_old_partitions};
 use engine::migrations::events_sort_key::{self, NAME};
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for, PrivateCluster};
@@ -20,7 +20,8 @@ const TESTER: &str = "tester@example.com";
 async fn seeded(cluster: &PrivateCluster, events: u64) -> Engine {
     let mut config = cluster.fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition(), backfill_person_id::definition()]).await.expect("connect");
+    let definitions = vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition()];
+    let engine = Engine::connect_with(&config, definitions).await.expect("connect");
     seed(engine.clickhouse(), &SeedRequest::new(events)).await.expect("seed");
     engine
 }
@@ -102,6 +103,9 @@ async fn events_sort_key_then_backfill_person_id_run_on_every_shard() {
         assert_eq!(sorting_key, "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid", "node {}", node.address);
         assert_eq!(sampling_key, "cityHash64(distinct_id)", "node {}", node.address);
     }
+    let metrics = engine.metrics().await.expect("metrics");
+    let copied = metrics.migrations.iter().find(|migration| migration.name == NAME).and_then(|migration| migration.rows_copied);
+    assert_eq!(copied, Some(200_000), "the rows copied are the shards' sum");
     // The last operation that ran per shard (verify) is recorded for each shard, on one replica of it.
     let shards = &done.record.shards;
     assert_eq!(shards.iter().map(|shard| shard.shard).collect::<Vec<_>>(), [1, 2], "{shards:?}");
@@ -146,6 +150,13 @@ async fn events_sort_key_then_backfill_person_id_run_on_every_shard() {
     let through_distributed: u64 =
         engine.clickhouse().client().query("SELECT count() FROM events WHERE person_id != toUUID('00000000-0000-0000-0000-000000000000')").fetch_one().await.unwrap();
     assert_eq!(through_distributed, 200_000, "the Distributed events has the column too");
+
+    // 0003 does not run on a cluster yet, and says so before it changes anything.
+    engine.start(move_old_partitions::NAME, TESTER, &serde_json::Map::new()).await.expect("start 0003");
+    let refused = settled_migration(&engine, move_old_partitions::NAME).await;
+    assert_eq!(refused.record.status, Status::FailedAtStartup);
+    let errors = engine.errors(move_old_partitions::NAME).await.unwrap();
+    assert!(errors[0].message.contains("does not run on a cluster yet"), "{errors:?}");
 }
 
 #[tokio::test]
@@ -212,4 +223,14 @@ async fn a_node_killed_mid_copy_errors_the_migration_and_resume_finishes_once_it
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
     assert_eq!(checksums_per_node(&engine, "events_local").await, original);
     assert_eq!(distributed_count(&engine).await, 1_000_000);
+}
+
+#[tokio::test]
+async fn a_cluster_name_the_server_does_not_know_is_refused_at_connect() {
+    let mut config = engine::testing::fresh_databases().await;
+    config.clickhouse_cluster = Some("no_such_cluster".into());
+    let refused = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.err().expect("refused");
+    let message = refused.to_string();
+    assert!(message.contains("no cluster \"no_such_cluster\" in system.clusters"), "{message}");
+    assert!(message.contains("AMIGO_CLICKHOUSE_CLUSTER"), "{message}");
 }

@@ -57,6 +57,8 @@ pub const LOOKUP_TABLE: &str = "person_lookup_0002";
 const PERSON_KEY: &str = "concat(toString(team_id), ':', distinct_id)";
 /// The text every mutation this migration issues contains, to find them in `system.mutations`.
 const MUTATION_MARKER: &str = "person_id = joinGet(";
+/// How long an issued mutation may take to appear in `system.mutations`.
+const MUTATION_LISTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 const ZERO_UUID: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
 
 pub fn definition() -> MigrationDefinition {
@@ -252,11 +254,22 @@ async fn issue_mutation(context: &MigrationContext, before: &[MutationStatus]) -
         Some(client) => client.query(&sql).execute().await?,
         None => context.clickhouse_execute_part(&sql, &QueryOptions::default(), 0.0..0.0).await?,
     }
-    own_mutations(context)
-        .await?
-        .into_iter()
-        .find(|mutation| !before.iter().any(|known| known.mutation_id == mutation.mutation_id))
-        .ok_or_else(|| Error::Migration(format!("the mutation of {} was issued but system.mutations does not list it", events(context))))
+    // A replicated table's replica lists a mutation once it has read it back from ZooKeeper, a moment later.
+    let deadline = tokio::time::Instant::now() + MUTATION_LISTED_WITHIN;
+    loop {
+        let issued = own_mutations(context).await?.into_iter().find(|mutation| !before.iter().any(|known| known.mutation_id == mutation.mutation_id));
+        if let Some(mutation) = issued {
+            return Ok(mutation);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Migration(format!(
+                "the mutation of {} was issued but system.mutations does not list it after {} s",
+                events(context),
+                MUTATION_LISTED_WITHIN.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// What a stop, failure or failed health check does to the mutation, on every shard: kills it where the
@@ -279,6 +292,14 @@ async fn interrupt_mutation(context: MigrationContext) -> Result<Option<String>>
 }
 
 async fn interrupt_mutation_of_shard(context: &MigrationContext) -> Result<Option<String>> {
+    let note = interrupt_mutation_here(context).await?;
+    Ok(match context.cluster {
+        Some(_) => note.map(|note| format!("shard {}: {note}", context.shard_number())),
+        None => note,
+    })
+}
+
+async fn interrupt_mutation_here(context: &MigrationContext) -> Result<Option<String>> {
     let events = events(context);
     let pending: Vec<String> =
         own_mutations(context).await?.into_iter().filter(|mutation| mutation.is_done == 0).map(|mutation| mutation.mutation_id).collect();

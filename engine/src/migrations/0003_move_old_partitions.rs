@@ -75,6 +75,12 @@ async fn is_required(context: MigrationContext) -> Result<bool> {
 
 /// Everything in the archive must have come from this migration, since rollback moves all of it into events.
 async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
+    if let Some(cluster) = context.clickhouse.cluster() {
+        return Ok(CheckOutcome::Fail(format!(
+            "this migration moves partitions of a single server's events table and does not run on a cluster yet \
+             (AMIGO_CLICKHOUSE_CLUSTER is {cluster})"
+        )));
+    }
     let database = context.clickhouse.database();
     if !table_exists(&context.clickhouse, EVENTS).await? {
         return Ok(CheckOutcome::Fail(format!("{database}.{EVENTS} does not exist")));
