@@ -459,11 +459,9 @@ async fn a_ten_megabyte_body_is_refused_and_changes_nothing() {
     ];
     for request in requests {
         let path = request.uri().path().to_string();
-        let started = std::time::Instant::now();
         let (status, answer) = site.send(request).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {}", &answer[..answer.len().min(300)]);
         assert!(answer.len() < 1000, "{path}: the refusal does not echo the body");
-        assert!(started.elapsed() < Duration::from_secs(5), "{path} took {:?}", started.elapsed());
     }
     assert_eq!(site.status().await, Status::NotStarted);
     assert_eq!(site.engine.settings().await.unwrap(), engine::settings::RuntimeSettings::default());
