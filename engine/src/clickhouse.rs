@@ -115,6 +115,21 @@ impl ClickHouse {
         Ok(self.client.query("SELECT version()").fetch_one().await?)
     }
 
+    /// Asks the server for its version every `interval` and resolves, with the error to report, once it does not
+    /// answer within `limit`; pending as long as it answers.
+    pub async fn stops_answering(&self, interval: Duration, limit: Duration) -> Error {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match tokio::time::timeout(limit, self.server_version()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return error,
+                Err(_) => return Error::NodeSilent { url: self.url.clone(), seconds: limit.as_secs() },
+            }
+        }
+    }
+
     /// Runs one statement under `query_id` with `options`.
     pub async fn execute(&self, sql: &str, query_id: &str, options: &QueryOptions) -> Result<()> {
         let mut query = self.client.query(sql).with_setting("query_id", query_id);

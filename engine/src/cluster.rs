@@ -87,9 +87,9 @@ impl Cluster {
         &self.nodes
     }
 
-    /// For each shard in order, its first replica that answers now: per-shard statements run there and
-    /// replication brings their result to the other replicas. Fails naming a shard none of whose replicas
-    /// answers.
+    /// For each shard in order, its first replica that answers now with writable replicated tables (not read-only
+    /// for want of ZooKeeper, as a node is for a moment after a restart): per-shard statements run there and
+    /// replication brings their result to the other replicas. Fails naming a shard none of whose replicas does.
     pub async fn answering_replicas(&self) -> Result<Vec<ClusterNode>> {
         let mut shards: BTreeMap<u32, Vec<&ClusterNode>> = BTreeMap::new();
         for node in &self.nodes {
@@ -99,7 +99,7 @@ impl Cluster {
         for (shard, replicas) in shards {
             let mut answering = None;
             for node in &replicas {
-                if let Ok(Ok(_)) = tokio::time::timeout(NODE_ANSWER_TIMEOUT, node.clickhouse.server_version()).await {
+                if let Ok(Ok(0)) = tokio::time::timeout(NODE_ANSWER_TIMEOUT, read_only_tables(&node.clickhouse)).await {
                     answering = Some((*node).clone());
                     break;
                 }
@@ -121,4 +121,14 @@ impl Cluster {
             None => Ok(()),
         }
     }
+}
+
+/// How many replicated tables of the engine's database cannot be written on this node now.
+async fn read_only_tables(clickhouse: &ClickHouse) -> Result<u64> {
+    Ok(clickhouse
+        .client()
+        .query("SELECT count() FROM system.replicas WHERE database = ? AND (is_readonly OR is_session_expired)")
+        .bind(clickhouse.database())
+        .fetch_one()
+        .await?)
 }

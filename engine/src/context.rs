@@ -25,6 +25,13 @@ const QUERY_PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a mutation's progress is read from `system.mutations`.
 const MUTATION_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How often the node a shard's work runs on is asked whether it still answers (a paused or cut-off node
+/// would otherwise hold its statement, and the run, forever)...
+const NODE_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// ...and how long it may take to answer before the shard's work fails.
+const NODE_SILENCE_LIMIT: Duration = Duration::from_secs(10);
+
 /// How often a paused run asks its throttle check again.
 const PRESSURE_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -348,9 +355,12 @@ impl MigrationContext {
         let work = &work;
         futures::future::try_join_all(shard_contexts.into_iter().map(|context| async move {
             let shard = context.shard.clone().expect("a shard context");
-            let outcome = match work(context.clone()).await {
-                Ok(()) => context.finish_shard().await,
-                Err(error) => Err(error),
+            let outcome = tokio::select! {
+                outcome = work(context.clone()) => match outcome {
+                    Ok(()) => context.finish_shard().await,
+                    Err(error) => Err(error),
+                },
+                silent = context.clickhouse.stops_answering(NODE_WATCH_INTERVAL, NODE_SILENCE_LIMIT) => Err(silent),
             };
             outcome.map_err(|error| Error::OnShard { shard: shard.shard, node: shard.node.clone(), source: Box::new(error) })
         }))

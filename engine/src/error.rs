@@ -12,8 +12,10 @@ pub enum Error {
     ClickHouseUnreachable { url: String, message: String },
     #[error("ClickHouse at {url} has no cluster {cluster:?} in system.clusters; check AMIGO_CLICKHOUSE_CLUSTER and the server's remote_servers")]
     UnknownCluster { url: String, cluster: String },
-    #[error("no replica of shard {shard} of cluster {cluster} answers ({replicas}); start one, then resume")]
+    #[error("no replica of shard {shard} of cluster {cluster} answers with writable tables ({replicas}); start one or let it reconnect to ZooKeeper, then resume")]
     ShardUnreachable { cluster: String, shard: u32, replicas: String },
+    #[error("the ClickHouse node at {url} stopped answering (nothing within {seconds} s); once it answers again, resume")]
+    NodeSilent { url: String, seconds: u64 },
     #[error("shard {shard} (node {node}): {source}")]
     OnShard { shard: u32, node: String, source: Box<Error> },
     #[error("Postgres schema migration failed: {0}")]

@@ -156,6 +156,8 @@ impl Runner {
         if !earlier_queries.is_empty() {
             self.engine.clickhouse.kill_queries(&earlier_queries).await?;
         }
+        // So may each shard's last statement, on a cluster.
+        self.engine.kill_queries(record, None).await?;
         let context = MigrationContext::for_checks(
             &record.name,
             self.engine.clickhouse.clone(),

@@ -195,6 +195,9 @@ const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cl
 /// The cluster `scripts/cluster` configures.
 pub const CLUSTER_NAME: &str = "amigo_cluster";
 
+/// The ZooKeeper session timeout of `scripts/cluster`'s nodes.
+const ZOOKEEPER_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Nodes of `scripts/cluster`'s cluster serve HTTP on their TCP port plus this.
 const CLUSTER_HTTP_PORT_OFFSET: i32 = -10;
 
@@ -254,18 +257,60 @@ impl PrivateCluster {
 
     /// SIGKILL to node `node`; returns once the process is gone.
     pub async fn kill_node(&self, node: u16) {
-        let output = self.script(&["pid", &node.to_string()]).await;
-        let pid: u32 = output.trim().parse().unwrap_or_else(|_| panic!("scripts/cluster pid {node} printed {output:?}"));
-        assert!(send_signal(pid, "KILL"), "kill -KILL {pid} (node {node}) failed");
+        let pid = self.signal_node(node, "KILL").await;
         let process = PathBuf::from(format!("/proc/{pid}"));
         while process.exists() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    /// Starts node `node` again (after [`PrivateCluster::kill_node`]); returns once it answers.
+    /// SIGSTOP to node `node`: it keeps its connections open and answers nothing.
+    pub async fn pause_node(&self, node: u16) {
+        self.signal_node(node, "STOP").await;
+    }
+
+    /// SIGCONT to node `node`, after [`PrivateCluster::pause_node`]; returns once the cluster has settled (see
+    /// [`PrivateCluster::wait_until_settled`]).
+    pub async fn resume_node(&self, node: u16) {
+        self.signal_node(node, "CONT").await;
+        self.wait_until_settled().await;
+    }
+
+    /// Waits until every node answers and every replicated table on it is writable with all its replicas
+    /// active, once the session the node had before is over in ZooKeeper (until then, its old replica and
+    /// leader entries linger and swap under the new ones): what an operator waits for after bringing a node
+    /// back, before resuming.
+    async fn wait_until_settled(&self) {
+        let back = std::time::Instant::now();
+        let deadline = back + Duration::from_secs(60);
+        let unsettled = "SELECT count() FROM system.replicas WHERE is_readonly OR is_session_expired OR active_replicas < total_replicas";
+        loop {
+            let mut settled = true;
+            for node in 1..=4 {
+                let client = ::clickhouse::Client::default().with_url(self.node_url(node)).with_validation(false);
+                settled &= matches!(client.query(unsettled).fetch_one::<u64>().await, Ok(0));
+            }
+            if settled && back.elapsed() > ZOOKEEPER_SESSION_TIMEOUT + Duration::from_secs(2) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the cluster did not settle within 60 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends `signal` to node `node` and returns its process id.
+    async fn signal_node(&self, node: u16, signal: &str) -> u32 {
+        let output = self.script(&["pid", &node.to_string()]).await;
+        let pid = output.trim().parse().unwrap_or_else(|_| panic!("scripts/cluster pid {node} printed {output:?}"));
+        assert!(send_signal(pid, signal), "kill -{signal} {pid} (node {node}) failed");
+        pid
+    }
+
+    /// Starts node `node` again (after [`PrivateCluster::kill_node`]); returns once the cluster has settled
+    /// (see [`PrivateCluster::wait_until_settled`]).
     pub async fn start_node(&self, node: u16) {
         self.script(&["start-node", &node.to_string()]).await;
+        self.wait_until_settled().await;
     }
 
     fn environment(&self) -> [(&'static str, String); 2] {
@@ -289,6 +334,12 @@ impl PrivateCluster {
 
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
+        for node in 1..=4 {
+            let pid = std::process::Command::new(CLUSTER_SCRIPT).args(["pid", &node.to_string()]).envs(self.environment()).output();
+            if let Some(pid) = pid.ok().and_then(|output| String::from_utf8_lossy(&output.stdout).trim().parse().ok()) {
+                send_signal(pid, "CONT"); // a paused node would not act on the SIGTERM that stops it
+            }
+        }
         let stopped = std::process::Command::new(CLUSTER_SCRIPT).arg("stop").envs(self.environment()).output();
         if !stopped.is_ok_and(|output| output.status.success()) {
             eprintln!("scripts/cluster stop failed for {}; stop it by hand", self.data_dir.display());

@@ -2,7 +2,8 @@
 //! `scripts/cluster` for each test): 0001_events_sort_key rebuilds `events_local` behind the `Distributed`
 //! `events` on every shard, with per-shard progress, query ids and row counts, then 0002_backfill_person_id
 //! fills `person_id` on every replica of every shard, and 0003 refuses to start; stop-and-rollback restores
-//! every shard; a node killed mid-copy leaves the migration errored, and once it is back, resume finishes it.
+//! every shard; a node killed or paused mid-copy leaves the migration errored, and once it is back, resume
+//! finishes it.
 
 use std::time::Duration;
 
@@ -15,6 +16,10 @@ use engine::Engine;
 use serde_json::json;
 
 const TESTER: &str = "tester@example.com";
+
+/// Events seeded for the stop and fault tests: enough that copying them on one thread per shard lasts a few
+/// seconds, so that a stop or a fault lands mid-copy.
+const FAULT_EVENTS: u64 = 400_000;
 
 /// An engine on a fresh database of `cluster`, seeded with `events` demo events.
 async fn seeded(cluster: &PrivateCluster, events: u64) -> Engine {
@@ -162,7 +167,7 @@ async fn events_sort_key_then_backfill_person_id_run_on_every_shard() {
 #[tokio::test]
 async fn stop_and_rollback_mid_copy_restores_every_shard() {
     let cluster = PrivateCluster::start().await;
-    let engine = seeded(&cluster, 1_000_000).await;
+    let engine = seeded(&cluster, FAULT_EVENTS).await;
     let original = checksums_per_node(&engine, "events_local").await;
     let original_tables = tables_per_node(&engine).await;
     let _runner = spawn_runner(&engine);
@@ -196,7 +201,7 @@ async fn stop_and_rollback_mid_copy_restores_every_shard() {
 #[tokio::test]
 async fn a_node_killed_mid_copy_errors_the_migration_and_resume_finishes_once_it_is_back() {
     let cluster = PrivateCluster::start().await;
-    let engine = seeded(&cluster, 1_000_000).await;
+    let engine = seeded(&cluster, FAULT_EVENTS).await;
     let original = checksums_per_node(&engine, "events_local").await;
     engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
     let _runner = spawn_runner(&engine);
@@ -222,7 +227,7 @@ async fn a_node_killed_mid_copy_errors_the_migration_and_resume_finishes_once_it
     let done = settled(&engine).await;
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
     assert_eq!(checksums_per_node(&engine, "events_local").await, original);
-    assert_eq!(distributed_count(&engine).await, 1_000_000);
+    assert_eq!(distributed_count(&engine).await, FAULT_EVENTS);
 }
 
 #[tokio::test]
@@ -233,4 +238,38 @@ async fn a_cluster_name_the_server_does_not_know_is_refused_at_connect() {
     let message = refused.to_string();
     assert!(message.contains("no cluster \"no_such_cluster\" in system.clusters"), "{message}");
     assert!(message.contains("AMIGO_CLICKHOUSE_CLUSTER"), "{message}");
+}
+
+#[tokio::test]
+async fn a_node_paused_mid_copy_fails_its_shard_within_seconds_and_resume_finishes_once_it_answers() {
+    let cluster = PrivateCluster::start().await;
+    let engine = seeded(&cluster, FAULT_EVENTS).await;
+    let original = checksums_per_node(&engine, "events_local").await;
+    engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
+    let _runner = spawn_runner(&engine);
+    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.expect("start");
+    let copying = wait_for(&engine, NAME, Duration::from_secs(60), "copying on shard 2", |overview| {
+        overview.record.current_operation_index == 1
+            && overview.record.shards.iter().any(|shard| shard.shard == 2 && !shard.current_query_id.is_empty())
+    })
+    .await;
+    // Shard 2's node is not the one amigo connects to: only the shard's own watch can notice it.
+    let paused = cluster.node_at(&copying.record.shards.iter().find(|shard| shard.shard == 2).unwrap().node);
+    cluster.pause_node(paused).await;
+    let paused_at = std::time::Instant::now();
+
+    let errored = settled(&engine).await;
+    let noticed = paused_at.elapsed();
+    eprintln!("a paused node failed its shard after {:.1} s", noticed.as_secs_f64());
+    assert!(noticed < Duration::from_secs(40), "noticed after {noticed:?}");
+    assert_eq!(errored.record.status, Status::Errored);
+    let errors = engine.errors(NAME).await.unwrap();
+    let message = &errors.last().expect("an error").message;
+    assert!(message.contains("shard 2") && message.contains("stopped answering"), "{message}");
+
+    cluster.resume_node(paused).await;
+    engine.resume(NAME, TESTER).await.expect("resume");
+    let done = settled(&engine).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+    assert_eq!(checksums_per_node(&engine, "events_local").await, original);
 }
