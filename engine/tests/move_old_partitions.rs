@@ -127,7 +127,8 @@ async fn stop_after(engine: &Engine, partitions: usize, rollback: bool) -> Migra
 
 #[tokio::test]
 async fn old_months_move_whole_into_the_archive_and_recent_ones_stay() {
-    let engine = seeded(300_000, 18, today()).await;
+    // Until now, not today at 00:00: on the 1st of a month the months would end with the one before.
+    let engine = seeded(300_000, 18, Utc::now()).await;
     let original = checksums(&engine, "events").await;
     let _runner = spawn_runner(&engine);
     start(&engine, 12).await;
