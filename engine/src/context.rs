@@ -32,6 +32,12 @@ const NODE_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// ...and how long it may take to answer before the shard's work fails.
 const NODE_SILENCE_LIMIT: Duration = Duration::from_secs(10);
 
+/// How often a rollback waiting for ClickHouse to accept connections tries again.
+const CLICKHOUSE_RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The waiting reason a rollback shows while ClickHouse refuses connections.
+pub const WAITING_FOR_CLICKHOUSE: &str = "ClickHouse refuses connections; the rollback goes on once it answers";
+
 /// How often a paused run asks its throttle check again.
 const PRESSURE_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -47,6 +53,9 @@ pub struct MigrationContext {
     position: Option<Arc<RunPosition>>,
     /// Inside [`MigrationContext::on_every_shard`]: the shard whose replica `clickhouse` is.
     shard: Option<Arc<ShardRun>>,
+    /// Set for a rollback: a statement ClickHouse refuses the connection for waits until it answers (the
+    /// runner's rollback timeout bounds the wait), instead of failing the rollback.
+    rolling_back: bool,
 }
 
 /// One shard's part of an operation that runs on every shard.
@@ -118,11 +127,15 @@ impl MigrationContext {
         postgres: PgPool,
         parameters: Parameters,
     ) -> MigrationContext {
-        MigrationContext { migration: migration.into(), clickhouse, postgres, parameters, cluster, position: None, shard: None }
+        MigrationContext { migration: migration.into(), clickhouse, postgres, parameters, cluster, position: None, shard: None, rolling_back: false }
     }
 
     pub(crate) fn within_run(&self, position: Arc<RunPosition>) -> MigrationContext {
-        MigrationContext { position: Some(position), ..self.clone() }
+        MigrationContext { position: Some(position), rolling_back: false, ..self.clone() }
+    }
+
+    pub(crate) fn within_rollback(&self, position: Arc<RunPosition>) -> MigrationContext {
+        MigrationContext { position: Some(position), rolling_back: true, ..self.clone() }
     }
 
     /// The checkpoint saved by an earlier attempt of the current operation, if any.
@@ -202,7 +215,7 @@ impl MigrationContext {
         async {
             self.record_query_id(&query_id).await?;
             let started = Instant::now();
-            let statement = self.clickhouse.execute(sql, &query_id, options);
+            let statement = self.send_statement(sql, &query_id, options);
             tokio::pin!(statement);
             let mut poll = tokio::time::interval(QUERY_PROGRESS_INTERVAL);
             let outcome = loop {
@@ -227,6 +240,31 @@ impl MigrationContext {
         }
         .instrument(statement_span)
         .await
+    }
+
+    /// Sends one statement. During a rollback, while ClickHouse refuses the connection (it is down or restarting:
+    /// the statement never reached it, so sending it again is safe), waits for it with the wait shown as the
+    /// run's waiting reason.
+    async fn send_statement(&self, sql: &str, query_id: &str, options: &QueryOptions) -> Result<()> {
+        let mut waiting = false;
+        loop {
+            let outcome = self.clickhouse.execute(sql, query_id, options).await;
+            match (&outcome, &self.position) {
+                (Err(error), Some(position)) if self.rolling_back && error.is_connection_refused() => {
+                    if !waiting {
+                        tracing::warn!(%error, "ClickHouse refuses connections; the rollback waits for it");
+                        position.store.set_waiting_reason(&self.migration, &position.runner_id, Some(WAITING_FOR_CLICKHOUSE)).await?;
+                        waiting = true;
+                    }
+                    tokio::time::sleep(CLICKHOUSE_RECONNECT_INTERVAL).await;
+                }
+                (_, Some(position)) if waiting => {
+                    position.store.set_waiting_reason(&self.migration, &position.runner_id, None).await?;
+                    return outcome;
+                }
+                _ => return outcome,
+            }
+        }
     }
 
     /// Waits until mutation `mutation_id` of `table` (in the product's database) has rewritten every part. Its

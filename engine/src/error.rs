@@ -64,6 +64,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when ClickHouse refused the connection: nothing was sent, so the statement did not run.
+    pub fn is_connection_refused(&self) -> bool {
+        let Error::ClickHouse(error) = self else { return false };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(error) = cause {
+            if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+                return true;
+            }
+            cause = error.source();
+        }
+        false
+    }
+
     /// True for errors caused by the request itself (bad name, bad state, bad value), as opposed to failures
     /// of the databases or the migration: what a web server answers with 4xx.
     pub fn is_refusal(&self) -> bool {
@@ -110,4 +123,18 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         cause = source.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_told_apart_from_other_failures() {
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = ::clickhouse::Client::default().with_url(format!("http://127.0.0.1:{closed_port}"));
+        let refused = Error::from(client.query("SELECT 1").execute().await.unwrap_err());
+        assert!(refused.is_connection_refused(), "{refused}");
+        assert!(!Error::Migration("connection refused".into()).is_connection_refused());
+    }
 }

@@ -370,7 +370,7 @@ impl Runner {
             }
             let remaining = timeout.saturating_sub(started.elapsed());
             let position = RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), None, None);
-            let step_context = context.within_run(position);
+            let step_context = context.within_rollback(position);
             let outcome = tokio::time::timeout(remaining, rollback_operation(definition, index, &step_context)).await;
             let error = match outcome {
                 Ok(Ok(())) => continue,
