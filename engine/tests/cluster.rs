@@ -3,10 +3,14 @@
 //! `events` on every shard, with per-shard progress, query ids and row counts, then 0002_backfill_person_id
 //! fills `person_id` on every replica of every shard, and 0003 refuses to start; stop-and-rollback restores
 //! every shard; a node killed or paused mid-copy leaves the migration errored, and once it is back, resume
-//! finishes it.
+//! finishes it; each shard resumes from its own checkpoint.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use engine::clickhouse::QueryOptions;
+use engine::context::MigrationContext;
+use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
 use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
 use engine::migrations::{backfill_person_id, move_old_partitions};
 use engine::migrations::events_sort_key::{self, NAME};
@@ -272,4 +276,67 @@ async fn a_node_paused_mid_copy_fails_its_shard_within_seconds_and_resume_finish
     let done = settled(&engine).await;
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
     assert_eq!(checksums_per_node(&engine, "events_local").await, original);
+}
+
+/// The checkpoint test's migration fails shard 1 once, at its third step.
+static FAIL_SHARD_ONE_ONCE: AtomicBool = AtomicBool::new(true);
+const STEPS: u64 = 5;
+
+/// Writes `(shard, step)` rows into `steps` on each shard's node, one step at a time, saving the shard's
+/// checkpoint after each; shard 1 fails once at step 2, after shard 2 has had time to finish.
+async fn count_steps_on_every_shard(context: MigrationContext) -> engine::Result<()> {
+    context
+        .on_every_shard(|context| async move {
+            let first = context.checkpoint().and_then(|checkpoint| checkpoint["done"].as_u64()).unwrap_or(0);
+            for step in first..STEPS {
+                if context.shard_number() == 1 && step == 2 && FAIL_SHARD_ONE_ONCE.swap(false, Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return Err(engine::Error::Migration("shard 1 fails once, at step 2".into()));
+                }
+                let insert = format!("INSERT INTO {} VALUES ({}, {step})", context.clickhouse.qualified("steps"), context.shard_number());
+                context.clickhouse_execute(&insert, &QueryOptions::default()).await?;
+                context.save_checkpoint(json!({ "done": step + 1 })).await?;
+                context.report_progress((step + 1) as f64 / STEPS as f64).await?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn each_shard_resumes_from_its_own_checkpoint() {
+    let cluster = PrivateCluster::start().await;
+    let mut config = cluster.fresh_databases().await;
+    config.lease_timeout = Duration::from_secs(2);
+    let definition = MigrationDefinition::new("test_shard_checkpoints", "count steps on every shard")
+        .operation(Operation::rust("count steps on every shard", count_steps_on_every_shard, nothing_to_undo));
+    let engine = Engine::connect_with(&config, vec![definition]).await.expect("connect");
+    let create = "CREATE TABLE steps ON CLUSTER amigo_cluster (shard UInt32, step UInt64) ENGINE = MergeTree ORDER BY (shard, step)";
+    engine.clickhouse().client().query(create).execute().await.expect("create steps");
+    engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
+    let _runner = spawn_runner(&engine);
+
+    engine.start("test_shard_checkpoints", TESTER, &serde_json::Map::new()).await.expect("start");
+    let errored = settled_migration(&engine, "test_shard_checkpoints").await;
+    assert_eq!(errored.record.status, Status::Errored);
+    let checkpoints: Vec<(i32, Option<String>)> =
+        sqlx::query_as("SELECT shard, checkpoint->>'done' FROM async_migration_shard WHERE migration_name = $1 ORDER BY shard")
+            .bind("test_shard_checkpoints")
+            .fetch_all(engine.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(checkpoints, [(1, Some("2".into())), (2, Some("5".into()))], "shard 1 stopped after 2 of 5 steps, shard 2 had finished");
+    let progress: Vec<i16> = errored.record.shards.iter().map(|shard| shard.progress).collect();
+    assert!(progress[0] < 100 && progress[1] == 100, "{progress:?}");
+
+    engine.resume("test_shard_checkpoints", TESTER).await.expect("resume");
+    let done = settled_migration(&engine, "test_shard_checkpoints").await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors("test_shard_checkpoints").await);
+    let mut steps: Vec<(u32, u64)> = Vec::new();
+    for node in engine.cluster().unwrap().nodes() {
+        steps.extend(node.clickhouse.client().query("SELECT shard, step FROM steps").fetch_all::<(u32, u64)>().await.unwrap());
+    }
+    steps.sort();
+    let every_step_once: Vec<(u32, u64)> = [1, 2].into_iter().flat_map(|shard| (0..STEPS).map(move |step| (shard, step))).collect();
+    assert_eq!(steps, every_step_once, "no step ran twice, none was skipped");
 }
