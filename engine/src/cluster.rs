@@ -27,6 +27,7 @@ pub struct Cluster {
     nodes: Vec<ClusterNode>,
 }
 
+/// One row of `system.clusters`.
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct ClusterRow {
     shard_num: u32,
@@ -63,9 +64,10 @@ impl Cluster {
             let mut node_url = entry_url.clone();
             let port = u16::try_from(http_port).ok();
             if node_url.set_host(Some(&row.host_name)).is_err() || port.is_none() || node_url.set_port(port).is_err() {
-                return Err(Error::UnknownCluster {
-                    url: entry.url().to_string(),
-                    cluster: format!("{name} (its node {}:{} has no HTTP address on port {http_port})", row.host_name, row.port),
+                return Err(Error::NodeWithoutHttpAddress {
+                    cluster: name.to_string(),
+                    node: format!("{}:{}", row.host_name, row.port),
+                    port: http_port,
                 });
             }
             let url = node_url.as_str().trim_end_matches('/').to_string();
@@ -77,10 +79,6 @@ impl Cluster {
             });
         }
         Ok(Cluster { name: name.to_string(), nodes })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     pub fn nodes(&self) -> &[ClusterNode] {

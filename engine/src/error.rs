@@ -12,6 +12,8 @@ pub enum Error {
     ClickHouseUnreachable { url: String, message: String },
     #[error("ClickHouse at {url} has no cluster {cluster:?} in system.clusters; check AMIGO_CLICKHOUSE_CLUSTER and the server's remote_servers")]
     UnknownCluster { url: String, cluster: String },
+    #[error("node {node} of cluster {cluster} has no HTTP address on port {port}; check AMIGO_CLICKHOUSE_HTTP_PORT_OFFSET")]
+    NodeWithoutHttpAddress { cluster: String, node: String, port: i32 },
     #[error("no replica of shard {shard} of cluster {cluster} answers with writable tables ({replicas}); start one or let it reconnect to ZooKeeper, then resume")]
     ShardUnreachable { cluster: String, shard: u32, replicas: String },
     #[error("the ClickHouse node at {url} stopped answering (nothing within {seconds} s); once it answers again, resume")]
