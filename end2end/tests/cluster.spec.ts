@@ -1,6 +1,6 @@
 // 0001_events_sort_key on a ClickHouse cluster (scripts/cluster: two shards of two replicas and a ZooKeeper,
 // started for this spec on free ports): the page shows each shard's progress, the node its statements run on
-// and its query, and `amigo migrations list --json` reports the same.
+// and its query, and `amigo migrations list` (and `--json`) reports the same.
 import { test as base, expect, logIn, row, choose, screenshot, freePort, Instance, STAFF } from './support/instance';
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
@@ -87,6 +87,7 @@ test('run 0001 on a cluster and follow each shard', async ({ page, clusterInstan
   const record = listed.find((entry: { name: string }) => entry.name === name);
   expect(record.shards.map((shard: { shard: number }) => shard.shard)).toEqual([1, 2]);
   expect(record.shards[0].node).toMatch(/^127\.0\.0\.1:\d+$/);
+  expect(clusterInstance.amigo(['migrations', 'list'])).toMatch(/^  shard 2 +\d+%  operation \d +on 127\.0\.0\.1:\d+ +(amigo-0001_events_sort_key-op\d-shard2-|-$)/m);
 
   await expect(migration.locator('[data-field=status]')).toHaveText('Completed', { timeout: 180_000 });
   await expect(migration.locator('[data-field=shard-progress]')).toHaveText(['100%', '100%']);

@@ -170,6 +170,16 @@ fn print_table(migrations: &[MigrationOverview]) {
             time(record.started_at),
             time(record.finished_at),
         );
+        for shard in &record.shards {
+            println!(
+                "  shard {:<3} {:>4}%  operation {:<3} on {:<22} {}",
+                shard.shard,
+                shard.progress,
+                shard.operation_index,
+                shard.node,
+                if shard.current_query_id.is_empty() { "-" } else { &shard.current_query_id },
+            );
+        }
     }
 }
 
