@@ -1,21 +1,12 @@
 //! The `amigo` binary itself: one-line errors for unreachable databases and bad input, the `list --json`
 //! and upgrade-gate contracts other tools rely on.
 
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Output;
 
 use engine::EngineConfig;
-
-/// The `amigo` command with `args`, pointed at the databases in `config`.
-fn amigo_command(config: &EngineConfig, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_amigo"));
-    command
-        .args(args)
-        .env("AMIGO_DATABASE_URL", &config.database_url)
-        .env("AMIGO_CLICKHOUSE_URL", &config.clickhouse_url)
-        .env("AMIGO_CLICKHOUSE_DATABASE", &config.clickhouse_database)
-        .env("AMIGO_LOG", "warn");
-    command
-}
+use support::amigo_command;
 
 /// Runs `amigo` with `args` against the databases in `config`.
 fn amigo(config: &EngineConfig, args: &[&str]) -> Output {

@@ -2,6 +2,8 @@
 //! the migration and the ClickHouse query id; no password, session token or metrics token ever reaches them,
 //! even at debug.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -10,20 +12,15 @@ use std::time::{Duration, Instant};
 use engine::migrations::e2e::COPY_NUMBERS;
 use engine::EngineConfig;
 use serde_json::Value;
+use support::amigo_command;
 
 const PASSWORD: &str = "a very secret password 7f3a";
 const METRICS_TOKEN: &str = "metrics-token-0b1d9e4c77a2";
 
 /// The `amigo` command with `args`, pointed at the databases in `config`, logging JSON at `filter`.
 fn amigo(config: &EngineConfig, filter: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_amigo"));
-    command
-        .args(args)
-        .env("AMIGO_DATABASE_URL", &config.database_url)
-        .env("AMIGO_CLICKHOUSE_URL", &config.clickhouse_url)
-        .env("AMIGO_CLICKHOUSE_DATABASE", &config.clickhouse_database)
-        .env("AMIGO_LOG", filter)
-        .env("AMIGO_LOG_JSON", "true");
+    let mut command = amigo_command(config, args);
+    command.env("AMIGO_LOG", filter).env("AMIGO_LOG_JSON", "true");
     command
 }
 
