@@ -97,7 +97,6 @@ PY
     fi
 }
 
-
 # Sets CH_BIN: the command that runs the server (Debian's clickhouse-server
 # lives in /usr/sbin, which may not be on PATH; upstream has `clickhouse server`).
 ch_find_bin() {

@@ -166,8 +166,6 @@ async fn health_check(context: MigrationContext) -> Result<CheckOutcome> {
     })
 }
 
-
-
 fn copy_options(context: &MigrationContext) -> QueryOptions {
     let max_threads = context.parameters.integer("max_threads");
     let settings = if max_threads > 0 { vec![("max_threads".to_string(), max_threads.to_string())] } else { Vec::new() };

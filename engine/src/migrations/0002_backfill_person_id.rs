@@ -91,8 +91,6 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
     Ok(CheckOutcome::Pass)
 }
 
-
-
 /// The table the mutation rewrites: `events`, or on a cluster the `events_local` behind it.
 fn events(context: &MigrationContext) -> &'static str {
     events_storage_table(&context.clickhouse)

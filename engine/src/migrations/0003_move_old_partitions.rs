@@ -103,7 +103,6 @@ pub fn cutoff_month(now: DateTime<Utc>, months: u32) -> u32 {
     cutoff.year().max(0) as u32 * 100 + cutoff.month()
 }
 
-
 /// Months (partition ids of `toYYYYMM(timestamp)`) holding rows in `name`, oldest first.
 async fn months_with_rows(context: &MigrationContext, name: &str) -> Result<Vec<u32>> {
     let mut months = Vec::new();

@@ -76,7 +76,6 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
     })
 }
 
-
 /// Operation 1: batches of ids after the checkpoint's, until none is left.
 async fn fill_in_batches(context: MigrationContext) -> Result<()> {
     let postgres = &context.postgres;
