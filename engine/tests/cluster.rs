@@ -3,7 +3,7 @@
 //! `events` on every shard, with per-shard progress, query ids and row counts, then 0002_backfill_person_id
 //! fills `person_id` on every replica of every shard, and 0003 refuses to start; stop-and-rollback restores
 //! every shard; a node killed or paused mid-copy leaves the migration errored, and once it is back, resume
-//! finishes it; each shard resumes from its own checkpoint.
+//! finishes it; each shard resumes from its own checkpoint; too many parts on any node fails the health check.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -339,4 +339,38 @@ async fn each_shard_resumes_from_its_own_checkpoint() {
     steps.sort();
     let every_step_once: Vec<(u32, u64)> = [1, 2].into_iter().flat_map(|shard| (0..STEPS).map(move |step| (shard, step))).collect();
     assert_eq!(steps, every_step_once, "no step ran twice, none was skipped");
+}
+
+#[tokio::test]
+async fn too_many_parts_on_a_node_other_than_the_entry_fails_the_health_check_naming_the_node() {
+    let cluster = PrivateCluster::start().await;
+    let engine = seeded(&cluster, 20_000).await;
+    engine.update_setting("health_check_interval_seconds", &json!(1), TESTER).await.expect("health check every second");
+    engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
+    // Shard 2 (nodes 3 and 4; amigo connects to node 1): merges stopped, then one part per insert into one
+    // partition, past the health check's limit of 250.
+    let nodes = engine.cluster().expect("a cluster").nodes().to_vec();
+    let shard_two: Vec<_> = nodes.iter().filter(|node| node.shard == 2).collect();
+    for node in &shard_two {
+        let stop_merges = format!("SYSTEM STOP MERGES {}", node.clickhouse.qualified("events_local"));
+        node.clickhouse.client().query(&stop_merges).execute().await.expect("stop merges");
+    }
+    let crowded = shard_two[0];
+    for row in 0..260 {
+        let insert = format!(
+            "INSERT INTO {} (uuid, event, team_id, distinct_id, properties, timestamp, created_at)
+             VALUES (toUUID('00000000-0000-0000-0000-{row:012}'), 'crowding', 1, 'crowd', '{{}}', toDateTime('2024-01-15 00:00:00'), now())",
+            crowded.clickhouse.qualified("events_local")
+        );
+        crowded.clickhouse.client().query(&insert).execute().await.expect("insert one part");
+    }
+
+    let _runner = spawn_runner(&engine);
+    engine.start(NAME, TESTER, json!({}).as_object().unwrap()).await.expect("start");
+    let errored = settled(&engine).await;
+    assert_eq!(errored.record.status, Status::Errored);
+    let errors = engine.errors(NAME).await.unwrap();
+    let message = &errors.last().expect("an error").message;
+    assert!(message.contains("active parts"), "{message}");
+    assert!(shard_two.iter().any(|node| message.contains(&format!("node {}", node.address))), "{message}");
 }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::clickhouse::QueryOptions;
+use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::{events_partition_checksums, events_storage_table, partition_row_counts, table_exists, table_engine};
@@ -44,6 +44,8 @@ const SORTING_KEY: &str = "team_id, toDate(timestamp), event, cityHash64(distinc
 const SAMPLING_KEY: &str = "cityHash64(distinct_id)";
 /// Active parts in one partition above which the health check stops the copy (inserts start to fail at 300).
 const MAX_PARTS_PER_PARTITION: u64 = 250;
+/// How long a node of a cluster may take to answer the health check.
+const NODE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn definition() -> MigrationDefinition {
     MigrationDefinition::new(
@@ -145,18 +147,36 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
     })
 }
 
-/// Fails when a partition of either table has so many active parts that inserts would soon be refused.
+/// Fails when a partition of either table has so many active parts that inserts would soon be refused: on
+/// the server, or on any node of a cluster that answers (a node that does not fails its shard's statements,
+/// which is the shard watch's business).
 async fn health_check(context: MigrationContext) -> Result<CheckOutcome> {
-    let most_parts: u64 = context
-        .clickhouse
+    let tables = [events(&context), NEW_TABLE];
+    let Some(cluster) = &context.cluster else {
+        return too_many_parts(&context.clickhouse, &tables).await;
+    };
+    for node in cluster.nodes() {
+        match tokio::time::timeout(NODE_CHECK_TIMEOUT, too_many_parts(&node.clickhouse, &tables)).await {
+            Ok(Ok(CheckOutcome::Pass)) => {}
+            Ok(Ok(CheckOutcome::Fail(reason))) => return Ok(CheckOutcome::Fail(format!("node {}: {reason}", node.address))),
+            Ok(Err(error)) => tracing::warn!(node = %node.address, %error, "the health check cannot read this node's parts"),
+            Err(_) => tracing::warn!(node = %node.address, "the health check got no answer from this node within {NODE_CHECK_TIMEOUT:?}"),
+        }
+    }
+    Ok(CheckOutcome::Pass)
+}
+
+/// The health check on one server: the most active parts in a partition of `tables` against
+/// [`MAX_PARTS_PER_PARTITION`].
+async fn too_many_parts(clickhouse: &ClickHouse, tables: &[&str]) -> Result<CheckOutcome> {
+    let most_parts: u64 = clickhouse
         .client()
         .query(
             "SELECT toUInt64(max(parts)) FROM (SELECT table, partition_id, count() AS parts FROM system.parts
-             WHERE database = ? AND table IN (?, ?) AND active GROUP BY table, partition_id)",
+             WHERE database = ? AND has(?, table) AND active GROUP BY table, partition_id)",
         )
-        .bind(context.clickhouse.database())
-        .bind(events(&context))
-        .bind(NEW_TABLE)
+        .bind(clickhouse.database())
+        .bind(tables)
         .fetch_one()
         .await?;
     Ok(if most_parts > MAX_PARTS_PER_PARTITION {
