@@ -302,25 +302,17 @@ impl Server {
 impl LiveUpdates {
     /// Adds the live-update rows to the summary table.
     pub fn summarize(&self, summary: &mut Table) {
-        let spread = |samples: &[Duration]| {
-            format!(
-                "median {} / p99 {} / max {}",
-                report::duration(report::percentile(samples, 50.0)),
-                report::duration(report::percentile(samples, 99.0)),
-                report::duration(report::percentile(samples, 100.0))
-            )
-        };
         let met = |samples: &[Duration]| if report::percentile(samples, 100.0) < Duration::from_millis(500) { "met" } else { "missed" };
         summary.push(vec![
             format!("live-update latency, 1 SSE client, {} progress writes", self.one_client.len()),
             "Store::record_position to the event read from the socket".into(),
-            format!("{} ({})", spread(&self.one_client), met(&self.one_client)),
+            format!("{} ({})", report::median_p99_max(&self.one_client), met(&self.one_client)),
             "< 500 ms".into(),
         ]);
         summary.push(vec![
             format!("live-update latency, {} SSE clients, {} progress writes", self.clients, self.last_client.len()),
             "Store::record_position to the event on the last client (the median client)".into(),
-            format!("{} ({}); median client: {}", spread(&self.last_client), met(&self.last_client), spread(&self.median_client)),
+            format!("{} ({}); median client: {}", report::median_p99_max(&self.last_client), met(&self.last_client), report::median_p99_max(&self.median_client)),
             "< 500 ms".into(),
         ]);
         let memory = &self.memory;

@@ -76,10 +76,8 @@ impl NotificationLatency {
             format!("engine notification latency, {} progress writes", samples.len()),
             "Store::record_position to the record on Engine::subscribe() (not SSE)".into(),
             format!(
-                "median {} / p99 {} / max {} (the write alone: median {})",
-                report::duration(report::percentile(samples, 50.0)),
-                report::duration(report::percentile(samples, 99.0)),
-                report::duration(report::percentile(samples, 100.0)),
+                "{} (the write alone: median {})",
+                report::median_p99_max(samples),
                 report::duration(report::percentile(&self.writes, 50.0))
             ),
             "SSE: < 500 ms end to end".into(),

@@ -50,6 +50,16 @@ pub fn percentile(samples: &[Duration], percent: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// "median … / p99 … / max …" of `samples`.
+pub fn median_p99_max(samples: &[Duration]) -> String {
+    format!(
+        "median {} / p99 {} / max {}",
+        duration(percentile(samples, 50.0)),
+        duration(percentile(samples, 99.0)),
+        duration(percentile(samples, 100.0))
+    )
+}
+
 /// A duration in the unit that keeps it readable: µs, ms or s.
 pub fn duration(value: Duration) -> String {
     let seconds = value.as_secs_f64();
