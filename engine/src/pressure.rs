@@ -17,17 +17,7 @@ pub const MIN_FREE_DISK_PERCENT: f64 = 10.0;
 /// backlog, or too little free disk.
 pub async fn clickhouse_pressure(clickhouse: &ClickHouse, tables: &[&str]) -> Result<CheckOutcome> {
     let client = clickhouse.client();
-    let (table, partition, parts): (String, String, u64) = client
-        .query(
-            "SELECT table, partition_id, count() AS parts FROM system.parts
-             WHERE database = ? AND has(?, table) AND active
-             GROUP BY table, partition_id ORDER BY parts DESC LIMIT 1",
-        )
-        .bind(clickhouse.database())
-        .bind(tables)
-        .fetch_optional()
-        .await?
-        .unwrap_or_default();
+    let (table, partition, parts) = busiest_partition(clickhouse, tables).await?;
     if parts >= MAX_PARTS_PER_PARTITION {
         return Ok(CheckOutcome::Fail(format!(
             "partition {partition} of {table} has {parts} active parts (pausing from {MAX_PARTS_PER_PARTITION}) until merges catch up"
@@ -52,4 +42,21 @@ pub async fn clickhouse_pressure(clickhouse: &ClickHouse, tables: &[&str]) -> Re
         }
     }
     Ok(CheckOutcome::Pass)
+}
+
+/// The partition of `tables` (in the engine's database) with the most active parts: its table, partition id
+/// and part count; empty names and 0 when the tables have no parts.
+pub async fn busiest_partition(clickhouse: &ClickHouse, tables: &[&str]) -> Result<(String, String, u64)> {
+    Ok(clickhouse
+        .client()
+        .query(
+            "SELECT table, partition_id, count() AS parts FROM system.parts
+             WHERE database = ? AND has(?, table) AND active
+             GROUP BY table, partition_id ORDER BY parts DESC LIMIT 1",
+        )
+        .bind(clickhouse.database())
+        .bind(tables)
+        .fetch_optional()
+        .await?
+        .unwrap_or_default())
 }

@@ -34,7 +34,7 @@ use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::{events_partition_checksums, events_storage_table, partition_row_counts, table_exists, table_engine};
 use crate::parameters::{quote_string, ParameterSpec};
-use crate::pressure::clickhouse_pressure;
+use crate::pressure::{busiest_partition, clickhouse_pressure};
 use crate::{Error, Result};
 
 pub const NAME: &str = "0001_events_sort_key";
@@ -169,16 +169,7 @@ async fn health_check(context: MigrationContext) -> Result<CheckOutcome> {
 /// The health check on one server: the most active parts in a partition of `tables` against
 /// [`MAX_PARTS_PER_PARTITION`].
 async fn too_many_parts(clickhouse: &ClickHouse, tables: &[&str]) -> Result<CheckOutcome> {
-    let most_parts: u64 = clickhouse
-        .client()
-        .query(
-            "SELECT toUInt64(max(parts)) FROM (SELECT table, partition_id, count() AS parts FROM system.parts
-             WHERE database = ? AND has(?, table) AND active GROUP BY table, partition_id)",
-        )
-        .bind(clickhouse.database())
-        .bind(tables)
-        .fetch_one()
-        .await?;
+    let (_, _, most_parts) = busiest_partition(clickhouse, tables).await?;
     Ok(if most_parts > MAX_PARTS_PER_PARTITION {
         CheckOutcome::Fail(format!("a partition has {most_parts} active parts (limit {MAX_PARTS_PER_PARTITION}); let merges catch up, then resume"))
     } else {
