@@ -62,6 +62,25 @@ async fn tables_per_node(engine: &Engine) -> Vec<Vec<String>> {
     nodes
 }
 
+/// An engine on [`FAULT_EVENTS`] seeded events with auto-rollback off and a runner, running 0001 on one
+/// thread per shard until shard `shard` has a statement of the copy running. Returns the engine, the
+/// runner (it stops when dropped), every node's checksums before the run, and the number of the node the
+/// shard's copy runs on.
+async fn copying_on_shard(cluster: &PrivateCluster, shard: i32) -> (Engine, tokio::sync::watch::Sender<bool>, Vec<Vec<PartitionChecksum>>, u16) {
+    let engine = seeded(cluster, FAULT_EVENTS).await;
+    let original = checksums_per_node(&engine, "events_local").await;
+    engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
+    let runner = spawn_runner(&engine);
+    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.expect("start");
+    let copying = wait_for(&engine, NAME, Duration::from_secs(60), &format!("copying on shard {shard}"), |overview| {
+        overview.record.current_operation_index == 1
+            && overview.record.shards.iter().any(|running| running.shard == shard && !running.current_query_id.is_empty())
+    })
+    .await;
+    let node = cluster.node_at(&copying.record.shards.iter().find(|running| running.shard == shard).unwrap().node);
+    (engine, runner, original, node)
+}
+
 async fn settled(engine: &Engine) -> engine::MigrationOverview {
     settled_migration(engine, NAME).await
 }
@@ -205,18 +224,7 @@ async fn stop_and_rollback_mid_copy_restores_every_shard() {
 #[tokio::test]
 async fn a_node_killed_mid_copy_errors_the_migration_and_resume_finishes_once_it_is_back() {
     let cluster = PrivateCluster::start().await;
-    let engine = seeded(&cluster, FAULT_EVENTS).await;
-    let original = checksums_per_node(&engine, "events_local").await;
-    engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
-    let _runner = spawn_runner(&engine);
-    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.expect("start");
-    let copying = wait_for(&engine, NAME, Duration::from_secs(60), "copying on shard 1", |overview| {
-        overview.record.current_operation_index == 1
-            && overview.record.shards.iter().any(|shard| shard.shard == 1 && !shard.current_query_id.is_empty())
-    })
-    .await;
-    let shard_one = copying.record.shards.iter().find(|shard| shard.shard == 1).unwrap();
-    let killed = cluster.node_at(&shard_one.node);
+    let (engine, _runner, original, killed) = copying_on_shard(&cluster, 1).await;
     cluster.kill_node(killed).await;
 
     let errored = settled(&engine).await;
@@ -247,18 +255,8 @@ async fn a_cluster_name_the_server_does_not_know_is_refused_at_connect() {
 #[tokio::test]
 async fn a_node_paused_mid_copy_fails_its_shard_within_seconds_and_resume_finishes_once_it_answers() {
     let cluster = PrivateCluster::start().await;
-    let engine = seeded(&cluster, FAULT_EVENTS).await;
-    let original = checksums_per_node(&engine, "events_local").await;
-    engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
-    let _runner = spawn_runner(&engine);
-    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.expect("start");
-    let copying = wait_for(&engine, NAME, Duration::from_secs(60), "copying on shard 2", |overview| {
-        overview.record.current_operation_index == 1
-            && overview.record.shards.iter().any(|shard| shard.shard == 2 && !shard.current_query_id.is_empty())
-    })
-    .await;
     // Shard 2's node is not the one amigo connects to: only the shard's own watch can notice it.
-    let paused = cluster.node_at(&copying.record.shards.iter().find(|shard| shard.shard == 2).unwrap().node);
+    let (engine, _runner, original, paused) = copying_on_shard(&cluster, 2).await;
     cluster.pause_node(paused).await;
     let paused_at = std::time::Instant::now();
 
