@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
 use crate::error::AppError;
-use crate::model::{AuditRow, LoggedInUser, ErrorEntry, MigrationRow, SettingRow, UpgradeStatus};
+use crate::model::{AuditRow, ErrorEntry, LoggedInUser, MigrationRow, SettingRow, UpgradeStatus};
 
 /// Where staff land after logging in.
 pub const STAFF_PAGE: &str = "/instance/async_migrations";
@@ -53,9 +53,7 @@ mod server {
 
     /// Adds a `Set-Cookie` header to the response.
     pub fn set_cookie(cookie: &str) {
-        if let (Some(response), Ok(value)) =
-            (use_context::<leptos_axum::ResponseOptions>(), axum::http::HeaderValue::from_str(cookie))
-        {
+        if let (Some(response), Ok(value)) = (use_context::<leptos_axum::ResponseOptions>(), axum::http::HeaderValue::from_str(cookie)) {
             response.append_header(axum::http::header::SET_COOKIE, value);
         }
     }

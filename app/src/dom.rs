@@ -40,8 +40,20 @@ pub fn move_focus(container: &web_sys::Element, selector: &str, movement: MenuMo
     let next = match (movement, current) {
         (MenuMove::First, _) | (MenuMove::Next, None) => 0,
         (MenuMove::Last, _) | (MenuMove::Previous, None) => last,
-        (MenuMove::Next, Some(index)) => if index == last { 0 } else { index + 1 },
-        (MenuMove::Previous, Some(index)) => if index == 0 { last } else { index - 1 },
+        (MenuMove::Next, Some(index)) => {
+            if index == last {
+                0
+            } else {
+                index + 1
+            }
+        }
+        (MenuMove::Previous, Some(index)) => {
+            if index == 0 {
+                last
+            } else {
+                index - 1
+            }
+        }
     };
     let _ = items[next].focus();
 }

@@ -83,9 +83,7 @@ impl From<engine::Error> for AppError {
         }
         leptos::logging::error!("server function failed: {error}");
         let what = match error {
-            engine::Error::PostgresUnreachable { .. } | engine::Error::Postgres(_) | engine::Error::SchemaMigration(_) => {
-                "Postgres failed"
-            }
+            engine::Error::PostgresUnreachable { .. } | engine::Error::Postgres(_) | engine::Error::SchemaMigration(_) => "Postgres failed",
             engine::Error::ClickHouseUnreachable { .. } | engine::Error::ClickHouse(_) | engine::Error::QueryTimeout { .. } => {
                 "ClickHouse failed"
             }

@@ -64,8 +64,13 @@ pub enum MigrationAction {
 
 impl MigrationAction {
     /// The menu's order.
-    pub const ALL: [MigrationAction; 5] =
-        [MigrationAction::Start, MigrationAction::Resume, MigrationAction::Stop, MigrationAction::StopAndRollback, MigrationAction::Rollback];
+    pub const ALL: [MigrationAction; 5] = [
+        MigrationAction::Start,
+        MigrationAction::Resume,
+        MigrationAction::Stop,
+        MigrationAction::StopAndRollback,
+        MigrationAction::Rollback,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -398,10 +403,7 @@ mod from_engine {
                     .pending
                     .into_iter()
                     .map(|pending| PendingMigration {
-                        status: rows
-                            .iter()
-                            .find(|row| row.name == pending.name)
-                            .map_or(MigrationStatus::NotStarted, |row| row.status),
+                        status: rows.iter().find(|row| row.name == pending.name).map_or(MigrationStatus::NotStarted, |row| row.status),
                         name: pending.name,
                         min_version: pending.min_version,
                         max_version: pending.max_version,

@@ -11,9 +11,7 @@ pub fn now_millis() -> UnixMillis {
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_millis() as UnixMillis)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as UnixMillis)
     }
 }
 

@@ -168,16 +168,18 @@ async fn wait_for_snapshots(arrived: &mut mpsc::UnboundedReceiver<Arrival>, coun
 /// reporting the snapshot and every query id it sees.
 async fn open_client(address: SocketAddr, token: String, arrivals: mpsc::UnboundedSender<Arrival>) -> Result<tokio::task::JoinHandle<()>> {
     let mut stream = TcpStream::connect(address).await.map_err(|error| io_error("connecting an SSE client", error))?;
-    let request = format!(
-        "GET /api/events HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\nCookie: amigo_session={token}\r\n\r\n"
-    );
+    let request =
+        format!("GET /api/events HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\nCookie: amigo_session={token}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(|error| io_error("sending an SSE request", error))?;
     let mut received = Vec::new();
     let mut buffer = [0u8; 8192];
     let head_end = loop {
         let read = stream.read(&mut buffer).await.map_err(|error| io_error("reading an SSE response", error))?;
         if read == 0 {
-            return Err(Error::Unexpected(format!("the server closed an SSE stream before its headers: {}", String::from_utf8_lossy(&received))));
+            return Err(Error::Unexpected(format!(
+                "the server closed an SSE stream before its headers: {}",
+                String::from_utf8_lossy(&received)
+            )));
         }
         received.extend_from_slice(&buffer[..read]);
         if let Some(end) = find(&received, b"\r\n\r\n") {
@@ -185,7 +187,10 @@ async fn open_client(address: SocketAddr, token: String, arrivals: mpsc::Unbound
         }
     };
     if !received.starts_with(b"HTTP/1.1 200") {
-        return Err(Error::Unexpected(format!("GET /api/events answered {}", String::from_utf8_lossy(&received[..head_end]).lines().next().unwrap_or(""))));
+        return Err(Error::Unexpected(format!(
+            "GET /api/events answered {}",
+            String::from_utf8_lossy(&received[..head_end]).lines().next().unwrap_or("")
+        )));
     }
     received.drain(..head_end);
     Ok(tokio::spawn(async move {
@@ -266,7 +271,10 @@ impl Server {
             if let Ok(mut stream) = TcpStream::connect(self.address).await {
                 let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.address);
                 let mut answer = Vec::new();
-                if stream.write_all(request.as_bytes()).await.is_ok() && stream.read_to_end(&mut answer).await.is_ok() && answer.starts_with(b"HTTP/1.1 200") {
+                if stream.write_all(request.as_bytes()).await.is_ok()
+                    && stream.read_to_end(&mut answer).await.is_ok()
+                    && answer.starts_with(b"HTTP/1.1 200")
+                {
                     return Ok(());
                 }
             }
@@ -286,7 +294,8 @@ impl Server {
     /// A `kB` line of `/proc/<pid>/status`.
     fn status_kilobytes(&self, field: &str) -> Result<u64> {
         let pid = self.child.id().ok_or_else(|| Error::Unexpected("amigo serve has exited".into()))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|error| io_error("reading the server's memory", error))?;
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|error| io_error("reading the server's memory", error))?;
         status
             .lines()
             .find_map(|line| line.strip_prefix(field))
@@ -312,7 +321,12 @@ impl LiveUpdates {
         summary.push(vec![
             format!("live-update latency, {} SSE clients, {} progress writes", self.clients, self.last_client.len()),
             "Store::record_position to the event on the last client (the median client)".into(),
-            format!("{} ({}); median client: {}", report::median_p99_max(&self.last_client), met(&self.last_client), report::median_p99_max(&self.median_client)),
+            format!(
+                "{} ({}); median client: {}",
+                report::median_p99_max(&self.last_client),
+                met(&self.last_client),
+                report::median_p99_max(&self.median_client)
+            ),
             "< 500 ms".into(),
         ]);
         let memory = &self.memory;

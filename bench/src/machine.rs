@@ -52,11 +52,8 @@ pub fn load_average() -> String {
 /// Bytes free for unprivileged users on the filesystem holding `path` (`df`).
 pub fn free_disk_bytes(path: &Path) -> Result<u64> {
     let failed = |message: String| Error::Command { command: format!("df {}", path.display()), message };
-    let output = std::process::Command::new("df")
-        .args(["-B1", "--output=avail"])
-        .arg(path)
-        .output()
-        .map_err(|error| failed(error.to_string()))?;
+    let output =
+        std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(path).output().map_err(|error| failed(error.to_string()))?;
     if !output.status.success() {
         return Err(failed(String::from_utf8_lossy(&output.stderr).trim().to_string()));
     }

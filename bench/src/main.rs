@@ -141,7 +141,12 @@ async fn run(options: &Options, databases: &Databases) -> anyhow::Result<String>
             let free = machine::free_disk_bytes(&options.data_dir)?;
             let needed = events * FREE_BYTES_PER_EVENT;
             if free < needed {
-                let message = format!("skipped: {} GB free on {}, needs {} GB", free / 1_000_000_000, options.data_dir.display(), needed / 1_000_000_000);
+                let message = format!(
+                    "skipped: {} GB free on {}, needs {} GB",
+                    free / 1_000_000_000,
+                    options.data_dir.display(),
+                    needed / 1_000_000_000
+                );
                 eprintln!("throughput, {} events: {message}", report::count(events));
                 summary.push(vec![format!("throughput, {} events", report::count(events)), String::new(), message, String::new()]);
                 continue;
@@ -159,7 +164,10 @@ async fn run(options: &Options, databases: &Databases) -> anyhow::Result<String>
         machine::load_average()
     );
     for (events, phases) in phase_tables {
-        markdown.push_str(&format!("\nWhere amigo's time and ClickHouse's CPU go on {} events (the best runs):\n\n{phases}", report::count(events)));
+        markdown.push_str(&format!(
+            "\nWhere amigo's time and ClickHouse's CPU go on {} events (the best runs):\n\n{phases}",
+            report::count(events)
+        ));
     }
     Ok(markdown)
 }

@@ -107,7 +107,8 @@ async fn copy_is_running(clickhouse: &ClickHouse, query_id: &str) -> Result<bool
 }
 
 async fn query_is_running(clickhouse: &ClickHouse, query_id: &str) -> Result<bool> {
-    let running: u64 = clickhouse.client().query("SELECT count() FROM system.processes WHERE query_id = ?").bind(query_id).fetch_one().await?;
+    let running: u64 =
+        clickhouse.client().query("SELECT count() FROM system.processes WHERE query_id = ?").bind(query_id).fetch_one().await?;
     Ok(running > 0)
 }
 
@@ -130,7 +131,17 @@ impl StopLatency {
             format!("{} ({})", spread(&self.to_query_gone), if met { "met" } else { "missed" }),
             "< 1 s".into(),
         ]);
-        summary.push(vec![case.clone(), "Engine::stop returning (KILL QUERY ... SYNC answered)".into(), spread(&self.to_stop_returned), String::new()]);
-        summary.push(vec![case, "Engine::stop to the stop recorded (errored, runner gone)".into(), spread(&self.to_stop_recorded), String::new()]);
+        summary.push(vec![
+            case.clone(),
+            "Engine::stop returning (KILL QUERY ... SYNC answered)".into(),
+            spread(&self.to_stop_returned),
+            String::new(),
+        ]);
+        summary.push(vec![
+            case,
+            "Engine::stop to the stop recorded (errored, runner gone)".into(),
+            spread(&self.to_stop_recorded),
+            String::new(),
+        ]);
     }
 }

@@ -76,7 +76,14 @@ pub async fn measure(databases: &Databases, cpu: &CpuClock, events: u64, rounds:
     outcome
 }
 
-async fn copy_both_ways(databases: &Databases, engine: &Engine, cpu: &CpuClock, events: u64, rounds: usize, tcp_port: u16) -> Result<Throughput> {
+async fn copy_both_ways(
+    databases: &Databases,
+    engine: &Engine,
+    cpu: &CpuClock,
+    events: u64,
+    rounds: usize,
+    tcp_port: u16,
+) -> Result<Throughput> {
     let clickhouse = engine.clickhouse().clone();
     eprintln!("throughput: seeding {} events", report::count(events));
     let seeded = seed(&clickhouse, &fixture::seed_request(events)).await?;
@@ -106,7 +113,11 @@ async fn copy_both_ways(databases: &Databases, engine: &Engine, cpu: &CpuClock, 
                 }
                 Side::Amigo => {
                     // Each run needs a migration that was never started: a fresh engine state after the first.
-                    let run_engine = if amigo.is_empty() { engine.clone() } else { fixture::connect(&databases.fresh_postgres(engine.config()).await?).await? };
+                    let run_engine = if amigo.is_empty() {
+                        engine.clone()
+                    } else {
+                        fixture::connect(&databases.fresh_postgres(engine.config()).await?).await?
+                    };
                     let run = run_amigo(&run_engine, cpu, limit).await;
                     fixture::disconnect(&run_engine).await;
                     let run = run?;
@@ -252,8 +263,18 @@ impl Throughput {
                 report::rows_per_second(self.events, median)
             )
         };
-        summary.push(vec![case.clone(), "raw clickhouse-client script, best run".into(), side(raw.elapsed, raw_median, raw.cpu.server), String::new()]);
-        summary.push(vec![case.clone(), "amigo, start to completed, best run".into(), side(amigo.elapsed, amigo_median, amigo.cpu.server), String::new()]);
+        summary.push(vec![
+            case.clone(),
+            "raw clickhouse-client script, best run".into(),
+            side(raw.elapsed, raw_median, raw.cpu.server),
+            String::new(),
+        ]);
+        summary.push(vec![
+            case.clone(),
+            "amigo, start to completed, best run".into(),
+            side(amigo.elapsed, amigo_median, amigo.cpu.server),
+            String::new(),
+        ]);
         let ratio = raw.elapsed.as_secs_f64() / amigo.elapsed.as_secs_f64();
         summary.push(vec![
             case.clone(),
@@ -270,7 +291,13 @@ impl Throughput {
         summary.push(vec![
             case,
             "CPU other processes used during a copy, median".into(),
-            format!("{} in {} wall: {:.2} of the {} cores", report::duration(others), report::duration(wall), others.as_secs_f64() / wall.as_secs_f64(), crate::machine::cores()),
+            format!(
+                "{} in {} wall: {:.2} of the {} cores",
+                report::duration(others),
+                report::duration(wall),
+                others.as_secs_f64() / wall.as_secs_f64(),
+                crate::machine::cores()
+            ),
             String::new(),
         ]);
 
@@ -280,7 +307,12 @@ impl Throughput {
             total = total.plus(&run.postgres);
         }
         summary.push(vec![
-            format!("metadata cost, amigo on {} events ({} run{})", report::count(self.events), self.amigo.len(), if self.amigo.len() == 1 { "" } else { "s" }),
+            format!(
+                "metadata cost, amigo on {} events ({} run{})",
+                report::count(self.events),
+                self.amigo.len(),
+                if self.amigo.len() == 1 { "" } else { "s" }
+            ),
             "Postgres row writes/s (transactions/s, reads included)".into(),
             format!(
                 "{:.1} ({:.1}): {} row writes in {seconds:.1} s: {}",
@@ -298,10 +330,25 @@ impl Throughput {
         let (raw, amigo) = (self.best_raw(), self.best_amigo());
         let mut table = Table::new(&["phase", "wall", "share of amigo's wall", "ClickHouse CPU"]);
         for phase in &amigo.phases {
-            table.push(vec![phase.name.clone(), report::duration(phase.elapsed), report::share(phase.elapsed, amigo.elapsed), report::duration(phase.server_cpu)]);
+            table.push(vec![
+                phase.name.clone(),
+                report::duration(phase.elapsed),
+                report::share(phase.elapsed, amigo.elapsed),
+                report::duration(phase.server_cpu),
+            ]);
         }
-        table.push(vec!["amigo, start to completed".into(), report::duration(amigo.elapsed), "100 %".into(), report::duration(amigo.cpu.server)]);
-        table.push(vec!["raw script, whole".into(), report::duration(raw.elapsed), report::share(raw.elapsed, amigo.elapsed), report::duration(raw.cpu.server)]);
+        table.push(vec![
+            "amigo, start to completed".into(),
+            report::duration(amigo.elapsed),
+            "100 %".into(),
+            report::duration(amigo.cpu.server),
+        ]);
+        table.push(vec![
+            "raw script, whole".into(),
+            report::duration(raw.elapsed),
+            report::share(raw.elapsed, amigo.elapsed),
+            report::duration(raw.cpu.server),
+        ]);
         table.push(vec![
             "raw script, its INSERTs (clickhouse-client --time)".into(),
             report::duration(raw.inserts),

@@ -53,12 +53,9 @@ impl ClickHouse {
             .await
             .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
             .map_err(|error| unreachable(error.to_string()))?;
-        let version = Version::parse(&version_text)
-            .ok_or_else(|| unreachable(format!("it answered {version_text:?} to SELECT version()")))?;
-        server
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", quote_identifier(database)))
-            .execute()
-            .await?;
+        let version =
+            Version::parse(&version_text).ok_or_else(|| unreachable(format!("it answered {version_text:?} to SELECT version()")))?;
+        server.query(&format!("CREATE DATABASE IF NOT EXISTS {}", quote_identifier(database))).execute().await?;
         let client = server.with_database(database).with_validation(version.at_least(24, 1));
         Ok(ClickHouse { client, url: url.to_string(), database: database.to_string(), version, cluster: None })
     }
@@ -71,10 +68,8 @@ impl ClickHouse {
     /// A connection to another node of the same cluster at `url`: same database, version and cluster, nothing
     /// checked (the node may be down; its first statement says so).
     pub fn on_node(&self, url: &str) -> ClickHouse {
-        let client = ::clickhouse::Client::default()
-            .with_url(url)
-            .with_database(&self.database)
-            .with_validation(self.version.at_least(24, 1));
+        let client =
+            ::clickhouse::Client::default().with_url(url).with_database(&self.database).with_validation(self.version.at_least(24, 1));
         ClickHouse { client, url: url.to_string(), ..self.clone() }
     }
 

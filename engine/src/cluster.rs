@@ -53,10 +53,8 @@ impl Cluster {
         if rows.is_empty() {
             return Err(Error::UnknownCluster { url: entry.url().to_string(), cluster: name.to_string() });
         }
-        let entry_url = url::Url::parse(entry.url()).map_err(|error| Error::ClickHouseUnreachable {
-            url: entry.url().to_string(),
-            message: format!("not a URL: {error}"),
-        })?;
+        let entry_url = url::Url::parse(entry.url())
+            .map_err(|error| Error::ClickHouseUnreachable { url: entry.url().to_string(), message: format!("not a URL: {error}") })?;
         let entry_port = entry_url.port_or_known_default().unwrap_or(8123);
         let mut nodes = Vec::with_capacity(rows.len());
         for row in rows {

@@ -127,7 +127,16 @@ impl MigrationContext {
         postgres: PgPool,
         parameters: Parameters,
     ) -> MigrationContext {
-        MigrationContext { migration: migration.into(), clickhouse, postgres, parameters, cluster, position: None, shard: None, rolling_back: false }
+        MigrationContext {
+            migration: migration.into(),
+            clickhouse,
+            postgres,
+            parameters,
+            cluster,
+            position: None,
+            shard: None,
+            rolling_back: false,
+        }
     }
 
     pub(crate) fn within_run(&self, position: Arc<RunPosition>) -> MigrationContext {
@@ -312,7 +321,10 @@ impl MigrationContext {
                 state.last_write = Some(Instant::now());
                 state.fraction
             };
-            return position.store.record_shard_position(&self.migration, &position.runner_id, shard.shard, percent(fraction), query_id).await;
+            return position
+                .store
+                .record_shard_position(&self.migration, &position.runner_id, shard.shard, percent(fraction), query_id)
+                .await;
         }
         let percent = {
             let mut state = position.state.lock().expect("position lock");
@@ -375,7 +387,10 @@ impl MigrationContext {
         for node in cluster.answering_replicas().await? {
             let checkpoint = match &self.position {
                 Some(position) => {
-                    position.store.begin_shard(&self.migration, &position.runner_id, node.shard, position.operation_index, &node.address).await?
+                    position
+                        .store
+                        .begin_shard(&self.migration, &position.runner_id, node.shard, position.operation_index, &node.address)
+                        .await?
                 }
                 None => None,
             };
@@ -413,10 +428,11 @@ impl MigrationContext {
         let Some(cluster) = &self.cluster else { return self.clickhouse_execute(sql, options).await };
         for node in cluster.nodes() {
             let on_node = MigrationContext { clickhouse: node.clickhouse.clone(), ..self.clone() };
-            on_node
-                .clickhouse_execute(sql, options)
-                .await
-                .map_err(|error| Error::OnShard { shard: node.shard, node: node.address.clone(), source: Box::new(error) })?;
+            on_node.clickhouse_execute(sql, options).await.map_err(|error| Error::OnShard {
+                shard: node.shard,
+                node: node.address.clone(),
+                source: Box::new(error),
+            })?;
         }
         Ok(())
     }
@@ -434,7 +450,6 @@ impl MigrationContext {
         }
         self.report_progress(1.0).await
     }
-
 }
 
 /// A fraction done (0.0 to 1.0) in whole percent.

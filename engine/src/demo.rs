@@ -93,16 +93,10 @@ impl SeedRequest {
     /// Checks the request and lays out its months; nothing is written before this passes.
     fn plan(&self) -> Result<Vec<MonthSpan>> {
         if !(1..=MAX_EVENTS).contains(&self.events) {
-            return Err(Error::InvalidRequest(format!(
-                "cannot seed {} events: ask for 1 to {MAX_EVENTS}",
-                self.events
-            )));
+            return Err(Error::InvalidRequest(format!("cannot seed {} events: ask for 1 to {MAX_EVENTS}", self.events)));
         }
         if !(1..=MAX_MONTHS).contains(&self.months) {
-            return Err(Error::InvalidRequest(format!(
-                "cannot spread events over {} months: ask for 1 to {MAX_MONTHS}",
-                self.months
-            )));
+            return Err(Error::InvalidRequest(format!("cannot spread events over {} months: ask for 1 to {MAX_MONTHS}", self.months)));
         }
         if self.teams == 0 {
             return Err(Error::InvalidRequest("cannot seed 0 teams: ask for at least 1".into()));
@@ -272,12 +266,7 @@ pub async fn seed(clickhouse: &ClickHouse, request: &SeedRequest) -> Result<Seed
     run_inserts(clickhouse, inserts(clickhouse, request, &months), request.concurrent_inserts).await?;
 
     let (events, partitions) = events_and_months(clickhouse).await?;
-    let report = SeedReport {
-        events,
-        persons: row_count(clickhouse, PERSON_TABLE).await?,
-        partitions,
-        elapsed: started.elapsed(),
-    };
+    let report = SeedReport { events, persons: row_count(clickhouse, PERSON_TABLE).await?, partitions, elapsed: started.elapsed() };
     tracing::info!(%report, "demo data seeded");
     Ok(report)
 }
@@ -449,11 +438,7 @@ async fn run_inserts(clickhouse: &ClickHouse, inserts: Vec<Insert>, concurrent_i
                 // Into a Distributed table (on a cluster): the insert returns once every shard has its rows.
                 clickhouse.client().query(&insert.sql).with_setting("insert_distributed_sync", "1").execute().await?;
                 let done = done.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::info!(
-                    table = insert.table,
-                    rows = insert.rows,
-                    "seeding demo data: {done} of {total} inserts done"
-                );
+                tracing::info!(table = insert.table, rows = insert.rows, "seeding demo data: {done} of {total} inserts done");
                 Ok(())
             }
         })
@@ -467,13 +452,7 @@ fn batches(first: u64, end: u64, batch_rows: u64) -> impl Iterator<Item = (u64, 
 
 /// Events `first..first + count`, all in `month`. Each column is a hash of the event number: the event name
 /// by [`EVENT_NAMES`] weights, the actor skewed so a few distinct ids are far more active than most.
-fn insert_events_sql(
-    clickhouse: &ClickHouse,
-    request: &SeedRequest,
-    month: &MonthSpan,
-    first: u64,
-    count: u64,
-) -> String {
+fn insert_events_sql(clickhouse: &ClickHouse, request: &SeedRequest, month: &MonthSpan, first: u64, count: u64) -> String {
     let mut event_name = String::from("multiIf(");
     let mut cumulative_weight = 0;
     for (name, weight) in &EVENT_NAMES[..EVENT_NAMES.len() - 1] {
@@ -517,13 +496,7 @@ fn insert_events_sql(
 
 /// Persons `first..first + count`: person number n owns distinct id n, with the team, browser and plan its
 /// events carry, created at some point of the window.
-fn insert_persons_sql(
-    clickhouse: &ClickHouse,
-    request: &SeedRequest,
-    months: &[MonthSpan],
-    first: u64,
-    count: u64,
-) -> String {
+fn insert_persons_sql(clickhouse: &ClickHouse, request: &SeedRequest, months: &[MonthSpan], first: u64, count: u64) -> String {
     let window_start = months[0].start;
     let window_seconds: u64 = months.iter().map(|month| month.seconds).sum();
     format!(

@@ -10,7 +10,9 @@ pub enum Error {
     PostgresUnreachable { url: String, source: sqlx::Error },
     #[error("cannot reach ClickHouse at {url}: {message}. Is it running? Start the local one with `scripts/services start` or set AMIGO_CLICKHOUSE_URL.")]
     ClickHouseUnreachable { url: String, message: String },
-    #[error("ClickHouse at {url} has no cluster {cluster:?} in system.clusters; check AMIGO_CLICKHOUSE_CLUSTER and the server's remote_servers")]
+    #[error(
+        "ClickHouse at {url} has no cluster {cluster:?} in system.clusters; check AMIGO_CLICKHOUSE_CLUSTER and the server's remote_servers"
+    )]
     UnknownCluster { url: String, cluster: String },
     #[error("node {node} of cluster {cluster} has no HTTP address on port {port}; check AMIGO_CLICKHOUSE_HTTP_PORT_OFFSET")]
     NodeWithoutHttpAddress { cluster: String, node: String, port: i32 },

@@ -380,7 +380,9 @@ impl Engine {
                 Parameters::from_json(&record.name, &definition.parameters, &serde_json::Map::new())?,
             );
             if !is_required(context).await? && self.store.complete_not_required(&record.name).await? {
-                self.store.audit(ENGINE_ACTOR, "completed: not required on this instance", Some(&record.name), &serde_json::json!({})).await?;
+                self.store
+                    .audit(ENGINE_ACTOR, "completed: not required on this instance", Some(&record.name), &serde_json::json!({}))
+                    .await?;
             }
         }
         Ok(())

@@ -102,9 +102,7 @@ impl ParameterSpec {
                 ParameterValue::Integer(number.as_i64().ok_or_else(|| format!("{number} is not a whole number"))?)
             }
             (ParameterKind::Boolean, serde_json::Value::Bool(flag)) => ParameterValue::Boolean(*flag),
-            (ParameterKind::Identifier | ParameterKind::Text { .. }, serde_json::Value::String(text)) => {
-                ParameterValue::Text(text.clone())
-            }
+            (ParameterKind::Identifier | ParameterKind::Text { .. }, serde_json::Value::String(text)) => ParameterValue::Text(text.clone()),
             (_, serde_json::Value::String(text)) => return self.parse(text),
             (kind, other) => return Err(format!("{other} is not {}", describe_kind(kind))),
         };
@@ -177,9 +175,8 @@ impl Parameters {
     pub fn from_assignments(migration: &str, specs: &[ParameterSpec], assignments: &[String]) -> Result<Parameters, ParameterError> {
         let mut given = BTreeMap::new();
         for assignment in assignments {
-            let (name, text) = assignment
-                .split_once('=')
-                .ok_or_else(|| ParameterError::NotAnAssignment { assignment: assignment.clone() })?;
+            let (name, text) =
+                assignment.split_once('=').ok_or_else(|| ParameterError::NotAnAssignment { assignment: assignment.clone() })?;
             let spec = find_spec(migration, specs, name.trim())?;
             let value = spec.parse(text).map_err(|reason| invalid(migration, spec, reason))?;
             if given.insert(spec.name.clone(), value).is_some() {

@@ -179,8 +179,14 @@ impl Runner {
         let first = record.current_operation_index as usize;
         let mut checkpoint = record.checkpoint.clone();
         for index in first..definition.operations.len() {
-            let position =
-                RunPosition::starting(store, &self.runner_id, index, definition.operations.len(), checkpoint.take(), definition.throttle.clone());
+            let position = RunPosition::starting(
+                store,
+                &self.runner_id,
+                index,
+                definition.operations.len(),
+                checkpoint.take(),
+                definition.throttle.clone(),
+            );
             store.record_position(&record.name, &self.runner_id, index, position.percent(0.0), "").await?;
             store.begin_operation(&record.name, index).await?;
             let step_context = context.within_run(position);
@@ -379,7 +385,10 @@ impl Runner {
                     if let Some(record) = store.migration(name).await? {
                         self.engine.kill_queries(&record, step_context.current_query_id().as_deref()).await?;
                     }
-                    format!("rollback of operation {index} ran past the rollback timeout of {} s{AFTER_A_FAILED_ROLLBACK}", timeout.as_secs())
+                    format!(
+                        "rollback of operation {index} ran past the rollback timeout of {} s{AFTER_A_FAILED_ROLLBACK}",
+                        timeout.as_secs()
+                    )
                 }
             };
             store.record_error(name, Some(index as i32), step_context.current_query_id().as_deref(), &error).await?;

@@ -140,7 +140,13 @@ impl fmt::Display for IllegalRequest {
             return write!(formatter, "cannot {} {migration}: it is being rolled back; wait until the rollback ends", request.verb());
         }
         let allowed: Vec<String> = request.allowed_from().iter().map(Status::to_string).collect();
-        write!(formatter, "cannot {} {migration}: it is {status}, and {} needs it to be {}", request.verb(), request.verb(), allowed.join(" or "))
+        write!(
+            formatter,
+            "cannot {} {migration}: it is {status}, and {} needs it to be {}",
+            request.verb(),
+            request.verb(),
+            allowed.join(" or ")
+        )
     }
 }
 
@@ -217,10 +223,7 @@ mod tests {
     #[test]
     fn refusals_name_the_migration_its_status_and_what_is_needed() {
         let refusal = Request::Rollback.check("0001_events_sort_key", Status::NotStarted, false).unwrap_err();
-        assert_eq!(
-            refusal.to_string(),
-            "cannot roll back 0001_events_sort_key: it is not started, and roll back needs it to be errored"
-        );
+        assert_eq!(refusal.to_string(), "cannot roll back 0001_events_sort_key: it is not started, and roll back needs it to be errored");
     }
 
     #[test]

@@ -85,8 +85,7 @@ impl MigrationRecord {
             stop_and_rollback: row.try_get("stop_and_rollback")?,
             waiting_reason: row.try_get("waiting_reason")?,
             updated_at: row.try_get("updated_at")?,
-            shards: serde_json::from_value(row.try_get("shards")?)
-                .map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
+            shards: serde_json::from_value(row.try_get("shards")?).map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
         })
     }
 }
@@ -183,9 +182,7 @@ impl Store {
     }
 
     pub async fn migrations(&self) -> Result<Vec<MigrationRecord>> {
-        let rows = sqlx::query(&format!("SELECT {MIGRATION_COLUMNS} FROM async_migration ORDER BY name"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!("SELECT {MIGRATION_COLUMNS} FROM async_migration ORDER BY name")).fetch_all(&self.pool).await?;
         rows.iter().map(MigrationRecord::from_row).collect()
     }
 
@@ -205,13 +202,7 @@ impl Store {
     }
 
     /// Queues a run (start or resume): `from` → starting. A start resets progress and the checkpoint.
-    pub async fn request_run(
-        &self,
-        name: &str,
-        from: Status,
-        actor: &str,
-        parameters: Option<&serde_json::Value>,
-    ) -> Result<()> {
+    pub async fn request_run(&self, name: &str, from: Status, actor: &str, parameters: Option<&serde_json::Value>) -> Result<()> {
         check_move(name, from, Status::Starting)?;
         let fresh_start = from != Status::Errored;
         let outcome = sqlx::query(
@@ -346,29 +337,29 @@ impl Store {
         .bind(timeout.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok(StaleLease { migration_name: row.try_get(0)?, runner_id: row.try_get(1)? }))
-            .collect()
+        rows.iter().map(|row| Ok(StaleLease { migration_name: row.try_get(0)?, runner_id: row.try_get(1)? })).collect()
     }
 
     /// Moves a migration this runner owns from `from` to `to`, setting the given timestamps. Retried while
     /// Postgres is unreachable; a retry finding the move already made (its first answer was lost) succeeds.
     pub async fn move_status(&self, name: &str, runner_id: &str, from: Status, to: Status) -> Result<()> {
         check_move(name, from, to)?;
-        let result = retry_while_unreachable("recording a status change", || sqlx::query(
-            "UPDATE async_migration SET status = $4,
+        let result = retry_while_unreachable("recording a status change", || {
+            sqlx::query(
+                "UPDATE async_migration SET status = $4,
                  started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,
                  finished_at = CASE WHEN $4 IN ('completed', 'errored', 'rolled_back', 'failed_at_startup')
                                     THEN now() ELSE NULL END,
                  progress = CASE WHEN $4 = 'completed' THEN 100 ELSE progress END,
                  updated_at = now()
              WHERE name = $1 AND runner_id = $2 AND status IN ($3, $4)",
-        )
-        .bind(name)
-        .bind(runner_id)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .execute(&self.pool))
+            )
+            .bind(name)
+            .bind(runner_id)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .execute(&self.pool)
+        })
         .await?;
         expect_one_row(result.rows_affected(), name)
     }
@@ -421,7 +412,14 @@ impl Store {
 
     /// Records that `shard` runs operation `operation_index` on `node`, and returns the checkpoint it saved
     /// in an earlier attempt at the same operation (a different operation's row starts over).
-    pub async fn begin_shard(&self, name: &str, runner_id: &str, shard: u32, operation_index: usize, node: &str) -> Result<Option<serde_json::Value>> {
+    pub async fn begin_shard(
+        &self,
+        name: &str,
+        runner_id: &str,
+        shard: u32,
+        operation_index: usize,
+        node: &str,
+    ) -> Result<Option<serde_json::Value>> {
         let checkpoint = retry_while_unreachable("recording a shard's start", || {
             sqlx::query_scalar::<_, Option<serde_json::Value>>(
                 "INSERT INTO async_migration_shard (migration_name, shard, operation_index, node)
@@ -630,10 +628,8 @@ impl Store {
         .await?;
         let record = row.as_ref().map(MigrationRecord::from_row).transpose()?;
         if let Some(record) = &record {
-            let message = format!(
-                "runner {} died during operation {}; resume it, or roll it back",
-                lease.runner_id, record.current_operation_index
-            );
+            let message =
+                format!("runner {} died during operation {}; resume it, or roll it back", lease.runner_id, record.current_operation_index);
             insert_error(&mut transaction, &record.name, Some(record.current_operation_index), None, &message).await?;
         }
         transaction.commit().await?;
@@ -683,12 +679,10 @@ impl Store {
 
     /// The newest `limit` audit entries, newest first.
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(
-            "SELECT occurred_at, actor, action, migration_name, parameters FROM audit_log ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT occurred_at, actor, action, migration_name, parameters FROM audit_log ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditEntry {
@@ -705,10 +699,9 @@ impl Store {
     /// Every stored runtime setting as (key, value). Retried while Postgres is unreachable: a runner reads
     /// them as each operation begins, and a database restart then must not fail the operation.
     pub async fn settings(&self) -> Result<Vec<(String, serde_json::Value)>> {
-        let rows = retry_while_unreachable("reading the settings", || {
-            sqlx::query("SELECT key, value FROM runtime_setting").fetch_all(&self.pool)
-        })
-        .await?;
+        let rows =
+            retry_while_unreachable("reading the settings", || sqlx::query("SELECT key, value FROM runtime_setting").fetch_all(&self.pool))
+                .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 

@@ -319,8 +319,12 @@ impl PrivateCluster {
 
     /// Runs `scripts/cluster` for this cluster and returns what it printed; panics when it fails.
     async fn script(&self, arguments: &[&str]) -> String {
-        let output =
-            tokio::process::Command::new(CLUSTER_SCRIPT).args(arguments).envs(self.environment()).output().await.expect("run scripts/cluster");
+        let output = tokio::process::Command::new(CLUSTER_SCRIPT)
+            .args(arguments)
+            .envs(self.environment())
+            .output()
+            .await
+            .expect("run scripts/cluster");
         let printed = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),

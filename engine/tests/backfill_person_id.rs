@@ -24,7 +24,8 @@ const EVENTS_AFTER_0001: &str = "CREATE TABLE events (uuid UUID, event String, t
 async fn seeded(events: u64) -> Engine {
     let mut config = engine::testing::fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition(), backfill_person_id::definition()]).await.expect("connect");
+    let engine =
+        Engine::connect_with(&config, vec![events_sort_key::definition(), backfill_person_id::definition()]).await.expect("connect");
     engine.clickhouse().client().query(EVENTS_AFTER_0001).execute().await.unwrap();
     engine.complete_not_required().await.unwrap();
     assert_eq!(engine.migration(events_sort_key::NAME).await.unwrap().record.status, Status::Completed);
@@ -114,7 +115,8 @@ async fn queue_slow_mutation_ahead(engine: &Engine) {
 
 async fn wait_for_mutation_in_checkpoint(engine: &Engine) -> MigrationOverview {
     wait_for(engine, NAME, Duration::from_secs(60), "waiting for its mutation", |overview| {
-        overview.record.current_operation_index == 2 && overview.record.checkpoint.as_ref().is_some_and(|checkpoint| checkpoint["mutation_id"].is_string())
+        overview.record.current_operation_index == 2
+            && overview.record.checkpoint.as_ref().is_some_and(|checkpoint| checkpoint["mutation_id"].is_string())
     })
     .await
 }

@@ -12,8 +12,8 @@ use engine::clickhouse::QueryOptions;
 use engine::context::MigrationContext;
 use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
 use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
-use engine::migrations::{backfill_person_id, move_old_partitions};
 use engine::migrations::events_sort_key::{self, NAME};
+use engine::migrations::{backfill_person_id, move_old_partitions};
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for, PrivateCluster};
 use engine::Engine;
@@ -66,7 +66,10 @@ async fn tables_per_node(engine: &Engine) -> Vec<Vec<String>> {
 /// thread per shard until shard `shard` has a statement of the copy running. Returns the engine, the
 /// runner (it stops when dropped), every node's checksums before the run, and the number of the node the
 /// shard's copy runs on.
-async fn copying_on_shard(cluster: &PrivateCluster, shard: i32) -> (Engine, tokio::sync::watch::Sender<bool>, Vec<Vec<PartitionChecksum>>, u16) {
+async fn copying_on_shard(
+    cluster: &PrivateCluster,
+    shard: i32,
+) -> (Engine, tokio::sync::watch::Sender<bool>, Vec<Vec<PartitionChecksum>>, u16) {
     let engine = seeded(cluster, FAULT_EVENTS).await;
     let original = checksums_per_node(&engine, "events_local").await;
     engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");
@@ -147,7 +150,10 @@ async fn events_sort_key_then_backfill_person_id_run_on_every_shard() {
     engine.start(backfill_person_id::NAME, TESTER, &serde_json::Map::new()).await.expect("start 0002");
     let done = settled_migration(&engine, backfill_person_id::NAME).await;
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(backfill_person_id::NAME).await);
-    assert_eq!(done.record.shards.iter().map(|shard| (shard.shard, shard.operation_index, shard.progress)).collect::<Vec<_>>(), [(1, 2, 100), (2, 2, 100)]);
+    assert_eq!(
+        done.record.shards.iter().map(|shard| (shard.shard, shard.operation_index, shard.progress)).collect::<Vec<_>>(),
+        [(1, 2, 100), (2, 2, 100)]
+    );
     // Every replica of every shard: each local event has its person's id (person is on every node), and the
     // lookup tables are gone.
     let mut rows_on_shards = 0;
@@ -167,16 +173,18 @@ async fn events_sort_key_then_backfill_person_id_run_on_every_shard() {
         if node.replica == 1 {
             rows_on_shards += rows;
         }
-        let lookups: u64 = client
-            .query("SELECT count() FROM system.tables WHERE name LIKE '%person_lookup_0002'")
-            .fetch_one()
-            .await
-            .unwrap();
+        let lookups: u64 =
+            client.query("SELECT count() FROM system.tables WHERE name LIKE '%person_lookup_0002'").fetch_one().await.unwrap();
         assert_eq!(lookups, 0, "a lookup table is left on node {}", node.address);
     }
     assert_eq!(rows_on_shards, 200_000, "the shards together hold every event once");
-    let through_distributed: u64 =
-        engine.clickhouse().client().query("SELECT count() FROM events WHERE person_id != toUUID('00000000-0000-0000-0000-000000000000')").fetch_one().await.unwrap();
+    let through_distributed: u64 = engine
+        .clickhouse()
+        .client()
+        .query("SELECT count() FROM events WHERE person_id != toUUID('00000000-0000-0000-0000-000000000000')")
+        .fetch_one()
+        .await
+        .unwrap();
     assert_eq!(through_distributed, 200_000, "the Distributed events has the column too");
 
     // 0003 does not run on a cluster yet, and says so before it changes anything.
@@ -210,13 +218,8 @@ async fn stop_and_rollback_mid_copy_restores_every_shard() {
     assert_eq!(checksums_per_node(&engine, "events_local").await, original);
     assert_eq!(tables_per_node(&engine).await, original_tables, "events_0001_new is gone from every node");
     for node in engine.cluster().unwrap().nodes() {
-        let running: u64 = node
-            .clickhouse
-            .client()
-            .query("SELECT count() FROM system.processes WHERE query_id LIKE 'amigo-%'")
-            .fetch_one()
-            .await
-            .unwrap();
+        let running: u64 =
+            node.clickhouse.client().query("SELECT count() FROM system.processes WHERE query_id LIKE 'amigo-%'").fetch_one().await.unwrap();
         assert_eq!(running, 0, "a query of the migration still runs on {}", node.address);
     }
 }
@@ -306,8 +309,11 @@ async fn each_shard_resumes_from_its_own_checkpoint() {
     let cluster = PrivateCluster::start().await;
     let mut config = cluster.fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let definition = MigrationDefinition::new("test_shard_checkpoints", "count steps on every shard")
-        .operation(Operation::rust("count steps on every shard", count_steps_on_every_shard, nothing_to_undo));
+    let definition = MigrationDefinition::new("test_shard_checkpoints", "count steps on every shard").operation(Operation::rust(
+        "count steps on every shard",
+        count_steps_on_every_shard,
+        nothing_to_undo,
+    ));
     let engine = Engine::connect_with(&config, vec![definition]).await.expect("connect");
     let create = "CREATE TABLE steps ON CLUSTER amigo_cluster (shard UInt32, step UInt64) ENGINE = MergeTree ORDER BY (shard, step)";
     engine.clickhouse().client().query(create).execute().await.expect("create steps");

@@ -8,12 +8,11 @@ async fn connect_applies_the_schema_and_reads_both_versions() {
     let config = engine::testing::fresh_databases().await;
     let engine = Engine::connect(&config).await.expect("connect");
 
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
-    )
-    .fetch_all(engine.store().pool())
-    .await
-    .unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+            .fetch_all(engine.store().pool())
+            .await
+            .unwrap();
     for table in ["async_migration", "async_migration_error", "audit_log", "runner_lease", "runtime_setting"] {
         assert!(tables.iter().any(|name| name == table), "{table} missing from {tables:?}");
     }
@@ -41,10 +40,7 @@ async fn an_unreachable_postgres_is_named_in_the_error() {
 
 #[tokio::test]
 async fn an_unreachable_clickhouse_is_named_in_the_error() {
-    let config = EngineConfig {
-        clickhouse_url: "http://127.0.0.1:9".into(),
-        ..engine::testing::fresh_databases().await
-    };
+    let config = EngineConfig { clickhouse_url: "http://127.0.0.1:9".into(), ..engine::testing::fresh_databases().await };
     let error = Engine::connect(&config).await.err().expect("connect must fail");
     assert!(matches!(error, Error::ClickHouseUnreachable { .. }), "{error:?}");
     assert!(error.to_string().contains("http://127.0.0.1:9"), "{error}");

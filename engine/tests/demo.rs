@@ -54,33 +54,28 @@ async fn seeding_writes_the_requested_events_one_partition_per_month() {
         .unwrap();
     assert_eq!(names.len(), 7, "{names:?}");
     assert_eq!(names[0].0, "$pageview", "{names:?}");
-    assert_eq!(count(&engine, "SELECT count() FROM events WHERE NOT startsWith(properties, '{\"$current_url\":\"https://example.com/page/')").await, 0);
+    assert_eq!(
+        count(&engine, "SELECT count() FROM events WHERE NOT startsWith(properties, '{\"$current_url\":\"https://example.com/page/')")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
 async fn every_distinct_id_has_exactly_one_person() {
     let engine = fresh_engine().await;
-    let report = demo::seed(engine.clickhouse(), &SeedRequest { distinct_ids: 777, teams: 3, ..request(20_000) })
-        .await
-        .expect("seed");
+    let report = demo::seed(engine.clickhouse(), &SeedRequest { distinct_ids: 777, teams: 3, ..request(20_000) }).await.expect("seed");
 
     assert_eq!(report.persons, 777);
     assert!(demo::table_exists(engine.clickhouse(), PERSON_TABLE).await.unwrap());
     assert_eq!(count(&engine, "SELECT uniqExact(team_id, distinct_id) FROM person").await, 777);
     assert_eq!(
-        count(
-            &engine,
-            "SELECT count() FROM events WHERE (team_id, distinct_id) NOT IN (SELECT team_id, distinct_id FROM person)"
-        )
-        .await,
+        count(&engine, "SELECT count() FROM events WHERE (team_id, distinct_id) NOT IN (SELECT team_id, distinct_id FROM person)").await,
         0
     );
     assert_eq!(count(&engine, "SELECT uniqExact(team_id) FROM person").await, 3);
     // The actors are skewed: the busiest distinct id acts about 7 times as often as the average (20,000 / 777 ≈ 26).
-    assert!(
-        count(&engine, "SELECT max(events) FROM (SELECT count() AS events FROM events GROUP BY distinct_id)").await
-            > 100
-    );
+    assert!(count(&engine, "SELECT max(events) FROM (SELECT count() AS events FROM events GROUP BY distinct_id)").await > 100);
 }
 
 #[tokio::test]
@@ -116,8 +111,7 @@ async fn seeding_over_existing_data_is_refused_unless_replace() {
     assert!(message.contains("replace"), "{message}");
     assert_eq!(count(&engine, "SELECT count() FROM events").await, 1_000);
 
-    let report =
-        demo::seed(engine.clickhouse(), &SeedRequest { replace: true, ..request(2_000) }).await.expect("replace");
+    let report = demo::seed(engine.clickhouse(), &SeedRequest { replace: true, ..request(2_000) }).await.expect("replace");
     assert_eq!((report.events, report.persons), (2_000, 100));
     assert_eq!(count(&engine, "SELECT count() FROM events").await, 2_000);
     assert_eq!(count(&engine, "SELECT count() FROM person").await, 100);

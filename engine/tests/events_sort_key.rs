@@ -96,7 +96,8 @@ async fn rows_inserted_while_the_copy_runs_are_not_lost() {
 
     let rows: u64 = engine.clickhouse().client().query("SELECT count() FROM events").fetch_one().await.unwrap();
     assert_eq!(rows, seeded_rows + batches * 1000, "every live insert is in the new table");
-    let live_uuids_in_new: u64 = engine.clickhouse().client().query("SELECT uniqExact(uuid) FROM events WHERE event = 'live_event'").fetch_one().await.unwrap();
+    let live_uuids_in_new: u64 =
+        engine.clickhouse().client().query("SELECT uniqExact(uuid) FROM events WHERE event = 'live_event'").fetch_one().await.unwrap();
     assert_eq!(live_uuids_in_new, batches * 1000, "no live row lost or doubled");
 }
 

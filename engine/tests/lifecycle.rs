@@ -128,7 +128,11 @@ async fn a_full_run_executes_every_operation_and_completes() {
             "DROP TABLE IF EXISTS {database}.numbers_copy",
         ))
         .operation(Operation::clickhouse("fill it", "INSERT INTO {database}.numbers_copy SELECT number FROM numbers({rows})", ""))
-        .operation(Operation::postgres("note it in Postgres", "CREATE TABLE copied_marker (rows bigint); INSERT INTO copied_marker VALUES ({rows})", "DROP TABLE IF EXISTS copied_marker"));
+        .operation(Operation::postgres(
+            "note it in Postgres",
+            "CREATE TABLE copied_marker (rows bigint); INSERT INTO copied_marker VALUES ({rows})",
+            "DROP TABLE IF EXISTS copied_marker",
+        ));
     let instance = Instance::new(vec![definition]).await;
     let before = instance.overview("0001_full_run").await;
     assert_eq!(before.record.status, Status::NotStarted);
@@ -212,7 +216,9 @@ async fn rollback_of_an_errored_migration_undoes_from_its_operation_down() {
 /// Waits until the migration's current query shows in `system.processes`, and returns its id.
 async fn running_query_id(instance: &Instance, name: &str) -> String {
     let overview = instance
-        .wait_for(name, "running its slow query", |overview| overview.record.current_operation_index == 1 && !overview.record.current_query_id.is_empty())
+        .wait_for(name, "running its slow query", |overview| {
+            overview.record.current_operation_index == 1 && !overview.record.current_query_id.is_empty()
+        })
         .await;
     let query_id = overview.record.current_query_id;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -240,7 +246,11 @@ async fn stop_kills_the_running_clickhouse_query_within_a_second() {
     assert_eq!(done.record.status, Status::Errored);
     let errors = instance.engine.errors("0001_slow").await.unwrap();
     assert!(errors.iter().any(|error| error.message == format!("stopped by {TESTER} during operation 1")), "{errors:?}");
-    assert_eq!(instance.clickhouse_count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'slow_target'").await, 1, "a plain stop rolls nothing back");
+    assert_eq!(
+        instance.clickhouse_count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'slow_target'").await,
+        1,
+        "a plain stop rolls nothing back"
+    );
     // A second stop of a migration that is no longer running is refused.
     assert!(matches!(instance.engine.stop("0001_slow", TESTER, false).await, Err(Error::IllegalRequest(_))));
 }
@@ -255,7 +265,11 @@ async fn stop_and_rollback_kills_the_query_then_rolls_back() {
     let done = instance.wait_until_settled("0001_slow").await;
     assert_eq!(done.record.status, Status::RolledBack);
     assert!(instance.engine.clickhouse().query_progress(&query_id).await.unwrap().is_none());
-    assert_eq!(instance.clickhouse_count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'slow_target'").await, 0, "rollback drops the table");
+    assert_eq!(
+        instance.clickhouse_count("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'slow_target'").await,
+        0,
+        "rollback drops the table"
+    );
 }
 
 #[tokio::test]
@@ -295,7 +309,10 @@ async fn a_dead_runner_is_detected_and_its_migration_left_resumable() {
     // A runner claims it, gets to operation 1, then dies without a word.
     let pool = instance.engine.store().pool();
     assert!(instance.engine.store().claim_request("runner-that-dies", &instance.engine.definition_names()).await.unwrap().is_some());
-    sqlx::query("UPDATE async_migration SET status = 'running', current_operation_index = 1, started_at = now()").execute(pool).await.unwrap();
+    sqlx::query("UPDATE async_migration SET status = 'running', current_operation_index = 1, started_at = now()")
+        .execute(pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE runner_lease SET heartbeat_at = now() - interval '1 minute'").execute(pool).await.unwrap();
 
     instance.spawn_runner();
@@ -316,7 +333,11 @@ async fn a_failing_health_check_stops_the_migration_with_its_message() {
     let definition = slow_query_migration("0001_unhealthy").health_check(move |_| {
         let healthy = check.clone();
         async move {
-            Ok(if healthy.load(Ordering::SeqCst) { CheckOutcome::Pass } else { CheckOutcome::Fail("too many parts in partition 202611".into()) })
+            Ok(if healthy.load(Ordering::SeqCst) {
+                CheckOutcome::Pass
+            } else {
+                CheckOutcome::Fail("too many parts in partition 202611".into())
+            })
         }
     });
     let instance = Instance::new(vec![definition]).await;
@@ -356,7 +377,8 @@ async fn a_query_whose_kill_failed_is_killed_before_the_migration_runs_again() {
     let instance = Instance::new(vec![journaled("0001_left_behind", 1, None, Arc::new(AtomicBool::new(false)), &journal)]).await;
     let clickhouse = instance.engine.clickhouse().clone();
     let run_for_minutes = |query_id: &'static str| {
-        let query = clickhouse.client().query("SELECT sum(sipHash64(number)) FROM numbers(100000000000)").with_setting("query_id", query_id);
+        let query =
+            clickhouse.client().query("SELECT sum(sipHash64(number)) FROM numbers(100000000000)").with_setting("query_id", query_id);
         tokio::spawn(async move { query.execute().await })
     };
     // An earlier attempt's error names its statement, which ClickHouse did not answer the kill of; a run of
@@ -445,7 +467,10 @@ async fn parameters_are_validated_before_start_and_bad_ones_change_nothing() {
         let engine = instance.engine.clone();
         async move { engine.start("0001_params", TESTER, values.as_object().unwrap()).await.unwrap_err().to_string() }
     };
-    assert_eq!(refuse(json!({ "batch_size": 0 })).await, "parameter batch_size of 0001_params: 0 is out of range: it must be from 1 to 100000");
+    assert_eq!(
+        refuse(json!({ "batch_size": 0 })).await,
+        "parameter batch_size of 0001_params: 0 is out of range: it must be from 1 to 100000"
+    );
     assert_eq!(refuse(json!({ "batch_size": "lots" })).await, "parameter batch_size of 0001_params: \"lots\" is not a whole number");
     assert!(refuse(json!({ "archive_table": "x`; DROP TABLE events; --" })).await.contains("is not a table or column name"));
     assert_eq!(refuse(json!({ "colour": "red" })).await, "0001_params has no parameter \"colour\"; it takes: batch_size, archive_table");
@@ -532,7 +557,8 @@ async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
 async fn concurrent_starts_let_exactly_one_win() {
     let instance = Instance::new(vec![MigrationDefinition::new("0001_a", "a"), MigrationDefinition::new("0002_b", "b")]).await;
     let empty = serde_json::Map::new();
-    let (same_one, same_two) = tokio::join!(instance.engine.start("0001_a", TESTER, &empty), instance.engine.start("0001_a", TESTER, &empty));
+    let (same_one, same_two) =
+        tokio::join!(instance.engine.start("0001_a", TESTER, &empty), instance.engine.start("0001_a", TESTER, &empty));
     assert_eq!([same_one.is_ok(), same_two.is_ok()].iter().filter(|ok| **ok).count(), 1);
     let refusal = instance.engine.start("0002_b", TESTER, &empty).await.unwrap_err();
     assert_eq!(refusal.to_string(), "cannot start 0002_b: 0001_a is already starting or running, and only one migration runs at a time");
@@ -633,22 +659,23 @@ async fn a_check_that_cannot_run_fails_the_start_with_its_error_recorded() {
 async fn a_run_survives_its_postgres_connections_being_killed() {
     let checkpoints = Journal::default();
     let journal = checkpoints.clone();
-    let definition = MigrationDefinition::new("0001_reconnects", "reports progress and checkpoints for two seconds").operation(Operation::rust(
-        "twenty steps of 100 ms",
-        move |context| {
-            let journal = journal.clone();
-            async move {
-                for step in 0..20 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    context.save_checkpoint(json!({ "step": step })).await?;
-                    context.report_progress(f64::from(step + 1) / 20.0).await?;
-                    journal.write(format!("step {step}"));
+    let definition =
+        MigrationDefinition::new("0001_reconnects", "reports progress and checkpoints for two seconds").operation(Operation::rust(
+            "twenty steps of 100 ms",
+            move |context| {
+                let journal = journal.clone();
+                async move {
+                    for step in 0..20 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        context.save_checkpoint(json!({ "step": step })).await?;
+                        context.report_progress(f64::from(step + 1) / 20.0).await?;
+                        journal.write(format!("step {step}"));
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-        },
-        |_| async { Ok(()) },
-    ));
+            },
+            |_| async { Ok(()) },
+        ));
     let instance = Instance::new(vec![definition]).await;
     instance.engine.start("0001_reconnects", TESTER, &serde_json::Map::new()).await.unwrap();
     instance.spawn_runner();
@@ -709,7 +736,11 @@ async fn a_run_under_pressure_waits_with_its_reason_shown_and_goes_on_when_it_cl
         .throttle(move |_| {
             let pressure = pressure.clone();
             async move {
-                Ok(if pressure.load(Ordering::SeqCst) { CheckOutcome::Fail("partition 202611 of events has 180 active parts".into()) } else { CheckOutcome::Pass })
+                Ok(if pressure.load(Ordering::SeqCst) {
+                    CheckOutcome::Fail("partition 202611 of events has 180 active parts".into())
+                } else {
+                    CheckOutcome::Pass
+                })
             }
         })
         .operation(Operation::rust(
@@ -775,7 +806,8 @@ async fn racing_stops_resumes_and_rollbacks_let_exactly_one_win_and_nothing_inte
     let instance = Instance::new(vec![contested_migration(NAME, 2)]).await;
     instance.spawn_runner();
     let no_parameters = serde_json::Map::new();
-    let (first, second) = tokio::join!(instance.engine.start(NAME, TESTER, &no_parameters), instance.engine.start(NAME, TESTER, &no_parameters));
+    let (first, second) =
+        tokio::join!(instance.engine.start(NAME, TESTER, &no_parameters), instance.engine.start(NAME, TESTER, &no_parameters));
     exactly_one_won("two starts", first, second);
     running_query_id(&instance, NAME).await;
 
@@ -791,7 +823,9 @@ async fn racing_stops_resumes_and_rollbacks_let_exactly_one_win_and_nothing_inte
 
     let (first, second) = tokio::join!(instance.engine.rollback(NAME, TESTER), instance.engine.rollback(NAME, TESTER));
     exactly_one_won("two rollbacks", first, second);
-    instance.wait_for(NAME, "rolling back under a runner", |overview| overview.record.rolling_back && overview.record.runner_id.is_some()).await;
+    instance
+        .wait_for(NAME, "rolling back under a runner", |overview| overview.record.rolling_back && overview.record.runner_id.is_some())
+        .await;
     let (stop, stop_and_rollback, start, resume, rollback) = tokio::join!(
         instance.engine.stop(NAME, TESTER, false),
         instance.engine.stop(NAME, TESTER, true),
@@ -799,12 +833,11 @@ async fn racing_stops_resumes_and_rollbacks_let_exactly_one_win_and_nothing_inte
         instance.engine.resume(NAME, TESTER),
         instance.engine.rollback(NAME, TESTER),
     );
-    for (what, outcome) in [("stop", stop), ("stop and roll back", stop_and_rollback), ("start", start), ("resume", resume), ("roll back", rollback)] {
+    for (what, outcome) in
+        [("stop", stop), ("stop and roll back", stop_and_rollback), ("start", start), ("resume", resume), ("roll back", rollback)]
+    {
         let refusal = outcome.expect_err(&format!("{what} during a rollback was accepted"));
-        assert!(
-            refusal.to_string().contains("cannot") && refusal.to_string().contains(NAME),
-            "{what} during a rollback: {refusal}"
-        );
+        assert!(refusal.to_string().contains("cannot") && refusal.to_string().contains(NAME), "{what} during a rollback: {refusal}");
     }
     assert_eq!(instance.wait_until_settled(NAME).await.record.status, Status::RolledBack, "{:?}", instance.engine.errors(NAME).await);
     let actions = instance.audit_actions().await;
@@ -816,10 +849,12 @@ async fn racing_stops_resumes_and_rollbacks_let_exactly_one_win_and_nothing_inte
 #[tokio::test]
 async fn clean_up_that_hangs_after_a_failure_is_cut_off_at_the_rollback_timeout() {
     let definition = MigrationDefinition::new("0001_hanging_clean_up", "fails; ending its work hangs").operation(
-        Operation::rust("fail", |_| async { Err(Error::Migration("the mutation broke".into())) }, |_| async { Ok(()) }).on_interrupt(|_| async {
-            tokio::time::sleep(Duration::from_secs(600)).await;
-            Ok(None)
-        }),
+        Operation::rust("fail", |_| async { Err(Error::Migration("the mutation broke".into())) }, |_| async { Ok(()) }).on_interrupt(
+            |_| async {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Ok(None)
+            },
+        ),
     );
     let instance = Instance::new(vec![definition]).await;
     instance.engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.unwrap();
@@ -828,7 +863,8 @@ async fn clean_up_that_hangs_after_a_failure_is_cut_off_at_the_rollback_timeout(
     instance.spawn_runner();
     let done = instance.wait_until_settled("0001_hanging_clean_up").await;
     assert_eq!(done.record.status, Status::Errored);
-    let messages: Vec<String> = instance.engine.errors("0001_hanging_clean_up").await.unwrap().into_iter().map(|error| error.message).collect();
+    let messages: Vec<String> =
+        instance.engine.errors("0001_hanging_clean_up").await.unwrap().into_iter().map(|error| error.message).collect();
     assert_eq!(
         messages,
         ["operation 0 failed: the mutation broke; ending the work it left running did not finish within the rollback timeout of 1 s: \

@@ -52,7 +52,12 @@ async fn settled(engine: &Engine) -> MigrationOverview {
 }
 
 async fn checksums(engine: &Engine, table: &str) -> BTreeMap<String, PartitionChecksum> {
-    events_partition_checksums(engine.clickhouse(), table).await.unwrap().into_iter().map(|partition| (partition.partition_id.clone(), partition)).collect()
+    events_partition_checksums(engine.clickhouse(), table)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|partition| (partition.partition_id.clone(), partition))
+        .collect()
 }
 
 /// Per month, the rows and checksum of events and the archive together (checksums add up modulo 2^64).

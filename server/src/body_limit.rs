@@ -25,5 +25,6 @@ pub async fn refuse_oversized_bodies(request: Request, next: Next) -> Response {
 
 fn too_large(path: &str) -> Response {
     tracing::warn!(%path, "refused a request body over {MAX_BODY_BYTES} bytes");
-    (StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: amigo accepts at most {} KiB\n", MAX_BODY_BYTES / 1024)).into_response()
+    (StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: amigo accepts at most {} KiB\n", MAX_BODY_BYTES / 1024))
+        .into_response()
 }

@@ -61,8 +61,9 @@ pub enum ExtraMigrations {
 
 impl Settings {
     pub fn engine_config(&self) -> Result<engine::EngineConfig, crate::Error> {
-        let instance_version = engine::version::Version::parse(&self.instance_version)
-            .ok_or_else(|| crate::Error::Usage(format!("AMIGO_INSTANCE_VERSION {:?} is not a version like 1.2.3", self.instance_version)))?;
+        let instance_version = engine::version::Version::parse(&self.instance_version).ok_or_else(|| {
+            crate::Error::Usage(format!("AMIGO_INSTANCE_VERSION {:?} is not a version like 1.2.3", self.instance_version))
+        })?;
         if self.lease_timeout_seconds == 0 {
             return Err(crate::Error::Usage("AMIGO_LEASE_TIMEOUT_SECONDS must be at least 1".into()));
         }

@@ -160,7 +160,8 @@ fn print_table(migrations: &[MigrationOverview]) {
     println!("{:<32} {:<22} {:>5}  {:<9} {:<25} {:<25}", "NAME", "STATUS", "DONE", "OPERATION", "STARTED", "FINISHED");
     for overview in migrations {
         let record = &overview.record;
-        let time = |at: Option<chrono::DateTime<chrono::Utc>>| at.map_or_else(|| "-".into(), |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+        let time =
+            |at: Option<chrono::DateTime<chrono::Utc>>| at.map_or_else(|| "-".into(), |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string());
         println!(
             "{:<32} {:<22} {:>4}%  {:<9} {:<25} {:<25}",
             record.name,

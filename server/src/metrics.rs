@@ -28,7 +28,9 @@ impl MetricsToken {
 
     /// True when the request carries this token, compared in constant time.
     fn authorizes(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(|value| value.strip_prefix("Bearer ")) else {
+        let Some(given) =
+            headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(|value| value.strip_prefix("Bearer "))
+        else {
             return false;
         };
         let expected = self.0.as_bytes();
@@ -42,11 +44,17 @@ pub async fn metrics(State(state): State<ServerState>, headers: HeaderMap) -> Re
         return (StatusCode::NOT_FOUND, "/metrics is off: set AMIGO_METRICS_TOKEN to turn it on\n").into_response();
     };
     if !token.authorizes(&headers) {
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "/metrics needs Authorization: Bearer <AMIGO_METRICS_TOKEN>\n")
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "/metrics needs Authorization: Bearer <AMIGO_METRICS_TOKEN>\n",
+        )
             .into_response();
     }
     match state.engine.metrics().await {
-        Ok(snapshot) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], snapshot.to_prometheus_text()).into_response(),
+        Ok(snapshot) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], snapshot.to_prometheus_text()).into_response()
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot read the metrics");
             (StatusCode::SERVICE_UNAVAILABLE, "cannot read the metrics from Postgres\n").into_response()

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 
 /// Refuses guarded requests that come from another site, with 403 and what happened.
 pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
-    let guarded = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || request.uri().path() == app::live::EVENTS_PATH;
+    let guarded =
+        !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || request.uri().path() == app::live::EVENTS_PATH;
     if guarded && is_cross_site(request.headers()) {
         tracing::warn!(path = %request.uri().path(), "refused a cross-site request");
         return (StatusCode::FORBIDDEN, "cross-site request refused: this action must come from amigo's own page\n").into_response();
@@ -46,7 +46,11 @@ mod tests {
     #[test]
     fn same_origin_pages_and_non_browser_clients_pass() {
         assert!(!is_cross_site(&headers(&[("host", "amigo.example:3000"), ("origin", "http://amigo.example:3000")])));
-        assert!(!is_cross_site(&headers(&[("host", "internal:3000"), ("x-forwarded-host", "amigo.example"), ("origin", "https://amigo.example")])));
+        assert!(!is_cross_site(&headers(&[
+            ("host", "internal:3000"),
+            ("x-forwarded-host", "amigo.example"),
+            ("origin", "https://amigo.example")
+        ])));
         assert!(!is_cross_site(&headers(&[("host", "amigo.example"), ("sec-fetch-site", "same-origin")])));
         assert!(!is_cross_site(&headers(&[("host", "amigo.example")])));
     }

@@ -70,17 +70,11 @@ pub async fn serve(engine: Engine, args: &ServeArgs) -> Result<ExitCode> {
         let runner = Runner::new(engine.clone());
         tokio::spawn(async move { runner.run(shutdown_signal_receiver).await })
     });
-    let leptos_options = LeptosOptions::builder()
-        .output_name("amigo")
-        .site_root(args.site_root.as_str())
-        .site_pkg_dir("pkg")
-        .site_addr(args.listen)
-        .build();
+    let leptos_options =
+        LeptosOptions::builder().output_name("amigo").site_root(args.site_root.as_str()).site_pkg_dir("pkg").site_addr(args.listen).build();
     let metrics_token = args.metrics_token.as_deref().map(MetricsToken::new).transpose()?;
     let router = router(ServerState { leptos_options, engine, shutdown: shutdown_for_streams, metrics_token });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| Error::Listen { address: args.listen, source })?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|source| Error::Listen { address: args.listen, source })?;
     tracing::info!("serving the staff page at http://{}/instance/async_migrations", args.listen);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {

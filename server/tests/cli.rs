@@ -50,8 +50,16 @@ async fn list_json_prints_the_documented_fields_for_every_migration() {
     assert!(!migrations.is_empty());
     for migration in &migrations {
         for field in [
-            "name", "description", "status", "progress", "current_operation_index", "current_query_id", "started_at",
-            "finished_at", "min_version", "max_version",
+            "name",
+            "description",
+            "status",
+            "progress",
+            "current_operation_index",
+            "current_query_id",
+            "started_at",
+            "finished_at",
+            "min_version",
+            "max_version",
         ] {
             assert!(migration.get(field).is_some(), "{field} missing from {migration}");
         }
@@ -116,7 +124,10 @@ async fn hostile_input_to_every_command_gets_one_clear_line_and_changes_nothing(
         (vec!["migrations", "start", hostile_name], "no migration named"),
         (vec!["migrations", "start", &long_name], "no migration named"),
         (vec!["migrations", "stop", hostile_name], "no migration named"),
-        (vec!["migrations", "stop", "0001_events_sort_key", "--rollback"], "cannot stop and roll back 0001_events_sort_key: it is not started"),
+        (
+            vec!["migrations", "stop", "0001_events_sort_key", "--rollback"],
+            "cannot stop and roll back 0001_events_sort_key: it is not started",
+        ),
         (vec!["migrations", "rollback", hostile_name], "no migration named"),
         (vec!["migrations", "resume", hostile_name], "no migration named"),
         (vec!["migrations", "resume", "0001_events_sort_key"], "cannot resume 0001_events_sort_key: it is not started"),
@@ -138,11 +149,17 @@ async fn hostile_input_to_every_command_gets_one_clear_line_and_changes_nothing(
         assert!(line.contains(expected), "{:?}: {line}", &args[..args.len().min(4)]);
         assert!(line.len() < 2_000, "the error line stays one readable line: {} bytes", line.len());
     }
-    let short_password = amigo_command(&config, &["users", "create", "--email", "admin@example.com"]).env("AMIGO_USER_PASSWORD", "short").output().unwrap();
+    let short_password =
+        amigo_command(&config, &["users", "create", "--email", "admin@example.com"]).env("AMIGO_USER_PASSWORD", "short").output().unwrap();
     assert!(the_one_error_line(&short_password).contains("at least 10 characters"));
 
     // Values clap itself refuses: exit code 2 and its usage error, no panic.
-    for args in [&["seed", "--events", "ten"][..], &["seed", "--events", "-1"], &["migrations", "list", "--jsonn"], &["serve", "--listen", "not-an-address"]] {
+    for args in [
+        &["seed", "--events", "ten"][..],
+        &["seed", "--events", "-1"],
+        &["migrations", "list", "--jsonn"],
+        &["serve", "--listen", "not-an-address"],
+    ] {
         let output = amigo(&config, args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
@@ -162,6 +179,7 @@ async fn hostile_input_to_every_command_gets_one_clear_line_and_changes_nothing(
     let migrations: Vec<serde_json::Value> = serde_json::from_str(&stdout(&output)).unwrap();
     assert!(migrations.iter().all(|migration| migration["status"] == "not_started"), "{migrations:?}");
     let pool = sqlx::PgPool::connect(&config.database_url).await.unwrap();
-    let (users, audit): (i64, i64) = sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM audit_log)").fetch_one(&pool).await.unwrap();
+    let (users, audit): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM audit_log)").fetch_one(&pool).await.unwrap();
     assert_eq!((users, audit), (0, 0), "no account and no action was recorded");
 }

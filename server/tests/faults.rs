@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::clickhouse::quote_identifier;
+use engine::context::WAITING_FOR_CLICKHOUSE;
 use engine::demo::{events_partition_checksums, partition_row_counts, seed, PartitionChecksum, SeedRequest};
 use engine::migrations::events_sort_key::{self, NAME};
-use engine::context::WAITING_FOR_CLICKHOUSE;
 use engine::status::Status;
 use engine::testing::{is_settled, table_names, wait_for, PrivateServices};
 use engine::{Engine, EngineConfig, MigrationOverview};
@@ -67,7 +67,11 @@ impl Group {
     async fn assert_migrated(&self, engine: &Engine) {
         let clickhouse = engine.clickhouse();
         assert_eq!(events_partition_checksums(clickhouse, "events").await.unwrap(), self.original, "events equals a clean run's");
-        assert_eq!(events_partition_checksums(clickhouse, "events_0001_backup").await.unwrap(), self.original, "the backup is the original");
+        assert_eq!(
+            events_partition_checksums(clickhouse, "events_0001_backup").await.unwrap(),
+            self.original,
+            "the backup is the original"
+        );
         assert_eq!(sorting_key(engine).await, "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid");
         assert_eq!(table_names(engine).await, ["events", "events_0001_backup"]);
         assert_eq!(running_migration_queries(engine).await, 0, "nothing of the migration still runs in ClickHouse");
@@ -188,7 +192,10 @@ async fn copying(engine: &Engine, partitions: usize) -> MigrationOverview {
     wait_for(engine, NAME, Duration::from_secs(60), "copying", |overview| {
         let record = &overview.record;
         let copied = record.checkpoint.as_ref().and_then(|checkpoint| checkpoint["copied"].as_array()).map_or(0, Vec::len);
-        record.status == Status::Running && record.current_operation_index == 1 && copied >= partitions && !record.current_query_id.is_empty()
+        record.status == Status::Running
+            && record.current_operation_index == 1
+            && copied >= partitions
+            && !record.current_query_id.is_empty()
     })
     .await
 }
@@ -406,7 +413,8 @@ async fn two_servers_and_a_worker_run_a_migration_once_and_a_stop_through_any_of
         assert_eq!(healthz(*port).await, "HTTP/1.0 200 OK");
     }
     let (stop_watching, watcher) = watch_runner_ids(&engine);
-    let holder_process = |processes: &[Amigo], runner_id: &str| processes.iter().position(|process| process.owns(runner_id)).expect("one of ours");
+    let holder_process =
+        |processes: &[Amigo], runner_id: &str| processes.iter().position(|process| process.owns(runner_id)).expect("one of ours");
 
     // Run 1: started and stopped through the engine, as the staff page's server functions do.
     engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
@@ -451,7 +459,14 @@ async fn two_servers_and_a_worker_run_a_migration_once_and_a_stop_through_any_of
     assert_eq!(&holders[..2], [first, second]);
     let claims: usize = processes.iter().map(|process| process.messages("claimed")).sum();
     assert_eq!(claims, 3, "three requests, each claimed once");
-    let actions: Vec<String> = engine.audit_log(100).await.unwrap().into_iter().filter(|entry| entry.migration_name.as_deref() == Some(NAME)).map(|entry| entry.action).collect();
+    let actions: Vec<String> = engine
+        .audit_log(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.migration_name.as_deref() == Some(NAME))
+        .map(|entry| entry.action)
+        .collect();
     assert_eq!(actions, ["resume", "stop", "resume", "stop", "start"]);
     group.assert_migrated(&engine).await;
     println!(
@@ -547,7 +562,9 @@ async fn clickhouse_paused_past_the_health_check_interval_errors_cleanly_and_res
         let messages = error_messages(&engine).await;
         assert_eq!(messages.len(), 1, "{messages:?}");
         assert!(
-            messages[0].starts_with("health check failed during operation 1: the health check did not answer within 1 s; its query could not be killed: "),
+            messages[0].starts_with(
+                "health check failed during operation 1: the health check did not answer within 1 s; its query could not be killed: "
+            ),
             "{messages:?}"
         );
         assert_eq!(errored.record.rolling_back, auto_rollback);
@@ -625,7 +642,9 @@ async fn postgres_restarted_mid_run_the_runner_goes_on_and_records_everything_on
         let back = Instant::now();
         let moved_on = wait_for(&engine, NAME, Duration::from_secs(60), "moving on", |overview| {
             let record = &overview.record;
-            (record.current_operation_index == 1 && record.checkpoint != before.checkpoint) || record.current_operation_index > 2 || is_settled(overview)
+            (record.current_operation_index == 1 && record.checkpoint != before.checkpoint)
+                || record.current_operation_index > 2
+                || is_settled(overview)
         })
         .await;
         let to_moved_on = back.elapsed();
@@ -633,7 +652,14 @@ async fn postgres_restarted_mid_run_the_runner_goes_on_and_records_everything_on
         let to_completed = back.elapsed();
         assert_eq!(done.record.status, Status::Completed, "{:?} {moved_on:?}", error_messages(&engine).await);
         assert_eq!(error_messages(&engine).await, Vec::<String>::new(), "nothing went wrong, so nothing is recorded");
-        let actions: Vec<String> = engine.audit_log(100).await.unwrap().into_iter().filter(|entry| entry.migration_name.as_deref() == Some(NAME)).map(|entry| entry.action).collect();
+        let actions: Vec<String> = engine
+            .audit_log(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|entry| entry.migration_name.as_deref() == Some(NAME))
+            .map(|entry| entry.action)
+            .collect();
         assert_eq!(actions, ["start"]);
         assert_eq!(worker.messages("claimed"), 1);
         group.assert_migrated(&engine).await;

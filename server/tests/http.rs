@@ -231,7 +231,8 @@ async fn bad_parameters_and_settings_are_refused_clearly_and_change_nothing() {
     let (status, body) = site.send(call("rollback_migration", json!({ "name": MIGRATION }), Some(&site.staff))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("cannot roll back 0001_copy_rows: it is not started"), "{body}");
-    let (status, body) = site.send(call("update_setting", json!({ "key": "rollback_timeout_seconds", "value": 0 }), Some(&site.staff))).await;
+    let (status, body) =
+        site.send(call("update_setting", json!({ "key": "rollback_timeout_seconds", "value": 0 }), Some(&site.staff))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("out of range"), "{body}");
 
@@ -300,7 +301,9 @@ async fn a_plain_form_login_redirects_like_a_browser_expects() {
 #[tokio::test]
 async fn the_staff_page_is_server_rendered_for_staff_only() {
     let site = Site::new().await;
-    let page = |token: Option<&str>| request("GET", "/instance/async_migrations", token).header(header::ACCEPT, "text/html").body(Body::empty()).unwrap();
+    let page = |token: Option<&str>| {
+        request("GET", "/instance/async_migrations", token).header(header::ACCEPT, "text/html").body(Body::empty()).unwrap()
+    };
 
     let response = site.router.clone().oneshot(page(None)).await.unwrap();
     assert_eq!(response.status(), StatusCode::FOUND, "anonymous visitors go to the login page");
@@ -359,7 +362,8 @@ async fn an_expired_or_forged_session_is_refused_everywhere_and_changes_nothing(
         let (status, body) = site.send(request).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} with an expired session: {body}");
     }
-    let page = request("GET", "/instance/async_migrations", Some(&site.staff)).header(header::ACCEPT, "text/html").body(Body::empty()).unwrap();
+    let page =
+        request("GET", "/instance/async_migrations", Some(&site.staff)).header(header::ACCEPT, "text/html").body(Body::empty()).unwrap();
     let response = site.router.clone().oneshot(page).await.unwrap();
     assert_eq!(response.status(), StatusCode::FOUND, "an expired session sees the login page");
     assert_eq!(response.headers()[header::LOCATION], "/login");
@@ -399,7 +403,8 @@ async fn hostile_names_and_values_are_refused_clearly_and_change_nothing() {
         (json!({ "batch_size; DROP TABLE async_migration": 1 }), "has no parameter"),
     ];
     for (parameters, expected) in refused_parameters {
-        let (status, answer) = site.send(call("start_migration", json!({ "name": MIGRATION, "parameters": parameters }), Some(&site.staff))).await;
+        let (status, answer) =
+            site.send(call("start_migration", json!({ "name": MIGRATION, "parameters": parameters }), Some(&site.staff))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{parameters}: {answer}");
         assert!(answer.contains(expected), "{parameters}: {answer}");
     }
@@ -439,10 +444,11 @@ async fn hostile_names_and_values_are_refused_clearly_and_change_nothing() {
     assert_eq!(site.status().await, Status::NotStarted);
     assert_eq!(site.engine.settings().await.unwrap(), engine::settings::RuntimeSettings::default());
     assert!(site.engine.audit_log(10).await.unwrap().is_empty());
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('async_migration', 'runtime_setting')")
-        .fetch_one(site.engine.store().pool())
-        .await
-        .unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('async_migration', 'runtime_setting')")
+            .fetch_one(site.engine.store().pool())
+            .await
+            .unwrap();
     assert_eq!(tables, 2);
 }
 

@@ -34,9 +34,7 @@ fn json_lines(stderr: &[u8]) -> Vec<Value> {
 
 /// The value of `field` on the line's event or on any span it is in.
 fn field<'a>(line: &'a Value, field: &str) -> Option<&'a str> {
-    line["fields"][field]
-        .as_str()
-        .or_else(|| line["spans"].as_array()?.iter().rev().find_map(|span| span[field].as_str()))
+    line["fields"][field].as_str().or_else(|| line["spans"].as_array()?.iter().rev().find_map(|span| span[field].as_str()))
 }
 
 #[tokio::test]
@@ -79,7 +77,10 @@ fn login_request(host: &str, email: &str, password: &str) -> String {
 #[tokio::test]
 async fn no_password_session_token_or_metrics_token_is_logged_even_at_debug() {
     let config = engine::testing::fresh_databases().await;
-    let created = amigo(&config, "debug", &["users", "create", "--email", "admin@example.com"]).env("AMIGO_USER_PASSWORD", PASSWORD).output().unwrap();
+    let created = amigo(&config, "debug", &["users", "create", "--email", "admin@example.com"])
+        .env("AMIGO_USER_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

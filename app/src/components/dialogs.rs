@@ -73,7 +73,8 @@ fn Modal(title: String, name: String, children: Children) -> impl IntoView {
 fn RunDialog(name: String) -> impl IntoView {
     let console = use_console();
     let row = console.rows.with_untracked(|rows| rows.get(&name).cloned().unwrap_or_default());
-    let values = RwSignal::new(row.parameters.iter().map(|field| (field.name.clone(), field.default_value.clone())).collect::<BTreeMap<_, _>>());
+    let values =
+        RwSignal::new(row.parameters.iter().map(|field| (field.name.clone(), field.default_value.clone())).collect::<BTreeMap<_, _>>());
     Effect::new(move |_| {
         if let Some(Ok(started)) = console.start.value().get() {
             console.say(format!("{}: started", started.name));

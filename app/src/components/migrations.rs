@@ -19,7 +19,9 @@ pub fn MigrationsPanel() -> impl IntoView {
         console.rows.with(|rows| {
             let count = |status: MigrationStatus| rows.values().filter(|row| row.status == status).count();
             let mut parts = vec![format!("{} migration{}", rows.len(), if rows.len() == 1 { "" } else { "s" })];
-            for (status, what) in [(MigrationStatus::Running, "running"), (MigrationStatus::Errored, "errored"), (MigrationStatus::NotStarted, "not started")] {
+            for (status, what) in
+                [(MigrationStatus::Running, "running"), (MigrationStatus::Errored, "errored"), (MigrationStatus::NotStarted, "not started")]
+            {
                 if count(status) > 0 {
                     parts.push(format!("{} {what}", count(status)));
                 }

@@ -68,7 +68,11 @@ fn SettingsList(rows: Vec<SettingRow>) -> impl IntoView {
 }
 
 #[component]
-fn SettingItem(row: SettingRow, feedback: RwSignal<Option<Feedback>>, submit: impl Fn(String, serde_json::Value) + Copy + Send + Sync + 'static) -> impl IntoView {
+fn SettingItem(
+    row: SettingRow,
+    feedback: RwSignal<Option<Feedback>>,
+    submit: impl Fn(String, serde_json::Value) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
     let id = format!("setting-{}", row.key);
     let key = row.key.clone();
     let said = {

@@ -32,7 +32,7 @@ use serde_json::json;
 use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::{events_partition_checksums, events_storage_table, partition_row_counts, table_exists, table_engine};
+use crate::demo::{events_partition_checksums, events_storage_table, partition_row_counts, table_engine, table_exists};
 use crate::parameters::{quote_string, ParameterSpec};
 use crate::pressure::{busiest_partition, clickhouse_pressure};
 use crate::{Error, Result};
@@ -171,7 +171,9 @@ async fn health_check(context: MigrationContext) -> Result<CheckOutcome> {
 async fn too_many_parts(clickhouse: &ClickHouse, tables: &[&str]) -> Result<CheckOutcome> {
     let (_, _, most_parts) = busiest_partition(clickhouse, tables).await?;
     Ok(if most_parts > MAX_PARTS_PER_PARTITION {
-        CheckOutcome::Fail(format!("a partition has {most_parts} active parts (limit {MAX_PARTS_PER_PARTITION}); let merges catch up, then resume"))
+        CheckOutcome::Fail(format!(
+            "a partition has {most_parts} active parts (limit {MAX_PARTS_PER_PARTITION}); let merges catch up, then resume"
+        ))
     } else {
         CheckOutcome::Pass
     })
@@ -229,10 +231,8 @@ async fn copy_partitions(context: MigrationContext) -> Result<()> {
 async fn copy_partitions_of_shard(context: MigrationContext) -> Result<()> {
     let source_rows = row_counts(&context, events(&context)).await?;
     let partitions: Vec<String> = source_rows.keys().cloned().collect();
-    let mut copied: BTreeSet<String> = context
-        .checkpoint()
-        .and_then(|checkpoint| serde_json::from_value(checkpoint["copied"].clone()).ok())
-        .unwrap_or_default();
+    let mut copied: BTreeSet<String> =
+        context.checkpoint().and_then(|checkpoint| serde_json::from_value(checkpoint["copied"].clone()).ok()).unwrap_or_default();
     let total = partitions.len().max(1) as f64;
     for (index, partition_id) in partitions.iter().enumerate() {
         if copied.contains(partition_id) {

@@ -148,7 +148,9 @@ async fn lookup(context: &MigrationContext) -> Result<Lookup> {
 async fn build_lookup(context: MigrationContext) -> Result<()> {
     let lookup = lookup(&context).await?;
     let on_cluster = context.clickhouse.on_cluster();
-    context.clickhouse_execute_part(&format!("DROP TABLE IF EXISTS {}{on_cluster}", lookup.table), &QueryOptions::default(), 0.0..0.0).await?;
+    context
+        .clickhouse_execute_part(&format!("DROP TABLE IF EXISTS {}{on_cluster}", lookup.table), &QueryOptions::default(), 0.0..0.0)
+        .await?;
     context
         .clickhouse_execute(
             &format!(
@@ -164,7 +166,9 @@ async fn build_lookup(context: MigrationContext) -> Result<()> {
 
 async fn drop_lookup(context: MigrationContext) -> Result<()> {
     let lookup = lookup(&context).await?;
-    context.clickhouse_execute(&format!("DROP TABLE IF EXISTS {}{}", lookup.table, context.clickhouse.on_cluster()), &QueryOptions::default()).await
+    context
+        .clickhouse_execute(&format!("DROP TABLE IF EXISTS {}{}", lookup.table, context.clickhouse.on_cluster()), &QueryOptions::default())
+        .await
 }
 
 /// The tables that get the column, in the order it is added: `events`, or on a cluster `events_local` then the
@@ -203,7 +207,9 @@ async fn alter_everywhere(context: &MigrationContext, table: &str, change: &str)
     if table == EVENTS_TABLE {
         return context.clickhouse_execute_on_every_node(&format!("ALTER TABLE {qualified} {change}"), &QueryOptions::default()).await;
     }
-    context.clickhouse_execute(&format!("ALTER TABLE {qualified}{} {change}", context.clickhouse.on_cluster()), &QueryOptions::default()).await
+    context
+        .clickhouse_execute(&format!("ALTER TABLE {qualified}{} {change}", context.clickhouse.on_cluster()), &QueryOptions::default())
+        .await
 }
 
 /// This migration's mutations of `events`, oldest first.
@@ -255,7 +261,10 @@ async fn issue_mutation(context: &MigrationContext, before: &[MutationStatus]) -
     // A replicated table's replica lists a mutation once it has read it back from ZooKeeper, a moment later.
     let deadline = tokio::time::Instant::now() + MUTATION_LISTED_WITHIN;
     loop {
-        let issued = own_mutations(context).await?.into_iter().find(|mutation| !before.iter().any(|known| known.mutation_id == mutation.mutation_id));
+        let issued = own_mutations(context)
+            .await?
+            .into_iter()
+            .find(|mutation| !before.iter().any(|known| known.mutation_id == mutation.mutation_id));
         if let Some(mutation) = issued {
             return Ok(mutation);
         }

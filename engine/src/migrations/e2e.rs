@@ -25,11 +25,7 @@ pub fn all() -> Vec<MigrationDefinition> {
 fn legacy_cleanup() -> MigrationDefinition {
     MigrationDefinition::new(LEGACY_CLEANUP, "Drop the scratch tables amigo 0.0.x left behind (demo: it blocks the upgrade)")
         .versions("0.0.1", "0.0.9")
-        .operation(Operation::clickhouse(
-            "drop the 0.0.x scratch table",
-            "DROP TABLE IF EXISTS {database}.e2e_legacy_scratch",
-            "",
-        ))
+        .operation(Operation::clickhouse("drop the 0.0.x scratch table", "DROP TABLE IF EXISTS {database}.e2e_legacy_scratch", ""))
 }
 
 fn copy_numbers() -> MigrationDefinition {
@@ -50,42 +46,45 @@ fn copy_numbers() -> MigrationDefinition {
 }
 
 fn fail_on_request() -> MigrationDefinition {
-    MigrationDefinition::new(FAIL_ON_REQUEST, "Build a scratch table in three steps, one of which can fail on purpose (demo: errors and rollback)")
-        .parameter(ParameterSpec::integer(
-            "fail_at_operation",
-            "The operation (0 to 2) that fails on purpose, to rehearse an error and its rollback; -1 fails none",
-            -1,
-            -1,
-            2,
-        ))
-        .operation(Operation::rust(
-            "create the scratch table",
-            |context| async move {
-                fail_if_asked(&context, 0)?;
-                create_tables(&context, "e2e_scratch").await
-            },
-            |context| async move { drop_tables(&context, "e2e_scratch").await },
-        ))
-        .operation(Operation::rust(
-            "fill it with 200 numbers",
-            |context| async move {
-                fail_if_asked(&context, 1)?;
-                let database = quote_identifier(context.clickhouse.database());
-                let sql = format!("INSERT INTO {database}.e2e_scratch_source SELECT number FROM numbers(200)");
-                context.clickhouse_execute(&sql, &QueryOptions::default()).await
-            },
-            |_| async { Ok(()) },
-        ))
-        .operation(Operation::rust(
-            "check the scratch table",
-            |context| async move {
-                fail_if_asked(&context, 2)?;
-                let database = quote_identifier(context.clickhouse.database());
-                let sql = format!("SELECT count() FROM {database}.e2e_scratch_source");
-                context.clickhouse_execute(&sql, &QueryOptions::default()).await
-            },
-            |_| async { Ok(()) },
-        ))
+    MigrationDefinition::new(
+        FAIL_ON_REQUEST,
+        "Build a scratch table in three steps, one of which can fail on purpose (demo: errors and rollback)",
+    )
+    .parameter(ParameterSpec::integer(
+        "fail_at_operation",
+        "The operation (0 to 2) that fails on purpose, to rehearse an error and its rollback; -1 fails none",
+        -1,
+        -1,
+        2,
+    ))
+    .operation(Operation::rust(
+        "create the scratch table",
+        |context| async move {
+            fail_if_asked(&context, 0)?;
+            create_tables(&context, "e2e_scratch").await
+        },
+        |context| async move { drop_tables(&context, "e2e_scratch").await },
+    ))
+    .operation(Operation::rust(
+        "fill it with 200 numbers",
+        |context| async move {
+            fail_if_asked(&context, 1)?;
+            let database = quote_identifier(context.clickhouse.database());
+            let sql = format!("INSERT INTO {database}.e2e_scratch_source SELECT number FROM numbers(200)");
+            context.clickhouse_execute(&sql, &QueryOptions::default()).await
+        },
+        |_| async { Ok(()) },
+    ))
+    .operation(Operation::rust(
+        "check the scratch table",
+        |context| async move {
+            fail_if_asked(&context, 2)?;
+            let database = quote_identifier(context.clickhouse.database());
+            let sql = format!("SELECT count() FROM {database}.e2e_scratch_source");
+            context.clickhouse_execute(&sql, &QueryOptions::default()).await
+        },
+        |_| async { Ok(()) },
+    ))
 }
 
 fn slow_copy() -> MigrationDefinition {
@@ -109,7 +108,9 @@ fn slow_copy() -> MigrationDefinition {
 fn slow_copy_operation(description: &str, prefix: &str) -> Operation {
     Operation::clickhouse(
         description,
-        &format!("INSERT INTO {{database}}.{prefix}_target SELECT n FROM {{database}}.{prefix}_source WHERE NOT ignore(sleepEachRow(0.01))"),
+        &format!(
+            "INSERT INTO {{database}}.{prefix}_target SELECT n FROM {{database}}.{prefix}_source WHERE NOT ignore(sleepEachRow(0.01))"
+        ),
         "",
     )
     .with_setting("max_block_size", "8")
@@ -120,9 +121,8 @@ fn slow_copy_operation(description: &str, prefix: &str) -> Operation {
 async fn create_tables(context: &MigrationContext, prefix: &str) -> Result<()> {
     let database = quote_identifier(context.clickhouse.database());
     for table in ["source", "target"] {
-        let sql = format!(
-            "CREATE TABLE {database}.{prefix}_{table} (n UInt64) ENGINE = MergeTree ORDER BY n SETTINGS index_granularity = 8"
-        );
+        let sql =
+            format!("CREATE TABLE {database}.{prefix}_{table} (n UInt64) ENGINE = MergeTree ORDER BY n SETTINGS index_granularity = 8");
         context.clickhouse_execute(&sql, &QueryOptions::default()).await?;
     }
     Ok(())

@@ -18,10 +18,5 @@ pub mod team_slug;
 
 /// Every migration this binary knows.
 pub fn all() -> Vec<MigrationDefinition> {
-    vec![
-        events_sort_key::definition(),
-        backfill_person_id::definition(),
-        move_old_partitions::definition(),
-        team_slug::definition(),
-    ]
+    vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition(), team_slug::definition()]
 }
