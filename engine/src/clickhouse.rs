@@ -1,8 +1,10 @@
 //! The ClickHouse side: one HTTP client per engine, the server's version, statements sent under query ids,
 //! and killing and watching those queries.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::capabilities::{Capabilities, DatabaseEngine, PROBED_SETTINGS};
 use crate::version::Version;
 use crate::{Error, Result};
 
@@ -37,15 +39,16 @@ pub struct ClickHouse {
     client: ::clickhouse::Client,
     url: String,
     database: String,
-    version: Version,
+    capabilities: Arc<Capabilities>,
     cluster: Option<String>,
 }
 
 impl ClickHouse {
-    /// Checks that the server answers, creates the database if missing, and reads the server version.
+    /// Checks that the server answers, creates the database if missing, and learns what the server can do
+    /// ([`Capabilities`]): its version, the engine of the database and the settings it knows.
     ///
     /// Schema validation in the `clickhouse` crate needs `RowBinaryWithNamesAndTypes`, which old servers
-    /// (Debian's 18.16) do not speak: it is switched on only for servers that do.
+    /// (Debian's 18.16) do not speak: it is switched on for every server that does.
     pub async fn connect(url: &str, database: &str) -> Result<ClickHouse> {
         let unreachable = |message: String| Error::ClickHouseUnreachable { url: url.to_string(), message };
         let server = ::clickhouse::Client::default().with_url(url).with_validation(false);
@@ -56,8 +59,12 @@ impl ClickHouse {
         let version =
             Version::parse(&version_text).ok_or_else(|| unreachable(format!("it answered {version_text:?} to SELECT version()")))?;
         server.query(&format!("CREATE DATABASE IF NOT EXISTS {}", quote_identifier(database))).execute().await?;
-        let client = server.with_database(database).with_validation(version.at_least(24, 1));
-        Ok(ClickHouse { client, url: url.to_string(), database: database.to_string(), version, cluster: None })
+        let engine: String = server.query("SELECT engine FROM system.databases WHERE name = ?").bind(database).fetch_one().await?;
+        let known_settings: Vec<String> =
+            server.query("SELECT name FROM system.settings WHERE has(?, name)").bind(PROBED_SETTINGS).fetch_all().await?;
+        let capabilities = Capabilities::new(version, DatabaseEngine::from_name(&engine), known_settings);
+        let client = server.with_database(database).with_validation(capabilities.validates_rows());
+        Ok(ClickHouse { client, url: url.to_string(), database: database.to_string(), capabilities: Arc::new(capabilities), cluster: None })
     }
 
     /// This connection, speaking for cluster `name` (see [`ClickHouse::on_cluster`]).
@@ -69,7 +76,7 @@ impl ClickHouse {
     /// checked (the node may be down; its first statement says so).
     pub fn on_node(&self, url: &str) -> ClickHouse {
         let client =
-            ::clickhouse::Client::default().with_url(url).with_database(&self.database).with_validation(self.version.at_least(24, 1));
+            ::clickhouse::Client::default().with_url(url).with_database(&self.database).with_validation(self.capabilities.validates_rows());
         ClickHouse { client, url: url.to_string(), ..self.clone() }
     }
 
@@ -102,7 +109,18 @@ impl ClickHouse {
 
     /// The version read at connect time.
     pub fn version(&self) -> &Version {
-        &self.version
+        &self.capabilities.version
+    }
+
+    /// What the server and the product's database support, learnt at connect time.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// `DROP TABLE IF EXISTS qualified_table` on every node (`ON CLUSTER`), returning once the table is gone,
+    /// its ZooKeeper path included ([`Capabilities::drop_table_suffix`]).
+    pub fn drop_table_sql(&self, qualified_table: &str) -> String {
+        format!("DROP TABLE IF EXISTS {qualified_table}{}{}", self.on_cluster(), self.capabilities.drop_table_suffix())
     }
 
     /// Asks the server for its version now (a live check, unlike [`ClickHouse::version`]).
@@ -162,6 +180,18 @@ impl ClickHouse {
         }
     }
 
+    /// How many inserts the server is running that began at least `seconds` ago (other than amigo's own).
+    /// Told by `query_kind` where the server reports it, by the statement's text before.
+    pub async fn inserts_running_for(&self, seconds: f64) -> Result<u64> {
+        let inserts = if self.capabilities.reports_query_kind() {
+            "query_kind = 'Insert'"
+        } else {
+            "positionCaseInsensitive(query, 'insert') > 0 AND positionCaseInsensitive(query, 'system.processes') = 0"
+        };
+        let query = format!("SELECT count() FROM system.processes WHERE {inserts} AND elapsed >= ? AND NOT startsWith(query_id, 'amigo-')");
+        Ok(self.client.query(&query).bind(seconds).fetch_one().await?)
+    }
+
     /// The progress of a running query, or `None` when it is not running.
     pub async fn query_progress(&self, query_id: &str) -> Result<Option<QueryProgress>> {
         Ok(self
@@ -186,23 +216,19 @@ pub struct MutationStatus {
 }
 
 impl ClickHouse {
-    /// True when the server has `KILL MUTATION` and reports mutation failures (both came in 19.3).
-    pub fn can_kill_mutations(&self) -> bool {
-        self.version.at_least(19, 3)
-    }
-
     /// The mutations of `table` in the engine's database, oldest first.
     pub async fn mutations(&self, table: &str) -> Result<Vec<MutationStatus>> {
-        let fail_reason = if self.can_kill_mutations() { "latest_fail_reason" } else { "''" };
+        let fail_reason = if self.capabilities.kills_mutations() { "latest_fail_reason" } else { "''" };
         let query = format!(
-            "SELECT mutation_id, command, toInt64(parts_to_do), toUInt8(is_done), toString({fail_reason})
+            "SELECT mutation_id, command, toInt64(parts_to_do) AS parts_to_do, toUInt8(is_done) AS is_done,
+                    toString({fail_reason}) AS latest_fail_reason
              FROM system.mutations WHERE database = ? AND table = ? ORDER BY create_time, length(mutation_id), mutation_id"
         );
         Ok(self.client.query(&query).bind(&self.database).bind(table).fetch_all().await?)
     }
 
     /// Asks the server to cancel a mutation of `table` (it stops after the part it is rewriting). Callers check
-    /// [`ClickHouse::can_kill_mutations`] first: older servers do not know the statement.
+    /// [`Capabilities::kills_mutations`] first: older servers do not know the statement.
     pub async fn kill_mutation(&self, table: &str, mutation_id: &str) -> Result<()> {
         self.client
             .query("KILL MUTATION WHERE database = ? AND table = ? AND mutation_id = ?")

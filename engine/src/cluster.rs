@@ -44,7 +44,7 @@ impl Cluster {
         let rows: Vec<ClusterRow> = entry
             .client()
             .query(
-                "SELECT toUInt32(shard_num), toUInt32(replica_num), host_name, toUInt16(port)
+                "SELECT toUInt32(shard_num) AS shard_num, toUInt32(replica_num) AS replica_num, host_name, toUInt16(port) AS port
                  FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num",
             )
             .bind(name)

@@ -38,6 +38,13 @@ const CLICKHOUSE_RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 /// The waiting reason a rollback shows while ClickHouse refuses connections.
 pub const WAITING_FOR_CLICKHOUSE: &str = "ClickHouse refuses connections; the rollback goes on once it answers";
 
+/// How often a wait for inserts in flight asks the servers again.
+const INSERTS_IN_FLIGHT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How much earlier than amigo's clock says an insert may have begun and still count as begun before a
+/// statement amigo sent: the time the statement took to reach the server, generously.
+const STATEMENT_TRANSIT_MARGIN: Duration = Duration::from_secs(1);
+
 /// How often a paused run asks its throttle check again.
 const PRESSURE_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -359,6 +366,43 @@ impl MigrationContext {
             }
             tokio::time::sleep(PRESSURE_RECHECK_INTERVAL).await;
         }
+    }
+
+    /// Waits until no insert that began before `since` (the moment amigo sent a statement) is still running on
+    /// any node (every node of a cluster, or the server), showing the wait as the run's waiting reason. After a
+    /// swap in an Atomic database such inserts still write into the table renamed away; once none is left,
+    /// what that table received can be copied over whole.
+    pub async fn wait_for_inserts_begun_before(&self, since: Instant) -> Result<()> {
+        let nodes: Vec<ClickHouse> = match &self.cluster {
+            Some(cluster) => cluster.nodes().iter().map(|node| node.clickhouse.clone()).collect(),
+            None => vec![self.clickhouse.clone()],
+        };
+        let mut shown = false;
+        loop {
+            let running_for = since.elapsed().saturating_sub(STATEMENT_TRANSIT_MARGIN).as_secs_f64();
+            let mut in_flight = 0;
+            for node in &nodes {
+                in_flight += node.inserts_running_for(running_for).await?;
+            }
+            if in_flight == 0 {
+                if shown {
+                    self.show_waiting_reason(None).await?;
+                }
+                return Ok(());
+            }
+            if !shown {
+                let reason = format!("{in_flight} insert(s) begun before the swap are still running; their rows are copied once they end");
+                self.show_waiting_reason(Some(&reason)).await?;
+                shown = true;
+            }
+            tokio::time::sleep(INSERTS_IN_FLIGHT_INTERVAL).await;
+        }
+    }
+
+    /// Shows `reason` as the run's waiting reason (`None` clears it).
+    async fn show_waiting_reason(&self, reason: Option<&str>) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        position.store.set_waiting_reason(&self.migration, &position.runner_id, reason).await
     }
 
     /// The query id currently recorded.

@@ -14,9 +14,9 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, Utc};
 use futures::stream::{self, TryStreamExt};
 use sqlx::PgPool;
 
+use crate::capabilities::Capabilities;
 use crate::clickhouse::{quote_identifier, ClickHouse};
 use crate::parameters::quote_string;
-use crate::version::Version;
 use crate::{Error, Result};
 
 /// The product's events table.
@@ -177,8 +177,8 @@ pub fn table_engine(clickhouse: &ClickHouse, family: &str, table: &str, per_shar
     if clickhouse.cluster().is_none() {
         return family.to_string();
     }
-    let (group, replica) = if per_shard { ("{shard}", "{replica}") } else { ("all", "{shard}-{replica}") };
-    let path = format!("/clickhouse/tables/{group}/{}/{table}", clickhouse.database());
+    let replica = if per_shard { "{replica}" } else { "{shard}-{replica}" };
+    let path = clickhouse.capabilities().replicated_table_path(clickhouse.database(), table, per_shard);
     format!("Replicated{family}({}, {})", quote_string(&path), quote_string(replica))
 }
 
@@ -203,7 +203,7 @@ pub async fn create_schema(clickhouse: &ClickHouse) -> Result<()> {
         ORDER BY (team_id, toDate(timestamp), event, distinct_id, uuid)",
         clickhouse.qualified(storage),
         clickhouse.on_cluster(),
-        timestamp_type(clickhouse.version()),
+        timestamp_type(clickhouse.capabilities()),
         table_engine(clickhouse, "MergeTree", storage, true),
     );
     let person = format!(
@@ -319,12 +319,14 @@ pub async fn table_exists(clickhouse: &ClickHouse, table: &str) -> Result<bool> 
 }
 
 /// Rows per partition id of `table`, from its active parts (cheap: no data is read), in partition order.
+/// Partitions without rows are left out: current servers keep empty active parts listed for a while after a
+/// partition is moved or dropped.
 pub async fn partition_row_counts(clickhouse: &ClickHouse, table: &str) -> Result<Vec<(String, u64)>> {
     Ok(clickhouse
         .client()
         .query(
             "SELECT partition_id, sum(rows) FROM system.parts
-             WHERE database = ? AND table = ? AND active
+             WHERE database = ? AND table = ? AND active AND rows > 0
              GROUP BY partition_id ORDER BY partition_id",
         )
         .bind(clickhouse.database())
@@ -541,15 +543,13 @@ fn pick_sql(values: &[&str], index: &str, salt: u64) -> String {
 }
 
 /// `timestamp`'s type: microseconds where the server has `DateTime64` (20.1 and later), seconds before.
-fn timestamp_type(version: &Version) -> &'static str {
-    if version.at_least(20, 1) {
+fn timestamp_type(capabilities: &Capabilities) -> &'static str {
+    if capabilities.has_datetime64() {
         "DateTime64(6, 'UTC')"
     } else {
         "DateTime('UTC')"
     }
 }
-
-/// `database`.`table` in the engine's database, quoted.
 
 /// How many events there are and in how many partitions (months): from the active parts on a single server,
 /// by reading `events` through its `Distributed` table on a cluster.

@@ -4,6 +4,7 @@
 //! verbs (list, start, stop, rollback, resume, settings); a [`runner::Runner`] executes what they queue.
 
 pub mod accounts;
+pub mod capabilities;
 pub mod clickhouse;
 pub mod cluster;
 pub mod context;

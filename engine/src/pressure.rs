@@ -32,7 +32,7 @@ pub async fn clickhouse_pressure(clickhouse: &ClickHouse, tables: &[&str]) -> Re
     if merges >= MAX_MERGES {
         return Ok(CheckOutcome::Fail(format!("{merges} merges are running on {} (pausing from {MAX_MERGES})", tables.join(", "))));
     }
-    if clickhouse.version().at_least(19, 15) {
+    if clickhouse.capabilities().reports_disks() {
         let free_percent: f64 =
             client.query("SELECT min(free_space / greatest(total_space, 1)) * 100 FROM system.disks").fetch_one().await?;
         if free_percent < MIN_FREE_DISK_PERCENT {

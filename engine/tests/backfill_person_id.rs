@@ -183,7 +183,7 @@ async fn stop_kills_the_mutation_or_on_old_servers_says_it_goes_on_and_resume_fi
     assert_eq!(stopped.record.status, Status::Errored);
     let message = engine.errors(NAME).await.unwrap().last().unwrap().message.clone();
     assert!(message.starts_with(&format!("stopped by {TESTER} during operation 2")), "{message}");
-    if engine.clickhouse().can_kill_mutations() {
+    if engine.clickhouse().capabilities().kills_mutations() {
         assert!(message.contains(&format!("mutation {mutation_id} was killed")), "{message}");
     } else {
         assert!(message.contains("cannot kill a mutation (KILL MUTATION came in 19.3)"), "{message}");

@@ -75,12 +75,10 @@ async fn rows_inserted_while_the_copy_runs_are_not_lost() {
     let inserter = tokio::spawn(async move {
         let mut batches = 0u64;
         while !*stopped.borrow_and_update() {
-            let batch = format!(
-                "INSERT INTO events SELECT generateUUIDv4(), 'live_event', 1, concat('live-', toString(number)), '{{}}', now(), now()
-                 FROM numbers(1000)"
-            );
+            let batch = "INSERT INTO events SELECT generateUUIDv4(), 'live_event', 1, concat('live-', toString(number)), '{}', now(), now()
+                 FROM numbers(1000)";
             // An insert that meets the rename waits for it and lands in whichever table is `events` then.
-            inserter_engine.clickhouse().client().query(&batch).execute().await.expect("live insert");
+            inserter_engine.clickhouse().client().query(batch).execute().await.expect("live insert");
             batches += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

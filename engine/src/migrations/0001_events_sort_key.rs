@@ -8,9 +8,11 @@
 //!    is under pressure (too many parts, a merge backlog, low disk: see `pressure.rs`);
 //! 2. catch up: partitions whose row count changed while the copy ran (the product keeps inserting) are
 //!    copied again, a bounded number of passes;
-//! 3. swap the names in one `RENAME TABLE` statement (inserts wait for it, none fail), keeping the original
-//!    as `events_0001_backup`, then copy into the new `events` the rows the original received between the
-//!    last catch-up and the rename (by `uuid`, only in partitions whose count moved);
+//! 3. swap the names atomically, keeping the original as `events_0001_backup` (`EXCHANGE TABLES` in an Atomic
+//!    database, one two-table `RENAME TABLE` in an Ordinary one: no insert finds `events` missing), wait
+//!    until no insert begun before the swap is still running (in an Atomic database such an insert ends in
+//!    the original), then copy into the new `events` the rows the original received between the last
+//!    catch-up and the swap (by `uuid`, only in partitions whose count moved);
 //! 4. verify every partition: the new table holds every row of the original, checked by row counts from
 //!    the active parts, by `uuid` where the new table has more rows (inserts since the swap), and, with
 //!    `verify_checksums`, by a checksum of every row's content.
@@ -26,6 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -102,24 +105,26 @@ async fn create_new_table(context: MigrationContext) -> Result<()> {
 }
 
 async fn drop_new_table(context: MigrationContext) -> Result<()> {
-    let sql = format!("DROP TABLE IF EXISTS {}{}", context.clickhouse.qualified(NEW_TABLE), context.clickhouse.on_cluster());
+    let sql = context.clickhouse.drop_table_sql(&context.clickhouse.qualified(NEW_TABLE));
     context.clickhouse_execute(&sql, &QueryOptions::default()).await
 }
 
 /// Needed when `events` exists and does not have the new sampling key yet.
 async fn is_required(context: MigrationContext) -> Result<bool> {
-    if !table_exists(&context.clickhouse, events(&context)).await? {
-        return Ok(false);
-    }
+    Ok(table_exists(&context.clickhouse, events(&context)).await? && !is_rebuilt(&context, events(&context)).await?)
+}
+
+/// True when `table` has the new sampling key: it is the rebuilt table (the original has none).
+async fn is_rebuilt(context: &MigrationContext, table: &str) -> Result<bool> {
     let sampling_key: String = context
         .clickhouse
         .client()
         .query("SELECT sampling_key FROM system.tables WHERE database = ? AND name = ?")
         .bind(context.clickhouse.database())
-        .bind(events(&context))
+        .bind(table)
         .fetch_one()
         .await?;
-    Ok(sampling_key.replace(' ', "") != SAMPLING_KEY.replace(' ', ""))
+    Ok(sampling_key.replace(' ', "") == SAMPLING_KEY.replace(' ', ""))
 }
 
 /// The copy needs as much free disk as `events` takes, plus a margin; servers without `system.disks`
@@ -128,7 +133,7 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
     if !table_exists(&context.clickhouse, events(&context)).await? {
         return Ok(CheckOutcome::Fail(format!("{}.{} does not exist", context.clickhouse.database(), events(&context))));
     }
-    if !context.clickhouse.version().at_least(19, 15) {
+    if !context.clickhouse.capabilities().reports_disks() {
         return Ok(CheckOutcome::Pass);
     }
     let needed: u64 = context
@@ -306,30 +311,55 @@ async fn copy_all_missing_rows(context: &MigrationContext, from: &'static str, i
         .await
 }
 
-/// In one `RENAME TABLE` (inserts wait for it; on every node of a cluster): `events` becomes `events_to`, and
-/// `becomes_events` becomes `events`.
-async fn rotate_names(context: &MigrationContext, events_to: &str, becomes_events: &str) -> Result<()> {
+/// Renames `from` to `to` (on every node of a cluster).
+async fn rename(context: &MigrationContext, from: &str, to: &str) -> Result<()> {
     let clickhouse = &context.clickhouse;
-    let (events, events_to, becomes_events) =
-        (clickhouse.qualified(events(context)), clickhouse.qualified(events_to), clickhouse.qualified(becomes_events));
-    context
-        .clickhouse_execute_part(
-            &format!("RENAME TABLE {events} TO {events_to}, {becomes_events} TO {events}{}", clickhouse.on_cluster()),
-            &QueryOptions::default(),
-            0.0..0.0,
-        )
-        .await
+    let sql = format!("RENAME TABLE {} TO {}{}", clickhouse.qualified(from), clickhouse.qualified(to), clickhouse.on_cluster());
+    context.clickhouse_execute_part(&sql, &QueryOptions::default(), 0.0..0.0).await
+}
+
+/// Gives the name `events` to `becomes_events` and the name `events_to` to the table that had it, in one
+/// atomic step for the product (on every node of a cluster), and returns the moment amigo sent it.
+///
+/// In an Atomic database that is `EXCHANGE TABLES`, then a rename of the table swapped away to `events_to`: a
+/// two-table `RENAME` there is two steps, between which an insert finds no `events` and fails. Elsewhere
+/// (Ordinary) it is one `RENAME TABLE` of both, which also waits for inserts in flight. In Atomic databases an
+/// insert already running when the names swap still ends in the table swapped away: the caller waits for such
+/// inserts ([`MigrationContext::wait_for_inserts_begun_before`]) before copying what that table received.
+async fn rotate_names(context: &MigrationContext, events_to: &str, becomes_events: &str) -> Result<Instant> {
+    let clickhouse = &context.clickhouse;
+    let (events, events_to_name, becomes_events_name) = (events(context), events_to, becomes_events);
+    let (qualified_events, events_to, becomes_events) =
+        (clickhouse.qualified(events), clickhouse.qualified(events_to), clickhouse.qualified(becomes_events));
+    let on_cluster = clickhouse.on_cluster();
+    let sent = Instant::now();
+    if clickhouse.capabilities().exchanges_tables() {
+        let exchange = format!("EXCHANGE TABLES {qualified_events} AND {becomes_events}{on_cluster}");
+        context.clickhouse_execute_part(&exchange, &QueryOptions::default(), 0.0..0.0).await?;
+        rename(context, becomes_events_name, events_to_name).await?;
+    } else {
+        let both = format!("RENAME TABLE {qualified_events} TO {events_to}, {becomes_events} TO {qualified_events}{on_cluster}");
+        context.clickhouse_execute_part(&both, &QueryOptions::default(), 0.0..0.0).await?;
+    }
+    Ok(sent)
 }
 
 /// What a shard's tables held just before the swap: rows per partition of `events`, and the partitions that
 /// differed from the new table's.
 type BeforeSwap = (BTreeMap<String, u64>, BTreeSet<String>);
 
-/// Operation 3: the swap, idempotent so that a resume after a crash mid-way finishes it.
+/// Operation 3: the swap, idempotent so that a resume after a crash mid-way finishes it. Once the names are
+/// swapped, it waits for the inserts that were already running (they may still write into the original),
+/// then copies into the new `events` every row the original received since the last catch-up.
 async fn swap(context: MigrationContext) -> Result<()> {
     let events = events(&context);
-    if table_exists(&context.clickhouse, BACKUP_TABLE).await? && !table_exists(&context.clickhouse, NEW_TABLE).await? {
-        // Swapped by an earlier attempt that died before reconciling: check every partition.
+    if is_rebuilt(&context, events).await? {
+        // Swapped by an earlier attempt that died before reconciling (in an Atomic database perhaps between the
+        // exchange and the rename): finish the names, then check every partition.
+        if table_exists(&context.clickhouse, NEW_TABLE).await? {
+            rename(&context, NEW_TABLE, BACKUP_TABLE).await?;
+        }
+        context.wait_for_inserts_begun_before(Instant::now()).await?;
         return copy_all_missing_rows(&context, BACKUP_TABLE, events).await;
     }
     let before: Arc<Mutex<BTreeMap<u32, BeforeSwap>>> = Arc::default();
@@ -344,7 +374,8 @@ async fn swap(context: MigrationContext) -> Result<()> {
             }
         })
         .await?;
-    rotate_names(&context, BACKUP_TABLE, NEW_TABLE).await?;
+    let swapped_at = rotate_names(&context, BACKUP_TABLE, NEW_TABLE).await?;
+    context.wait_for_inserts_begun_before(swapped_at).await?;
     context
         .on_every_shard(|context| {
             let before = before.clone();
@@ -359,18 +390,34 @@ async fn swap(context: MigrationContext) -> Result<()> {
         .await
 }
 
-/// Rollback of operation 3: the original back under its name, with the rows inserted after the swap.
+/// Rollback of operation 3: the original back under its name, with the rows inserted after the swap;
+/// idempotent like the swap.
 async fn swap_back(context: MigrationContext) -> Result<()> {
     let events = events(&context);
-    if !table_exists(&context.clickhouse, BACKUP_TABLE).await? {
-        return Ok(());
+    let (new_exists, backup_exists) =
+        (table_exists(&context.clickhouse, NEW_TABLE).await?, table_exists(&context.clickhouse, BACKUP_TABLE).await?);
+    if !is_rebuilt(&context, events).await? {
+        if !backup_exists {
+            return Ok(());
+        }
+        // Swapped back by an earlier attempt that died between the exchange and the rename: finish the names.
+        rename(&context, BACKUP_TABLE, NEW_TABLE).await?;
+        context.wait_for_inserts_begun_before(Instant::now()).await?;
+        return copy_all_missing_rows(&context, NEW_TABLE, events).await;
     }
-    if table_exists(&context.clickhouse, NEW_TABLE).await? {
-        return Err(Error::Migration(format!(
-            "both {NEW_TABLE} and {BACKUP_TABLE} exist next to {events}; rename them by hand so that {events} is the table to keep"
-        )));
+    match (new_exists, backup_exists) {
+        (true, true) => {
+            return Err(Error::Migration(format!(
+                "both {NEW_TABLE} and {BACKUP_TABLE} exist next to {events}; rename them by hand so that {events} is the table to keep"
+            )))
+        }
+        // The swap died between the exchange and the rename: the original is still called events_0001_new.
+        (true, false) => rename(&context, NEW_TABLE, BACKUP_TABLE).await?,
+        (false, true) => {}
+        (false, false) => return Err(Error::Migration(format!("{BACKUP_TABLE} is gone: the original {events} cannot be brought back"))),
     }
-    rotate_names(&context, NEW_TABLE, BACKUP_TABLE).await?;
+    let swapped_at = rotate_names(&context, NEW_TABLE, BACKUP_TABLE).await?;
+    context.wait_for_inserts_begun_before(swapped_at).await?;
     copy_all_missing_rows(&context, NEW_TABLE, events).await
 }
 

@@ -125,7 +125,7 @@ struct Lookup {
 /// 19.17 in ClickHouse issue #12012) a mutation resolves it in the server's default database only.
 async fn lookup(context: &MigrationContext) -> Result<Lookup> {
     let database = context.clickhouse.database();
-    if context.clickhouse.version().at_least(20, 8) {
+    if context.clickhouse.capabilities().qualified_join_get_in_mutations() {
         return Ok(Lookup {
             table: context.clickhouse.qualified(LOOKUP_TABLE),
             join_get_name: format!("{database}.{LOOKUP_TABLE}"),
@@ -148,9 +148,7 @@ async fn lookup(context: &MigrationContext) -> Result<Lookup> {
 async fn build_lookup(context: MigrationContext) -> Result<()> {
     let lookup = lookup(&context).await?;
     let on_cluster = context.clickhouse.on_cluster();
-    context
-        .clickhouse_execute_part(&format!("DROP TABLE IF EXISTS {}{on_cluster}", lookup.table), &QueryOptions::default(), 0.0..0.0)
-        .await?;
+    context.clickhouse_execute_part(&context.clickhouse.drop_table_sql(&lookup.table), &QueryOptions::default(), 0.0..0.0).await?;
     context
         .clickhouse_execute(
             &format!(
@@ -166,9 +164,7 @@ async fn build_lookup(context: MigrationContext) -> Result<()> {
 
 async fn drop_lookup(context: MigrationContext) -> Result<()> {
     let lookup = lookup(&context).await?;
-    context
-        .clickhouse_execute(&format!("DROP TABLE IF EXISTS {}{}", lookup.table, context.clickhouse.on_cluster()), &QueryOptions::default())
-        .await
+    context.clickhouse_execute(&context.clickhouse.drop_table_sql(&lookup.table), &QueryOptions::default()).await
 }
 
 /// The tables that get the column, in the order it is added: `events`, or on a cluster `events_local` then the
@@ -256,7 +252,12 @@ async fn issue_mutation(context: &MigrationContext, before: &[MutationStatus]) -
     );
     match &lookup.default_database_client {
         Some(client) => client.query(&sql).execute().await?,
-        None => context.clickhouse_execute_part(&sql, &QueryOptions::default(), 0.0..0.0).await?,
+        None => {
+            // On a replicated table, current servers refuse `joinGet` in a mutation unless told it is safe: the
+            // lookup is built on every node from the same replicated `person`, so every replica computes the same.
+            let options = QueryOptions { settings: context.clickhouse.capabilities().join_get_mutation_settings(), timeout: None };
+            context.clickhouse_execute_part(&sql, &options, 0.0..0.0).await?
+        }
     }
     // A replicated table's replica lists a mutation once it has read it back from ZooKeeper, a moment later.
     let deadline = tokio::time::Instant::now() + MUTATION_LISTED_WITHIN;
@@ -314,7 +315,7 @@ async fn interrupt_mutation_here(context: &MigrationContext) -> Result<Option<St
         return Ok(None);
     }
     let ids = pending.join(", ");
-    if !context.clickhouse.can_kill_mutations() {
+    if !context.clickhouse.capabilities().kills_mutations() {
         return Ok(Some(format!(
             "ClickHouse {} cannot kill a mutation (KILL MUTATION came in 19.3), so mutation {ids} goes on until it has \
              rewritten every part of {events}; resume to wait for it, or roll back, which waits for it before dropping the column",
@@ -340,7 +341,7 @@ async fn end_mutations_of_shard(context: MigrationContext) -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        if context.clickhouse.can_kill_mutations() {
+        if context.clickhouse.capabilities().kills_mutations() {
             for mutation in &pending {
                 context.clickhouse.kill_mutation(events(&context), &mutation.mutation_id).await?;
             }

@@ -137,7 +137,7 @@ async fn drop_empty_archive(context: MigrationContext) -> Result<()> {
     if archived > 0 {
         return Err(Error::Migration(format!("{ARCHIVE} still holds {archived} rows; it is dropped only once they are back in {EVENTS}")));
     }
-    context.clickhouse_execute(&format!("DROP TABLE {}", context.clickhouse.qualified(ARCHIVE)), &QueryOptions::default()).await
+    context.clickhouse_execute(&context.clickhouse.drop_table_sql(&context.clickhouse.qualified(ARCHIVE)), &QueryOptions::default()).await
 }
 
 /// Operation 1: every month before the cutoff, oldest first. A month already moved is moved again only if
@@ -198,7 +198,7 @@ async fn move_partition(context: &MigrationContext, from: &str, to: &str, month:
         if source.rows == 0 {
             return Ok(());
         }
-        if clickhouse.version().at_least(20, 2) {
+        if clickhouse.capabilities().moves_partitions_to_tables() {
             let target = events_partition_checksum(clickhouse, to, month).await?;
             let sql = format!("ALTER TABLE {from_table} MOVE PARTITION ID {partition} TO TABLE {to_table}");
             context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.clone()).await?;

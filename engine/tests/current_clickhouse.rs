@@ -1,0 +1,117 @@
+//! What amigo learns of the ClickHouse it connects to, and the behaviours of current releases it must meet,
+//! checked against the server `AMIGO_CLICKHOUSE_URL` names: Debian's 18.16 in the first tier of
+//! `scripts/test`, a current ClickHouse (26.9) in the second. Each case states what it expects of both.
+
+use std::time::Duration;
+
+use engine::capabilities::DatabaseEngine;
+use engine::demo::{partition_row_counts, seed, SeedRequest};
+use engine::migrations::events_sort_key::{self, NAME};
+use engine::status::Status;
+use engine::testing::{is_settled, spawn_runner, table_names, wait_for};
+use engine::Engine;
+use serde_json::json;
+
+const TESTER: &str = "tester@example.com";
+
+async fn connected() -> Engine {
+    let config = engine::testing::fresh_databases().await;
+    Engine::connect_with(&config, vec![events_sort_key::definition()]).await.expect("connect")
+}
+
+#[tokio::test]
+async fn the_capabilities_are_read_from_the_server_and_its_database() {
+    let engine = connected().await;
+    let clickhouse = engine.clickhouse();
+    let capabilities = clickhouse.capabilities();
+    let engine_name: String =
+        clickhouse.client().query("SELECT engine FROM system.databases WHERE name = currentDatabase()").fetch_one().await.unwrap();
+    assert_eq!(capabilities.database_engine, DatabaseEngine::from_name(&engine_name));
+    assert_eq!(capabilities.version.to_string(), clickhouse.server_version().await.unwrap());
+    if capabilities.version.at_least(20, 10) {
+        // A database created without an engine is Atomic on every current release.
+        assert_eq!(capabilities.database_engine, DatabaseEngine::Atomic);
+        assert!(capabilities.exchanges_tables() && capabilities.validates_rows());
+        assert!(!capabilities.join_get_mutation_settings().is_empty(), "{capabilities:?}");
+    } else {
+        assert_eq!(capabilities.database_engine, DatabaseEngine::Ordinary);
+        assert!(capabilities.rename_waits_for_inserts() && !capabilities.validates_rows());
+        assert!(capabilities.join_get_mutation_settings().is_empty(), "18.16 knows no such setting: {capabilities:?}");
+    }
+}
+
+#[tokio::test]
+async fn mutations_are_read_under_the_servers_validation() {
+    let engine = connected().await;
+    let client = engine.clickhouse().client();
+    client.query("CREATE TABLE numbers_table (n UInt64) ENGINE = MergeTree ORDER BY n").execute().await.unwrap();
+    client.query("INSERT INTO numbers_table SELECT number FROM numbers(1000)").execute().await.unwrap();
+    client.query("ALTER TABLE numbers_table DELETE WHERE n % 2 = 0").execute().await.unwrap();
+    let mutations = wait_until(Duration::from_secs(20), || async {
+        let mutations = engine.clickhouse().mutations("numbers_table").await.expect("system.mutations read into MutationStatus");
+        mutations.iter().all(|mutation| mutation.is_done == 1).then_some(mutations)
+    })
+    .await;
+    assert_eq!(mutations.len(), 1, "{mutations:?}");
+    assert!(mutations[0].command.contains("DELETE WHERE"), "{mutations:?}");
+    assert_eq!(mutations[0].parts_to_do, 0);
+}
+
+#[tokio::test]
+async fn partitions_emptied_by_a_drop_are_not_counted() {
+    let engine = connected().await;
+    let client = engine.clickhouse().client();
+    client
+        .query("CREATE TABLE monthly (day Date, n UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(day) ORDER BY n")
+        .execute()
+        .await
+        .unwrap();
+    client.query("INSERT INTO monthly SELECT toDate('2024-01-01') + number, number FROM numbers(61)").execute().await.unwrap();
+    client.query("ALTER TABLE monthly DROP PARTITION 202401").execute().await.unwrap();
+    let counts = partition_row_counts(engine.clickhouse(), "monthly").await.unwrap();
+    assert_eq!(counts, [("202402".to_string(), 29), ("202403".to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn a_rolled_back_rewrite_leaves_no_dropped_table_behind_and_runs_again_at_once() {
+    let engine = connected().await;
+    seed(engine.clickhouse(), &SeedRequest::new(300_000)).await.unwrap();
+    let _runner = spawn_runner(&engine);
+    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
+    wait_for(&engine, NAME, Duration::from_secs(60), "copying", |overview| overview.record.checkpoint.is_some()).await;
+    engine.stop(NAME, TESTER, true).await.unwrap();
+    let rolled_back = wait_for(&engine, NAME, Duration::from_secs(120), "settled", is_settled).await;
+    assert_eq!(rolled_back.record.status, Status::RolledBack, "{:?}", engine.errors(NAME).await);
+    assert_eq!(table_names(&engine).await, ["events", "person"]);
+    if engine.clickhouse().capabilities().exchanges_tables() {
+        // In an Atomic database a DROP without SYNC leaves the table in system.dropped_tables for 8 minutes (and a
+        // replicated one its ZooKeeper path, which a new run would meet).
+        let dropped: u64 = engine
+            .clickhouse()
+            .client()
+            .query("SELECT count() FROM system.dropped_tables WHERE database = currentDatabase()")
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(dropped, 0, "the rollback's drops wait until the table is gone");
+    }
+    engine.start(NAME, TESTER, json!({}).as_object().unwrap()).await.unwrap();
+    let done = wait_for(&engine, NAME, Duration::from_secs(120), "settled", is_settled).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+}
+
+/// Calls `probe` every 100 ms until it returns something, at most `limit`.
+async fn wait_until<T, F, Fut>(limit: Duration, probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
