@@ -81,7 +81,7 @@ async fn lookup_tables(engine: &Engine) -> u64 {
 async fn wrong_person_ids(engine: &Engine) -> u64 {
     count(
         engine,
-        "SELECT count() FROM events ANY LEFT JOIN (SELECT team_id, distinct_id, id FROM person FINAL) USING (team_id, distinct_id)
+        "SELECT count() FROM events ANY LEFT JOIN (SELECT team_id, distinct_id, id FROM person FINAL) AS persons USING (team_id, distinct_id)
          WHERE person_id != id",
     )
     .await

@@ -28,18 +28,39 @@ struct Inserts {
     first_failure: std::sync::Mutex<Option<String>>,
 }
 
+/// How the product's inserts look.
+#[derive(Clone, Copy)]
+enum InsertKind {
+    /// Rows sent as data (VALUES), which current servers queue as an async insert and write when it is
+    /// flushed; each row's uuid is made of the inserter's number, the batch's and the row's.
+    Values,
+    /// An `INSERT … SELECT` that takes half a second (`sleep` in its `WHERE`): one is nearly always in flight
+    /// when the names swap, and in an Atomic database it ends in the table swapped away.
+    Slow,
+}
+
 /// Inserts batch after batch into `events` (the current month, which the copy also reads) until `stop`,
-/// each batch's rows tagged with the batch number, counting what ClickHouse acknowledged and what failed.
-fn insert_all_along(engine: &Engine, inserts: Arc<Inserts>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+/// counting what ClickHouse acknowledged and what failed.
+fn insert_all_along(engine: &Engine, kind: InsertKind, inserts: Arc<Inserts>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let client = engine.clickhouse().client().clone();
     tokio::spawn(async move {
         let mut batch = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let sql = format!(
-                "INSERT INTO events (uuid, event, team_id, distinct_id, properties, timestamp, created_at)
-                 SELECT generateUUIDv4(), 'live_event', 1, concat('live-{batch}-', toString(number)), '{{}}', now(), now()
-                 FROM numbers({BATCH_ROWS})"
-            );
+            let columns = "INSERT INTO events (uuid, event, team_id, distinct_id, properties, timestamp, created_at)";
+            let sql = match kind {
+                InsertKind::Values => {
+                    let rows: Vec<String> = (0..BATCH_ROWS)
+                        .map(|row| {
+                            format!("('00000000-0000-4000-8000-{batch:06}{row:06}', 'live_event', 1, 'live-{batch}-{row}', '{{}}', now(), now())")
+                        })
+                        .collect();
+                    format!("{columns} VALUES {}", rows.join(", "))
+                }
+                InsertKind::Slow => format!(
+                    "{columns} SELECT generateUUIDv4(), 'live_event', 2, concat('slow-{batch}-', toString(number)), '{{}}', now(), now()
+                     FROM numbers({BATCH_ROWS}) WHERE sleep(0.5) = 0"
+                ),
+            };
             match client.query(&sql).execute().await {
                 Ok(()) => {
                     inserts.acknowledged.fetch_add(1, Ordering::Relaxed);
@@ -74,7 +95,8 @@ async fn a_product_inserting_all_along_loses_no_row_duplicates_none_and_sees_no_
 
     let inserts = Arc::new(Inserts::default());
     let stop_inserting = Arc::new(AtomicBool::new(false));
-    let inserter = insert_all_along(&engine, inserts.clone(), stop_inserting.clone());
+    let inserters =
+        [InsertKind::Values, InsertKind::Slow].map(|kind| insert_all_along(&engine, kind, inserts.clone(), stop_inserting.clone()));
 
     // A runner process, SIGKILLed once two partitions are copied.
     let mut child = support::amigo_command(&config, &["migrations", "start", NAME, "--param", "max_threads=1", "--wait"])
@@ -105,7 +127,9 @@ async fn a_product_inserting_all_along_loses_no_row_duplicates_none_and_sees_no_
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop_inserting.store(true, Ordering::Relaxed);
-    inserter.await.unwrap();
+    for inserter in inserters {
+        inserter.await.unwrap();
+    }
 
     let acknowledged = inserts.acknowledged.load(Ordering::Relaxed);
     let failed = inserts.failed.load(Ordering::Relaxed);

@@ -6,7 +6,9 @@
 //!    one at a time; the checkpoint lists the months moved and the cutoff month, fixed at the first attempt.
 //!
 //! One partition moves by `ALTER TABLE events MOVE PARTITION ... TO TABLE events_archive` from 20.2 (a single
-//! atomic statement). Before (18.16 has no `MOVE PARTITION ... TO TABLE`) it is copy, verify, drop:
+//! atomic statement) when the archive's partition is empty. Before (18.16 has no `MOVE PARTITION ... TO
+//! TABLE`), or when the archive already holds rows of that month (a move an older server interrupted, or late
+//! rows moved back and forth), it is copy, verify, drop:
 //! `REPLACE PARTITION ... FROM events` into the archive (hard links, and idempotent: the archive's partition
 //! becomes exactly the source's), then row counts and checksums of both must match, then
 //! `DROP PARTITION` from `events`. `REPLACE` is used only while every row of the archive's partition is also
@@ -198,8 +200,10 @@ async fn move_partition(context: &MigrationContext, from: &str, to: &str, month:
         if source.rows == 0 {
             return Ok(());
         }
-        if clickhouse.capabilities().moves_partitions_to_tables() {
-            let target = events_partition_checksum(clickhouse, to, month).await?;
+        let target = events_partition_checksum(clickhouse, to, month).await?;
+        // `MOVE PARTITION` adds the source's parts to whatever the target's partition holds: only into an empty
+        // one (a partition an interrupted copy left in both tables goes the copy, verify, drop way below).
+        if clickhouse.capabilities().moves_partitions_to_tables() && target.rows == 0 {
             let sql = format!("ALTER TABLE {from_table} MOVE PARTITION ID {partition} TO TABLE {to_table}");
             context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.clone()).await?;
             let (source_after, target_after) =
@@ -213,8 +217,7 @@ async fn move_partition(context: &MigrationContext, from: &str, to: &str, month:
             }
             continue;
         }
-        let target_rows = events_partition_checksum(clickhouse, to, month).await?.rows;
-        let replace = target_rows == 0 || rows_missing(context, to, from, month).await? == 0;
+        let replace = target.rows == 0 || rows_missing(context, to, from, month).await? == 0;
         let copy = if replace {
             format!("ALTER TABLE {to_table} REPLACE PARTITION ID {partition} FROM {from_table}")
         } else {
