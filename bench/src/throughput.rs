@@ -11,9 +11,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use engine::clickhouse::{quote_identifier, ClickHouse};
-use engine::demo::{partition_row_counts, seed};
+use engine::demo::seed;
 use engine::migrations::events_sort_key::NAME;
 use engine::status::Status;
+use engine::tables::partition_row_counts;
 use engine::Engine;
 
 use crate::changes::{follow_until, is_settled};

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 
 use crate::capabilities::Capabilities;
 use crate::clickhouse::{quote_identifier, ClickHouse};
-use crate::parameters::quote_string;
+use crate::tables::{partition_row_counts, row_count, table_engine, table_exists};
 use crate::{Error, Result};
 
 /// The product's events table.
@@ -171,17 +171,6 @@ pub fn events_storage_table(clickhouse: &ClickHouse) -> &'static str {
     }
 }
 
-/// The engine of a MergeTree-family table `table` (`family` is e.g. `MergeTree` or `ReplacingMergeTree`): on a
-/// cluster, its `Replicated` form, one copy per replica of each shard (`per_shard`) or one copy on every node.
-pub fn table_engine(clickhouse: &ClickHouse, family: &str, table: &str, per_shard: bool) -> String {
-    if clickhouse.cluster().is_none() {
-        return family.to_string();
-    }
-    let replica = if per_shard { "{replica}" } else { "{shard}-{replica}" };
-    let path = clickhouse.capabilities().replicated_table_path(clickhouse.database(), table, per_shard);
-    format!("Replicated{family}({}, {})", quote_string(&path), quote_string(replica))
-}
-
 /// Creates `events` and `person` in the engine's database if missing, in the product's pre-migration schema.
 /// On a cluster (on every node): `events` is a `Distributed` table over `events_local`, a
 /// `ReplicatedMergeTree` per shard, sharded by `distinct_id`; `person` is replicated to every node.
@@ -304,35 +293,6 @@ pub async fn seed_teams(postgres: &PgPool, teams: u32) -> Result<u64> {
 /// True when the engine's database has an `events` table.
 pub async fn events_table_exists(clickhouse: &ClickHouse) -> Result<bool> {
     table_exists(clickhouse, EVENTS_TABLE).await
-}
-
-/// True when the engine's database has a table named `table`.
-pub async fn table_exists(clickhouse: &ClickHouse, table: &str) -> Result<bool> {
-    let tables: u64 = clickhouse
-        .client()
-        .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
-        .bind(clickhouse.database())
-        .bind(table)
-        .fetch_one()
-        .await?;
-    Ok(tables > 0)
-}
-
-/// Rows per partition id of `table`, from its active parts (cheap: no data is read), in partition order.
-/// Partitions without rows are left out: current servers keep empty active parts listed for a while after a
-/// partition is moved or dropped.
-pub async fn partition_row_counts(clickhouse: &ClickHouse, table: &str) -> Result<Vec<(String, u64)>> {
-    Ok(clickhouse
-        .client()
-        .query(
-            "SELECT partition_id, sum(rows) FROM system.parts
-             WHERE database = ? AND table = ? AND active AND rows > 0
-             GROUP BY partition_id ORDER BY partition_id",
-        )
-        .bind(clickhouse.database())
-        .bind(table)
-        .fetch_all()
-        .await?)
 }
 
 /// The hash of one event that partition checksums add up (modulo 2^64, so checksums of disjoint sets of rows
@@ -561,11 +521,6 @@ async fn events_and_months(clickhouse: &ClickHouse) -> Result<(u64, usize)> {
     let query = format!("SELECT count(), uniqExact(toYYYYMM(timestamp)) FROM {}", clickhouse.qualified(EVENTS_TABLE));
     let (events, months): (u64, u64) = clickhouse.client().query(&query).fetch_one().await?;
     Ok((events, months as usize))
-}
-
-async fn row_count(clickhouse: &ClickHouse, table: &str) -> Result<u64> {
-    let query = format!("SELECT count() FROM {}", clickhouse.qualified(table));
-    Ok(clickhouse.client().query(&query).fetch_one().await?)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod runner;
 pub mod settings;
 pub mod status;
 pub mod store;
+pub mod tables;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upgrade;

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use engine::capabilities::DatabaseEngine;
-use engine::demo::{partition_row_counts, seed, SeedRequest};
+use engine::demo::{seed, SeedRequest};
 use engine::migrations::events_sort_key::{self, NAME};
 use engine::status::Status;
+use engine::tables::partition_row_counts;
 use engine::testing::{is_settled, spawn_runner, table_names, wait_for};
 use engine::Engine;
 use serde_json::json;

@@ -28,7 +28,7 @@ async fn seeding_writes_the_requested_events_one_partition_per_month() {
     assert!(demo::events_table_exists(engine.clickhouse()).await.unwrap());
     assert_eq!((report.events, report.persons, report.partitions), (100_000, 5_000, 18));
     assert_eq!(count(&engine, "SELECT count() FROM events").await, 100_000);
-    let partitions = demo::partition_row_counts(engine.clickhouse(), EVENTS_TABLE).await.unwrap();
+    let partitions = engine::tables::partition_row_counts(engine.clickhouse(), EVENTS_TABLE).await.unwrap();
     let ids: Vec<&str> = partitions.iter().map(|(id, _)| id.as_str()).collect();
     let mut expected: Vec<String> = (1..=12).map(|month| format!("2023{month:02}")).collect();
     expected.extend((1..=6).map(|month| format!("2024{month:02}")));
@@ -67,7 +67,7 @@ async fn every_distinct_id_has_exactly_one_person() {
     let report = demo::seed(engine.clickhouse(), &SeedRequest { distinct_ids: 777, teams: 3, ..request(20_000) }).await.expect("seed");
 
     assert_eq!(report.persons, 777);
-    assert!(demo::table_exists(engine.clickhouse(), PERSON_TABLE).await.unwrap());
+    assert!(engine::tables::table_exists(engine.clickhouse(), PERSON_TABLE).await.unwrap());
     assert_eq!(count(&engine, "SELECT uniqExact(team_id, distinct_id) FROM person").await, 777);
     assert_eq!(
         count(&engine, "SELECT count() FROM events WHERE (team_id, distinct_id) NOT IN (SELECT team_id, distinct_id FROM person)").await,

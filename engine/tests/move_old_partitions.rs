@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use engine::demo::{events_partition_checksums, partition_row_counts, seed, PartitionChecksum, SeedRequest};
+use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
 use engine::migrations::move_old_partitions::{self, cutoff_month, ARCHIVE, NAME};
 use engine::migrations::{backfill_person_id, events_sort_key};
 use engine::status::Status;
+use engine::tables::partition_row_counts;
 use engine::testing::{is_settled, spawn_runner, wait_for};
 use engine::{Engine, MigrationOverview};
 use serde_json::json;

@@ -215,7 +215,7 @@ pub async fn worker(engine: Engine) -> Result<ExitCode> {
 pub async fn seed(engine: &Engine, args: &SeedArgs) -> Result<ExitCode> {
     let request = engine::demo::SeedRequest { replace: args.replace, ..engine::demo::SeedRequest::new(args.events) };
     let seeded_events = if args.if_empty && engine::demo::events_table_exists(engine.clickhouse()).await? {
-        let partitions = engine::demo::partition_row_counts(engine.clickhouse(), engine::demo::EVENTS_TABLE).await?;
+        let partitions = engine::tables::partition_row_counts(engine.clickhouse(), engine::demo::EVENTS_TABLE).await?;
         partitions.iter().map(|(_, rows)| rows).sum::<u64>() > 0
     } else {
         false

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use engine::clickhouse::quote_identifier;
 use engine::context::WAITING_FOR_CLICKHOUSE;
-use engine::demo::{events_partition_checksums, partition_row_counts, seed, PartitionChecksum, SeedRequest};
+use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
 use engine::migrations::events_sort_key::{self, NAME};
 use engine::status::Status;
+use engine::tables::partition_row_counts;
 use engine::testing::{is_settled, table_names, wait_for, PrivateServices};
 use engine::{Engine, EngineConfig, MigrationOverview};
 use serde_json::json;

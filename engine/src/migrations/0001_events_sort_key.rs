@@ -35,9 +35,10 @@ use serde_json::json;
 use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::{events_partition_checksums, events_storage_table, partition_row_counts, table_engine, table_exists};
+use crate::demo::{events_partition_checksums, events_storage_table};
 use crate::parameters::{quote_string, ParameterSpec};
 use crate::pressure::{busiest_partition, clickhouse_pressure};
+use crate::tables::{partition_row_counts, table_engine, table_exists};
 use crate::{Error, Result};
 
 pub const NAME: &str = "0001_events_sort_key";

@@ -43,9 +43,10 @@ use serde_json::json;
 use crate::clickhouse::{quote_identifier, MutationStatus, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::{events_storage_table, table_exists, EVENTS_TABLE};
+use crate::demo::{events_storage_table, EVENTS_TABLE};
 use crate::migrations::events_sort_key;
 use crate::parameters::quote_string;
+use crate::tables::table_exists;
 use crate::{Error, Result};
 
 pub const NAME: &str = "0002_backfill_person_id";

@@ -35,10 +35,11 @@ use serde_json::json;
 use crate::clickhouse::QueryOptions;
 use crate::context::MigrationContext;
 use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::{events_partition_checksum, partition_row_counts, table_exists};
+use crate::demo::events_partition_checksum;
 use crate::migrations::backfill_person_id;
 use crate::parameters::{quote_string, ParameterSpec};
 use crate::pressure::clickhouse_pressure;
+use crate::tables::{partition_row_counts, table_exists};
 use crate::{Error, Result};
 
 pub const NAME: &str = "0003_move_old_partitions";
