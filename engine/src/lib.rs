@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod parameters;
 pub mod pressure;
+pub mod recipes;
 pub mod runner;
 pub mod settings;
 pub mod status;

@@ -36,18 +36,15 @@
 //! before the copy, and rolls back by renaming the original back; a column added while 0001 is errored half
 //! way would make its resume fail and its rollback silently drop `person_id` with the copy.
 
-use std::sync::{Arc, Mutex};
-
-use serde_json::json;
-
-use crate::clickhouse::{quote_identifier, MutationStatus, QueryOptions};
+use crate::clickhouse::{quote_identifier, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::{events_storage_table, EVENTS_TABLE};
 use crate::migrations::events_sort_key;
 use crate::parameters::quote_string;
+use crate::recipes::mutation::Mutation;
 use crate::tables::table_exists;
-use crate::{Error, Result};
+use crate::Result;
 
 pub const NAME: &str = "0002_backfill_person_id";
 const PERSON: &str = "person";
@@ -58,8 +55,6 @@ pub const LOOKUP_TABLE: &str = "person_lookup_0002";
 const PERSON_KEY: &str = "concat(toString(team_id), ':', distinct_id)";
 /// The text every mutation this migration issues contains, to find them in `system.mutations`.
 const MUTATION_MARKER: &str = "person_id = joinGet(";
-/// How long an issued mutation may take to appear in `system.mutations`.
-const MUTATION_LISTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 const ZERO_UUID: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
 
 pub fn definition() -> MigrationDefinition {
@@ -209,144 +204,33 @@ async fn alter_everywhere(context: &MigrationContext, table: &str, change: &str)
         .await
 }
 
-/// This migration's mutations of `events`, oldest first.
-async fn own_mutations(context: &MigrationContext) -> Result<Vec<MutationStatus>> {
-    let mutations = context.clickhouse.mutations(events(context)).await?;
-    Ok(mutations.into_iter().filter(|mutation| mutation.command.contains(MUTATION_MARKER)).collect())
+/// The mutation that fills the column, as this server needs it sent.
+async fn fill_mutation(context: &MigrationContext) -> Result<Mutation> {
+    let lookup = lookup(context).await?;
+    let command =
+        format!("UPDATE {COLUMN} = joinGet({}, 'id', {PERSON_KEY}) WHERE {COLUMN} = {ZERO_UUID}", quote_string(&lookup.join_get_name));
+    Ok(Mutation {
+        // On a replicated table, current servers refuse `joinGet` in a mutation unless told it is safe: the lookup
+        // is built on every node from the same replicated `person`, so every replica computes the same.
+        settings: context.clickhouse.capabilities().join_get_mutation_settings(),
+        issuing_client: lookup.default_database_client,
+        ..Mutation::new(events(context), &command, MUTATION_MARKER)
+    })
 }
 
 /// Operation 2, on every shard: adopts a pending mutation of its own, or issues one, then waits for it.
 async fn fill_column(context: MigrationContext) -> Result<()> {
-    context.on_every_shard(fill_column_of_shard).await
-}
-
-async fn fill_column_of_shard(context: MigrationContext) -> Result<()> {
-    let checkpoint = context.checkpoint();
-    let saved_id = checkpoint.as_ref().and_then(|checkpoint| checkpoint["mutation_id"].as_str().map(str::to_string));
-    let before = own_mutations(&context).await?;
-    let pending = before.iter().find(|mutation| mutation.is_done == 0).cloned();
-    let mutation = match pending {
-        Some(mutation) => mutation,
-        None if before.iter().any(|mutation| Some(&mutation.mutation_id) == saved_id.as_ref() && mutation.is_done != 0) => {
-            return context.report_progress(1.0).await;
-        }
-        None => issue_mutation(&context, &before).await?,
-    };
-    let parts_total = match checkpoint {
-        Some(checkpoint) if saved_id.as_deref() == Some(mutation.mutation_id.as_str()) => {
-            checkpoint["parts_total"].as_i64().unwrap_or(mutation.parts_to_do)
-        }
-        _ => mutation.parts_to_do,
-    };
-    context.save_checkpoint(json!({ "mutation_id": mutation.mutation_id, "parts_total": parts_total })).await?;
-    tracing::info!(migration = NAME, mutation_id = %mutation.mutation_id, parts_total, "waiting for the mutation");
-    context.wait_for_mutation(events(&context), &mutation.mutation_id, parts_total, 0.0..1.0).await
-}
-
-/// Issues the mutation and finds its id: the one of ours that `before` did not list.
-async fn issue_mutation(context: &MigrationContext, before: &[MutationStatus]) -> Result<MutationStatus> {
-    let lookup = lookup(context).await?;
-    let sql = format!(
-        "ALTER TABLE {} UPDATE {COLUMN} = joinGet({}, 'id', {PERSON_KEY}) WHERE {COLUMN} = {ZERO_UUID}",
-        context.clickhouse.qualified(events(context)),
-        quote_string(&lookup.join_get_name)
-    );
-    match &lookup.default_database_client {
-        Some(client) => client.query(&sql).execute().await?,
-        None => {
-            // On a replicated table, current servers refuse `joinGet` in a mutation unless told it is safe: the
-            // lookup is built on every node from the same replicated `person`, so every replica computes the same.
-            let options = QueryOptions { settings: context.clickhouse.capabilities().join_get_mutation_settings(), timeout: None };
-            context.clickhouse_execute_part(&sql, &options, 0.0..0.0).await?
-        }
-    }
-    // A replicated table's replica lists a mutation once it has read it back from ZooKeeper, a moment later.
-    let deadline = tokio::time::Instant::now() + MUTATION_LISTED_WITHIN;
-    loop {
-        let issued = own_mutations(context)
-            .await?
-            .into_iter()
-            .find(|mutation| !before.iter().any(|known| known.mutation_id == mutation.mutation_id));
-        if let Some(mutation) = issued {
-            return Ok(mutation);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Migration(format!(
-                "the mutation of {} was issued but system.mutations does not list it after {} s",
-                events(context),
-                MUTATION_LISTED_WITHIN.as_secs()
-            )));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    fill_mutation(&context).await?.run(&context).await
 }
 
 /// What a stop, failure or failed health check does to the mutation, on every shard: kills it where the
 /// server can.
 async fn interrupt_mutation(context: MigrationContext) -> Result<Option<String>> {
-    let notes: Arc<Mutex<Vec<String>>> = Arc::default();
-    context
-        .on_every_shard(|context| {
-            let notes = notes.clone();
-            async move {
-                if let Some(note) = interrupt_mutation_of_shard(&context).await? {
-                    notes.lock().expect("notes lock").push(note);
-                }
-                Ok(())
-            }
-        })
-        .await?;
-    let notes = std::mem::take(&mut *notes.lock().expect("notes lock"));
-    Ok(Some(notes.join("; ")).filter(|text| !text.is_empty()))
-}
-
-async fn interrupt_mutation_of_shard(context: &MigrationContext) -> Result<Option<String>> {
-    let note = interrupt_mutation_here(context).await?;
-    Ok(match context.cluster {
-        Some(_) => note.map(|note| format!("shard {}: {note}", context.shard_number())),
-        None => note,
-    })
-}
-
-async fn interrupt_mutation_here(context: &MigrationContext) -> Result<Option<String>> {
-    let events = events(context);
-    let pending: Vec<String> =
-        own_mutations(context).await?.into_iter().filter(|mutation| mutation.is_done == 0).map(|mutation| mutation.mutation_id).collect();
-    if pending.is_empty() {
-        return Ok(None);
-    }
-    let ids = pending.join(", ");
-    if !context.clickhouse.capabilities().kills_mutations() {
-        return Ok(Some(format!(
-            "ClickHouse {} cannot kill a mutation (KILL MUTATION came in 19.3), so mutation {ids} goes on until it has \
-             rewritten every part of {events}; resume to wait for it, or roll back, which waits for it before dropping the column",
-            context.clickhouse.version()
-        )));
-    }
-    for mutation_id in &pending {
-        context.clickhouse.kill_mutation(events, mutation_id).await?;
-    }
-    Ok(Some(format!("mutation {ids} was killed; the parts it rewrote keep their person_id, and a resume fills the rest")))
+    fill_mutation(&context).await?.interrupt(&context).await
 }
 
 /// Rollback of operation 2, on every shard: no mutation of ours may stay pending once the column or the
-/// lookup table is dropped. Kills them where the server can, then waits until none is left (on 18.16: until
-/// they finish).
+/// lookup table is dropped.
 async fn end_mutations(context: MigrationContext) -> Result<()> {
-    context.on_every_shard(end_mutations_of_shard).await
-}
-
-async fn end_mutations_of_shard(context: MigrationContext) -> Result<()> {
-    loop {
-        let pending: Vec<MutationStatus> = own_mutations(&context).await?.into_iter().filter(|mutation| mutation.is_done == 0).collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if context.clickhouse.capabilities().kills_mutations() {
-            for mutation in &pending {
-                context.clickhouse.kill_mutation(events(&context), &mutation.mutation_id).await?;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    fill_mutation(&context).await?.end(&context).await
 }
