@@ -37,7 +37,7 @@ async fn settled(engine: &Engine) -> MigrationOverview {
 }
 
 fn last_id(overview: &MigrationOverview) -> Option<i64> {
-    overview.record.checkpoint.as_ref().and_then(|checkpoint| checkpoint["last_id"].as_i64())
+    overview.record.checkpoint.as_ref().and_then(|checkpoint| checkpoint["last_key"].as_i64())
 }
 
 /// Waits until operation 1 has saved a checkpoint past `id`.

@@ -2,8 +2,9 @@
 //! name and id, filled in batches so that no statement holds locks on many rows for long.
 //!
 //! 0. `ALTER TABLE team ADD COLUMN IF NOT EXISTS slug text` (nullable: instant, no rewrite);
-//! 1. fill it `batch_size` teams at a time in id order, each batch one short transaction; the checkpoint is
-//!    the last id done, progress the teams done out of those there were when the operation started;
+//! 1. fill it `batch_size` teams at a time in id order (the Postgres batches recipe), each batch one short
+//!    transaction; the checkpoint is the last id done, progress the teams done out of those there were when
+//!    the operation started;
 //! 2. in one transaction: lock the table against writes, fill the teams created since (their ids may be
 //!    anywhere), and `SET NOT NULL`.
 //!
@@ -15,13 +16,11 @@
 //!
 //! The product must write a slug for the teams it creates from the moment operation 2 has run.
 
-use serde_json::json;
-use sqlx::Row;
-
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::demo::TEAM_TABLE;
 use crate::parameters::ParameterSpec;
+use crate::recipes::postgres_batches::PostgresBatches;
 use crate::Result;
 
 pub const NAME: &str = "0004_team_slug";
@@ -41,7 +40,16 @@ pub fn definition() -> MigrationDefinition {
             &format!("ALTER TABLE {TEAM_TABLE} ADD COLUMN IF NOT EXISTS slug text"),
             &format!("ALTER TABLE {TEAM_TABLE} DROP COLUMN IF EXISTS slug"),
         ))
-        .operation(Operation::rust("fill slug batch_size teams at a time, in id order", fill_in_batches, nothing_to_undo))
+        .operation(
+            PostgresBatches {
+                table: TEAM_TABLE.into(),
+                key: "id".into(),
+                set: format!("slug = {SLUG_SQL}"),
+                pending: "team.slug IS NULL".into(),
+                batch_size_parameter: "batch_size".into(),
+            }
+            .operation("fill slug batch_size teams at a time, in id order"),
+        )
         .operation(Operation::rust(
             "fill the teams created meanwhile and make slug NOT NULL, in one transaction",
             fill_the_rest_and_require,
@@ -74,36 +82,6 @@ async fn precheck(context: MigrationContext) -> Result<CheckOutcome> {
     } else {
         CheckOutcome::Fail(format!("the Postgres table {TEAM_TABLE} does not exist"))
     })
-}
-
-/// Operation 1: batches of ids after the checkpoint's, until none is left.
-async fn fill_in_batches(context: MigrationContext) -> Result<()> {
-    let postgres = &context.postgres;
-    let batch_size = context.parameters.integer("batch_size");
-    let mut last_id = context.checkpoint().and_then(|checkpoint| checkpoint["last_id"].as_i64());
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {TEAM_TABLE}")).fetch_one(postgres).await?;
-    let mut done: i64 = match last_id {
-        Some(last_id) => {
-            sqlx::query_scalar(&format!("SELECT count(*) FROM {TEAM_TABLE} WHERE id <= $1")).bind(last_id).fetch_one(postgres).await?
-        }
-        None => 0,
-    };
-    let batch = format!(
-        "WITH batch AS (SELECT id FROM {TEAM_TABLE} WHERE id > $1 ORDER BY id LIMIT $2),
-              filled AS (UPDATE {TEAM_TABLE} AS team SET slug = {SLUG_SQL} FROM batch
-                         WHERE team.id = batch.id AND team.slug IS NULL RETURNING team.id)
-         SELECT (SELECT max(id) FROM batch) AS last_id, (SELECT count(*) FROM batch) AS teams"
-    );
-    loop {
-        let row = sqlx::query(&batch).bind(last_id.unwrap_or(i64::MIN)).bind(batch_size).fetch_one(postgres).await?;
-        let Some(batch_last_id) = row.try_get::<Option<i64>, _>("last_id")? else {
-            return Ok(());
-        };
-        last_id = Some(batch_last_id);
-        done += row.try_get::<i64, _>("teams")?;
-        context.save_checkpoint(json!({ "last_id": batch_last_id })).await?;
-        context.report_progress(done as f64 / total.max(1) as f64).await?;
-    }
 }
 
 /// Operation 2: nothing can insert a team without a slug between the last fill and `SET NOT NULL`.

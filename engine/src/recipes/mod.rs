@@ -2,3 +2,4 @@
 //! Postgres rows updated in batches), usable by any product's migrations, in Rust or from a file.
 
 pub mod mutation;
+pub mod postgres_batches;
