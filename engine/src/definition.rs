@@ -274,26 +274,16 @@ impl MigrationDefinition {
         self.render(template, context, Dialect::Postgres)
     }
 
-    /// Replaces every `{name}` made of lowercase letters, digits and `_`; other braces are left as written.
+    /// Replaces every placeholder ([`placeholders`]); other braces are left as written.
     fn render(&self, template: &str, context: &MigrationContext, dialect: Dialect) -> Result<String> {
         let mut rendered = String::with_capacity(template.len());
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            rendered.push_str(&rest[..open]);
-            let after = &rest[open + 1..];
-            let placeholder = after
-                .find('}')
-                .map(|close| &after[..close])
-                .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
-            let Some(name) = placeholder else {
-                rendered.push('{');
-                rest = after;
-                continue;
-            };
+        let mut copied = 0;
+        for (offset, name) in placeholders(template) {
+            rendered.push_str(&template[copied..offset]);
             rendered.push_str(&self.placeholder_value(name, context, dialect)?);
-            rest = &after[name.len() + 1..];
+            copied = offset + name.len() + 2;
         }
-        rendered.push_str(rest);
+        rendered.push_str(&template[copied..]);
         Ok(rendered)
     }
 
@@ -309,5 +299,39 @@ impl MigrationDefinition {
             Dialect::ClickHouse => Parameters::sql_literal(&spec.kind, value),
             Dialect::Postgres => Parameters::postgres_literal(&spec.kind, value),
         })
+    }
+}
+
+/// The placeholders of a SQL template, in order, each with the byte offset of its `{`: every `{name}` whose
+/// name is lowercase letters, digits and `_`. Other braces are text.
+pub fn placeholders(template: &str) -> Vec<(usize, &str)> {
+    let mut found = Vec::new();
+    let mut offset = 0;
+    while let Some(open) = template[offset..].find('{').map(|open| offset + open) {
+        let after = &template[open + 1..];
+        let name = after
+            .find('}')
+            .map(|close| &after[..close])
+            .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        match name {
+            Some(name) => {
+                found.push((open, name));
+                offset = open + name.len() + 2;
+            }
+            None => offset = open + 1,
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_are_lowercase_names_in_braces() {
+        assert_eq!(placeholders("ALTER TABLE {database}.t ADD COLUMN {column} String"), [(12, "database"), (36, "column")]);
+        assert_eq!(placeholders("SELECT '{\"a\": 1}', {Upper}, {}, {{nested}}"), [(33, "nested")]);
+        assert_eq!(placeholders("no braces"), []);
     }
 }

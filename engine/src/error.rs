@@ -56,6 +56,10 @@ pub enum Error {
     LeaseLost { migration: String },
     #[error("stored state is corrupt: {0}")]
     Corrupt(String),
+    /// Migration files amigo could not fully read, or a set of migrations that does not hold together: nothing
+    /// of them is recorded or run.
+    #[error("{}", problem_lines(.0))]
+    InvalidMigrations(Vec<crate::loader::Problem>),
     /// A failure inside a migration's own code, in its words.
     #[error("{0}")]
     Migration(String),
@@ -112,6 +116,16 @@ fn quoted_prefix(name: &str) -> String {
         Some((cut, _)) => format!("{:?}... ({} characters)", &name[..cut], name.chars().count()),
         None => format!("{name:?}"),
     }
+}
+
+/// A count, then each problem on a line of its own as `path:line:column: message`.
+fn problem_lines(problems: &[crate::loader::Problem]) -> String {
+    let count = problems.len();
+    let mut text = format!("{count} problem{} in the migrations; nothing was loaded:", if count == 1 { "" } else { "s" });
+    for problem in problems {
+        text.push_str(&format!("\n{problem}"));
+    }
+    text
 }
 
 /// `error`'s message followed by those of its causes it does not already include: the ClickHouse client's

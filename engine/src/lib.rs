@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod input_properties;
+pub mod loader;
 pub mod metrics;
 pub mod migrations;
 pub mod parameters;
@@ -28,6 +29,7 @@ pub mod testing;
 pub mod upgrade;
 pub mod version;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +68,9 @@ pub struct EngineConfig {
     pub instance_version: Version,
     /// A runner whose heartbeat is older than this is taken for dead.
     pub lease_timeout: Duration,
+    /// A folder of the product's migration files (`NAME.toml`, see [`loader`]), loaded next to the definitions
+    /// compiled in.
+    pub migrations_dir: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -78,6 +83,7 @@ impl EngineConfig {
             clickhouse_http_port_offset: None,
             instance_version: Version::parse(env!("CARGO_PKG_VERSION")).expect("the crate version is a version"),
             lease_timeout: Duration::from_secs(10),
+            migrations_dir: None,
         }
     }
 
@@ -113,13 +119,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Connects with the migrations amigo ships.
+    /// Connects with the migrations amigo ships (and those of `config.migrations_dir`).
     pub async fn connect(config: &EngineConfig) -> Result<Engine> {
         Engine::connect_with(config, migrations::all()).await
     }
 
-    /// Connects to both databases, applies the Postgres schema and records the given definitions.
+    /// Connects to both databases, applies the Postgres schema and records the given definitions followed by
+    /// those of the files in `config.migrations_dir`. The whole set is checked first ([`loader::assemble`]): when
+    /// a file cannot be fully read or the set does not hold together, nothing is connected to or recorded.
     pub async fn connect_with(config: &EngineConfig, definitions: Vec<MigrationDefinition>) -> Result<Engine> {
+        let definitions = loader::assemble(definitions, config.migrations_dir.as_deref())?;
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
         let mut clickhouse = ClickHouse::connect(&config.clickhouse_url, &config.clickhouse_database).await?;

@@ -110,7 +110,8 @@ impl ParameterSpec {
         Ok(value)
     }
 
-    fn check(&self, value: &ParameterValue) -> Result<(), String> {
+    /// Whether `value` is one this parameter accepts, and if not why.
+    pub(crate) fn check(&self, value: &ParameterValue) -> Result<(), String> {
         match (&self.kind, value) {
             (ParameterKind::Integer { min, max }, ParameterValue::Integer(number)) => {
                 if number < min || number > max {
