@@ -2,6 +2,7 @@
 //! the subcommands other tools rely on (`amigo migrations ...`, `amigo check-upgrade`, ...).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -47,6 +48,10 @@ pub struct Settings {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "AMIGO_LOG_JSON")]
     pub log_json: bool,
+    /// Folder of the product's migration files (`NAME.toml`, see docs/writing-migrations.md), loaded next to the
+    /// migrations amigo ships.
+    #[arg(long, global = true, env = "AMIGO_MIGRATIONS_DIR")]
+    pub migrations_dir: Option<PathBuf>,
     /// Also load a set of demo migrations: `e2e` is the end-to-end specs' set. Never in production.
     #[arg(long, global = true, env = "AMIGO_EXTRA_MIGRATIONS", value_enum)]
     pub extra_migrations: Option<ExtraMigrations>,
@@ -72,6 +77,7 @@ impl Settings {
         config.clickhouse_cluster = Some(self.clickhouse_cluster.clone()).filter(|name| !name.is_empty());
         config.clickhouse_http_port_offset = self.clickhouse_http_port_offset;
         config.lease_timeout = Duration::from_secs(self.lease_timeout_seconds);
+        config.migrations_dir = self.migrations_dir.clone().filter(|folder| !folder.as_os_str().is_empty());
         Ok(config)
     }
 
@@ -170,6 +176,9 @@ pub enum MigrationsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Read every migration (AMIGO_MIGRATIONS_DIR's files and those amigo ships) and print each, or every problem;
+    /// needs neither database.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

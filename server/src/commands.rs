@@ -50,6 +50,7 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             engine.resume(name, &actor).await?;
             finish_request(engine, name, "resume requested", *wait).await
         }
+        MigrationsCommand::Check => unreachable!("main runs `amigo migrations check` without connecting"),
         MigrationsCommand::Errors { name, json } => {
             let errors = engine.errors(name).await?;
             if *json {
@@ -66,6 +67,16 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `amigo migrations check`: reads the migration files and checks them with those amigo ships, without any
+/// database; a line per migration, or the problems (and exit code 1).
+pub fn check_migrations(config: &engine::EngineConfig, compiled_in: Vec<engine::definition::MigrationDefinition>) -> Result<ExitCode> {
+    for definition in engine::loader::assemble(compiled_in, config.migrations_dir.as_deref())? {
+        let count = definition.operations.len();
+        println!("ok {} ({count} operation{})", definition.name, if count == 1 { "" } else { "s" });
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints what was queued; with `--wait`, runs a runner here until the migration's run ends.

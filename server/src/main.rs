@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use engine::Engine;
-use server::cli::{self, Cli, Command};
+use server::cli::{self, Cli, Command, MigrationsCommand};
 use server::{commands, web};
 
 #[tokio::main]
@@ -22,6 +22,9 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = cli.settings.engine_config()?;
+    if let Command::Migrations(MigrationsCommand::Check) = &cli.command {
+        return Ok(commands::check_migrations(&config, cli.settings.migration_definitions())?);
+    }
     let engine = Engine::connect_with(&config, cli.settings.migration_definitions()).await?;
     Ok(match &cli.command {
         Command::Serve(serve) => web::serve(engine, serve).await?,

@@ -183,3 +183,72 @@ async fn hostile_input_to_every_command_gets_one_clear_line_and_changes_nothing(
         sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM audit_log)").fetch_one(&pool).await.unwrap();
     assert_eq!((users, audit), (0, 0), "no account and no action was recorded");
 }
+
+/// A folder of migration files of one test's own, deleted when dropped.
+struct MigrationsFolder(std::path::PathBuf);
+
+impl MigrationsFolder {
+    fn with(label: &str, files: &[(&str, &str)]) -> MigrationsFolder {
+        let folder = std::env::temp_dir().join(format!("amigo-cli-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        for (name, text) in files {
+            std::fs::write(folder.join(name), text).unwrap();
+        }
+        MigrationsFolder(folder)
+    }
+}
+
+impl Drop for MigrationsFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const GOOD_MIGRATION: &str = r#"description = "Give every order a region"
+
+[[operations]]
+description = "add the column region to orders"
+clickhouse = "ALTER TABLE {database}.orders ADD COLUMN region String"
+rollback = "ALTER TABLE {database}.orders DROP COLUMN region"
+"#;
+
+#[test]
+fn migrations_check_reads_the_files_without_any_database_and_lists_every_problem() {
+    // Nothing listens on port 9: the check must not need either database, and serve must refuse before connecting.
+    let nowhere = EngineConfig::new("postgres://amigo@127.0.0.1:9/amigo", "http://127.0.0.1:9", "amigo");
+    let check = |folder: &MigrationsFolder| {
+        amigo_command(&nowhere, &["migrations", "check"]).env("AMIGO_MIGRATIONS_DIR", &folder.0).output().unwrap()
+    };
+
+    let good = MigrationsFolder::with("good", &[("0100_orders_region.toml", GOOD_MIGRATION), ("README.md", "not a migration")]);
+    let output = check(&good);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ok 0001_events_sort_key (") && lines[0].ends_with(" operations)"), "{text}");
+    assert_eq!(lines.len(), engine::migrations::all().len() + 1, "{text}");
+    assert_eq!(lines.last(), Some(&"ok 0100_orders_region (1 operation)"));
+
+    let broken = MigrationsFolder::with(
+        "broken",
+        &[
+            ("0100_orders_region.toml", GOOD_MIGRATION),
+            ("0101_typo.toml", &GOOD_MIGRATION.replace("rollback =", "rollbak =")),
+            ("0102_placeholder.toml", &GOOD_MIGRATION.replace("{database}.orders ADD", "{database}.{table} ADD")),
+        ],
+    );
+    let output = check(&broken);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "", "no migration is reported ok when any is broken");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "amigo: 2 problems in the migrations; nothing was loaded:\n\
+         {folder}/0101_typo.toml:6:1: unknown field `rollbak`, expected one of `description`, `clickhouse`, `postgres`, `rollback`, `settings`, `timeout_seconds`\n\
+         {folder}/0102_placeholder.toml:5:14: clickhouse: {{table}} is neither {{database}} nor a parameter of this migration (it declares no parameters)\n",
+        folder = broken.0.display()
+    );
+    assert_eq!(stderr, expected);
+
+    let serve = amigo_command(&nowhere, &["serve", "--listen", "127.0.0.1:0"]).env("AMIGO_MIGRATIONS_DIR", &broken.0).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&serve.stderr), expected, "serve refuses to start with the same problems");
+}
