@@ -5,18 +5,10 @@
 //! 1. move every partition of `events` whose whole month is older than `older_than_months`, oldest first,
 //!    one at a time; the checkpoint lists the months moved and the cutoff month, fixed at the first attempt.
 //!
-//! One partition moves by `ALTER TABLE events MOVE PARTITION ... TO TABLE events_archive` from 20.2 (a single
-//! atomic statement) when the archive's partition is empty. Before (18.16 has no `MOVE PARTITION ... TO
-//! TABLE`), or when the archive already holds rows of that month (a move an older server interrupted, or late
-//! rows moved back and forth), it is copy, verify, drop:
-//! `REPLACE PARTITION ... FROM events` into the archive (hard links, and idempotent: the archive's partition
-//! becomes exactly the source's), then row counts and checksums of both must match, then
-//! `DROP PARTITION` from `events`. `REPLACE` is used only while every row of the archive's partition is also
-//! in the source's (it is empty, or a copy an interrupted attempt made), so it never drops archived rows;
-//! otherwise (the source was dropped and rows arrived in it later) the missing rows are copied by uuid with
-//! `INSERT ... SELECT ... WHERE uuid NOT IN (...)`, idempotent too. Nothing is dropped from the source before
-//! every one of its rows is verified in the archive, so a crash at any point loses nothing and a resume
-//! redoes the partition from what the tables hold, whatever the checkpoint says.
+//! Each partition moves with the move-partitions recipe (`recipes/move_partitions.rs`): one `MOVE PARTITION
+//! ... TO TABLE` where the server has it (20.2) and the archive's partition is empty, otherwise copy, verify,
+//! drop (rows identified by `uuid`), so that a crash at any point loses nothing and a resume redoes the
+//! partition from what the tables hold, whatever the checkpoint says.
 //!
 //! Rollback moves every partition of the archive back into `events` the same way, then drops the archive,
 //! which it refuses to do while the archive still holds rows.
@@ -35,18 +27,20 @@ use serde_json::json;
 use crate::clickhouse::QueryOptions;
 use crate::context::MigrationContext;
 use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::events_partition_checksum;
 use crate::migrations::backfill_person_id;
-use crate::parameters::{quote_string, ParameterSpec};
+use crate::parameters::ParameterSpec;
 use crate::pressure::clickhouse_pressure;
+use crate::recipes::move_partitions::MovePartitions;
 use crate::tables::{partition_row_counts, table_exists};
 use crate::{Error, Result};
 
 pub const NAME: &str = "0003_move_old_partitions";
 const EVENTS: &str = "events";
 pub const ARCHIVE: &str = "events_archive";
-/// How many times a partition that changes while it is moved is copied again before the operation fails.
-const MAX_ATTEMPTS: usize = 3;
+/// How partitions move between `events` and the archive: rows identified by their uuid.
+fn moves() -> MovePartitions {
+    MovePartitions { row_identity: "uuid".into() }
+}
 
 pub fn definition() -> MigrationDefinition {
     MigrationDefinition::new(NAME, "Move the months of events older than a number of months into events_archive, partition by partition")
@@ -156,7 +150,7 @@ async fn move_old_partitions(context: MigrationContext) -> Result<()> {
     for month in to_move {
         context.pause_while_under_pressure().await?;
         let done = moved.len() as f64;
-        move_partition(&context, EVENTS, ARCHIVE, month, done / total..(done + 1.0) / total).await?;
+        moves().move_partition(&context, EVENTS, ARCHIVE, &month.to_string(), done / total..(done + 1.0) / total).await?;
         if !moved.contains(&month) {
             moved.push(month);
         }
@@ -174,80 +168,10 @@ async fn move_everything_back(context: MigrationContext) -> Result<()> {
     let months = months_with_rows(&context, ARCHIVE).await?;
     let total = months.len().max(1) as f64;
     for (index, month) in months.into_iter().enumerate() {
-        move_partition(&context, ARCHIVE, EVENTS, month, index as f64 / total..(index + 1) as f64 / total).await?;
+        moves().move_partition(&context, ARCHIVE, EVENTS, &month.to_string(), index as f64 / total..(index + 1) as f64 / total).await?;
         context.report_progress((index + 1) as f64 / total).await?;
     }
     Ok(())
-}
-
-/// Rows of `from`'s partition `month` whose uuid `into`'s partition `month` lacks.
-async fn rows_missing(context: &MigrationContext, from: &str, into: &str, month: u32) -> Result<u64> {
-    let query = format!(
-        "SELECT count() FROM {} WHERE toYYYYMM(timestamp) = {month}
-         AND uuid NOT IN (SELECT uuid FROM {} WHERE toYYYYMM(timestamp) = {month})",
-        context.clickhouse.qualified(from),
-        context.clickhouse.qualified(into)
-    );
-    Ok(context.clickhouse.client().query(&query).fetch_one().await?)
-}
-
-/// Moves partition `month` from table `from` to table `to`; safe to run again after a crash at any point.
-async fn move_partition(context: &MigrationContext, from: &str, to: &str, month: u32, span: std::ops::Range<f64>) -> Result<()> {
-    let clickhouse = &context.clickhouse;
-    let partition = quote_string(&month.to_string());
-    let (from_table, to_table) = (context.clickhouse.qualified(from), context.clickhouse.qualified(to));
-    for _ in 0..MAX_ATTEMPTS {
-        let source = events_partition_checksum(clickhouse, from, month).await?;
-        if source.rows == 0 {
-            return Ok(());
-        }
-        let target = events_partition_checksum(clickhouse, to, month).await?;
-        // `MOVE PARTITION` adds the source's parts to whatever the target's partition holds: only into an empty
-        // one (a partition an interrupted copy left in both tables goes the copy, verify, drop way below).
-        if clickhouse.capabilities().moves_partitions_to_tables() && target.rows == 0 {
-            let sql = format!("ALTER TABLE {from_table} MOVE PARTITION ID {partition} TO TABLE {to_table}");
-            context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.clone()).await?;
-            let (source_after, target_after) =
-                (events_partition_checksum(clickhouse, from, month).await?, events_partition_checksum(clickhouse, to, month).await?);
-            if source_after.rows + target_after.rows < source.rows + target.rows {
-                return Err(Error::Migration(format!(
-                    "partition {month}: {from} and {to} held {} rows before the move and {} after; nothing more is moved, investigate",
-                    source.rows + target.rows,
-                    source_after.rows + target_after.rows
-                )));
-            }
-            continue;
-        }
-        let replace = target.rows == 0 || rows_missing(context, to, from, month).await? == 0;
-        let copy = if replace {
-            format!("ALTER TABLE {to_table} REPLACE PARTITION ID {partition} FROM {from_table}")
-        } else {
-            format!(
-                "INSERT INTO {to_table} SELECT * FROM {from_table} WHERE toYYYYMM(timestamp) = {month}
-                 AND uuid NOT IN (SELECT uuid FROM {to_table} WHERE toYYYYMM(timestamp) = {month})"
-            )
-        };
-        context.clickhouse_execute_part(&copy, &QueryOptions::default(), span.clone()).await?;
-        let verified = if replace {
-            events_partition_checksum(clickhouse, from, month).await? == events_partition_checksum(clickhouse, to, month).await?
-        } else {
-            rows_missing(context, from, to, month).await? == 0
-        };
-        if !verified {
-            tracing::warn!(migration = NAME, month, from, to, "the partition changed while it was copied; copying it again");
-            continue;
-        }
-        let sql = format!("ALTER TABLE {from_table} DROP PARTITION ID {partition}");
-        context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.end..span.end).await?;
-        return Ok(());
-    }
-    if events_partition_checksum(clickhouse, from, month).await?.rows == 0 {
-        return Ok(());
-    }
-    Err(Error::Migration(format!(
-        "partition {month} of {from} kept receiving rows while it was moved ({MAX_ATTEMPTS} tries); none of it was dropped. \
-         Stop inserts into months that old, then resume"
-    )))
 }
 
 #[cfg(test)]

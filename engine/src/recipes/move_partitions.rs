@@ -1,0 +1,120 @@
+//! The move-partitions recipe: moves whole partitions from one table to another of the same structure and
+//! keys, one at a time, safe to run again after a crash at any point; nothing is dropped from the source
+//! before every one of its rows is in the target.
+//!
+//! A partition moves by `ALTER TABLE from MOVE PARTITION ID … TO TABLE to` (20.2, one atomic statement) when
+//! the target's partition is empty and the server has it. Otherwise (18.16, or a partition already partly in
+//! the target: a move an older server interrupted, late rows moved back and forth) it is copy, verify, drop:
+//! `REPLACE PARTITION … FROM` (hard links; idempotent: the target's partition becomes exactly the source's)
+//! while every row of the target's partition is also in the source's, else the rows the target lacks, by
+//! `row_identity`; then the source's rows must all be in the target (checksums, or identities after a
+//! partial copy); then `DROP PARTITION` from the source. On servers without `MOVE PARTITION` a row inserted
+//! into the partition between its verification and its drop (milliseconds) is lost: the partitions moved
+//! must not receive inserts.
+
+use crate::clickhouse::{ClickHouse, QueryOptions};
+use crate::context::MigrationContext;
+use crate::parameters::quote_string;
+use crate::{Error, Result};
+
+/// How many times a partition that changes while it is moved is copied again before the move fails.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Moves between two tables of the product's database that have the same structure and keys.
+#[derive(Debug, Clone)]
+pub struct MovePartitions {
+    /// What identifies a row (`uuid`, `(team_id, id)`): a partition partly in both tables is completed by the
+    /// rows the target lacks by it.
+    pub row_identity: String,
+}
+
+impl MovePartitions {
+    /// Moves partition `partition_id` from `from` to `to`; its progress moves the operation's over `span`.
+    pub async fn move_partition(
+        &self,
+        context: &MigrationContext,
+        from: &str,
+        to: &str,
+        partition_id: &str,
+        span: std::ops::Range<f64>,
+    ) -> Result<()> {
+        let clickhouse = &context.clickhouse;
+        let partition = quote_string(partition_id);
+        let (from_table, to_table) = (clickhouse.qualified(from), clickhouse.qualified(to));
+        for _ in 0..MAX_ATTEMPTS {
+            let source = partition_checksum(clickhouse, from, partition_id).await?;
+            if source.0 == 0 {
+                return Ok(());
+            }
+            let target = partition_checksum(clickhouse, to, partition_id).await?;
+            // `MOVE PARTITION` adds the source's parts to whatever the target's partition holds: only into an
+            // empty one.
+            if clickhouse.capabilities().moves_partitions_to_tables() && target.0 == 0 {
+                let sql = format!("ALTER TABLE {from_table} MOVE PARTITION ID {partition} TO TABLE {to_table}");
+                context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.clone()).await?;
+                let after =
+                    partition_checksum(clickhouse, from, partition_id).await?.0 + partition_checksum(clickhouse, to, partition_id).await?.0;
+                if after < source.0 + target.0 {
+                    return Err(Error::Migration(format!(
+                        "partition {partition_id}: {from} and {to} held {} rows before the move and {after} after; nothing more is moved, investigate",
+                        source.0 + target.0
+                    )));
+                }
+                continue;
+            }
+            let replace = target.0 == 0 || self.rows_missing(context, to, from, partition_id).await? == 0;
+            let copy = if replace {
+                format!("ALTER TABLE {to_table} REPLACE PARTITION ID {partition} FROM {from_table}")
+            } else {
+                let identity = &self.row_identity;
+                format!(
+                    "INSERT INTO {to_table} SELECT * FROM {from_table} WHERE _partition_id = {partition}
+                     AND {identity} NOT IN (SELECT {identity} FROM {to_table} WHERE _partition_id = {partition})"
+                )
+            };
+            context.clickhouse_execute_part(&copy, &QueryOptions::default(), span.clone()).await?;
+            let verified = if replace {
+                partition_checksum(clickhouse, from, partition_id).await? == partition_checksum(clickhouse, to, partition_id).await?
+            } else {
+                self.rows_missing(context, from, to, partition_id).await? == 0
+            };
+            if !verified {
+                tracing::warn!(partition_id, from, to, "the partition changed while it was copied; copying it again");
+                continue;
+            }
+            let sql = format!("ALTER TABLE {from_table} DROP PARTITION ID {partition}");
+            context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.end..span.end).await?;
+            return Ok(());
+        }
+        if partition_checksum(clickhouse, from, partition_id).await?.0 == 0 {
+            return Ok(());
+        }
+        Err(Error::Migration(format!(
+            "partition {partition_id} of {from} kept receiving rows while it was moved ({MAX_ATTEMPTS} tries); none of it was \
+             dropped. Stop inserts into that partition, then resume"
+        )))
+    }
+
+    /// Rows of `from`'s partition whose identity `into`'s same partition lacks.
+    async fn rows_missing(&self, context: &MigrationContext, from: &str, into: &str, partition_id: &str) -> Result<u64> {
+        let (identity, partition) = (&self.row_identity, quote_string(partition_id));
+        let query = format!(
+            "SELECT count() FROM {} WHERE _partition_id = {partition}
+             AND {identity} NOT IN (SELECT {identity} FROM {} WHERE _partition_id = {partition})",
+            context.clickhouse.qualified(from),
+            context.clickhouse.qualified(into)
+        );
+        Ok(context.clickhouse.client().query(&query).fetch_one().await?)
+    }
+}
+
+/// Rows and an order-independent hash of every row of one partition of `table` (zeros when it has none): two
+/// tables of the same structure with equal checksums hold the same rows there.
+pub async fn partition_checksum(clickhouse: &ClickHouse, table: &str, partition_id: &str) -> Result<(u64, u64)> {
+    let query = format!(
+        "SELECT count() AS rows, sum(cityHash64(*)) AS checksum FROM {} WHERE _partition_id = {}",
+        clickhouse.qualified(table),
+        quote_string(partition_id)
+    );
+    Ok(clickhouse.client().query(&query).fetch_one().await?)
+}
