@@ -4,6 +4,9 @@
 //! fills `person_id` on every replica of every shard, and 0003 refuses to start; stop-and-rollback restores
 //! every shard; a node killed or paused mid-copy leaves the migration errored, and once it is back, resume
 //! finishes it; each shard resumes from its own checkpoint; too many parts on any node fails the health check.
+//!
+//! ClickHouse 18.16 only: `scripts/cluster` runs Debian's server, the only one installable here; on a
+//! current-release cluster, what differs is covered by the capability tests (docs/cluster.md says which).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -2,6 +2,10 @@
 //! that killing, pausing or restarting a server never touches the servers other tests share. Every case
 //! checks the data afterwards (rows and checksum of every partition against the seeded original) and prints
 //! how long recovery took: `cargo test -p server --test faults -- --nocapture` shows the figures.
+//!
+//! ClickHouse 18.16 only (`scripts/test`'s first tier): these cases kill, pause and restart the server
+//! process, and the current ClickHouse of the second tier (chdb 26.9 inside `scripts/chdb-http`) is a library
+//! in a process of its own, not a server that can stand in for that.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
