@@ -160,6 +160,29 @@ impl Capabilities {
     pub fn reports_query_kind(&self) -> bool {
         self.version.at_least(22, 1)
     }
+
+    /// `WHERE _partition_id = '…'` reads only that partition (21.5, ClickHouse PR #21401); before, the server
+    /// reads every part and filters rows (measured on 18.16), and only a condition on the partition key's
+    /// columns prunes partitions.
+    pub fn prunes_by_partition_id(&self) -> bool {
+        self.version.at_least(21, 5)
+    }
+
+    /// `TTL` on tables and columns (19.6).
+    pub fn table_ttl(&self) -> bool {
+        self.version.at_least(19, 6)
+    }
+
+    /// Data skipping indexes (`INDEX … TYPE … GRANULARITY …`) without an experimental setting (20.1; 18.16 has
+    /// none).
+    pub fn skip_indexes(&self) -> bool {
+        self.version.at_least(20, 1)
+    }
+
+    /// Projections (`PROJECTION … (SELECT …)`) without an experimental setting (22.2, ClickHouse PR #34456).
+    pub fn projections(&self) -> bool {
+        self.version.at_least(22, 2)
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +214,8 @@ mod tests {
         assert!(!old.deduplicates_inserts_by_token());
         assert!(!old.lightweight_deletes());
         assert!(!old.reports_query_kind());
+        assert!(!old.prunes_by_partition_id());
+        assert!(!old.table_ttl() && !old.skip_indexes() && !old.projections());
     }
 
     #[test]
@@ -207,6 +232,8 @@ mod tests {
         assert_eq!(current.join_get_mutation_settings(), [("allow_nondeterministic_mutations".to_string(), "1".to_string())]);
         assert!(current.deduplicates_inserts_by_token());
         assert!(current.lightweight_deletes() && current.reports_query_kind());
+        assert!(current.prunes_by_partition_id());
+        assert!(current.table_ttl() && current.skip_indexes() && current.projections());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use sqlx::PgPool;
 
 use crate::capabilities::Capabilities;
 use crate::clickhouse::{quote_identifier, ClickHouse};
-use crate::tables::{partition_row_counts, row_count, table_engine, table_exists};
+pub use crate::tables::PartitionChecksum;
+use crate::tables::{partition_checksums, partition_row_counts, row_count, table_engine, table_exists};
 use crate::{Error, Result};
 
 /// The product's events table.
@@ -151,14 +152,6 @@ impl fmt::Display for SeedReport {
             self.rows_per_second()
         )
     }
-}
-
-/// One partition of an events table: its row count and an order-independent hash of its rows.
-#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
-pub struct PartitionChecksum {
-    pub partition_id: String,
-    pub rows: u64,
-    pub checksum: u64,
 }
 
 /// The MergeTree table that holds the rows of `events`: `events` itself on a single server, the local table
@@ -297,19 +290,14 @@ pub async fn events_table_exists(clickhouse: &ClickHouse) -> Result<bool> {
 
 /// The hash of one event that partition checksums add up (modulo 2^64, so checksums of disjoint sets of rows
 /// add up too): the event columns only, whatever else the table has.
-const EVENT_HASH: &str = "cityHash64(toString(uuid), event, team_id, distinct_id, properties, timestamp)";
+pub const EVENT_HASH: &str = "cityHash64(toString(uuid), event, team_id, distinct_id, properties, timestamp)";
 
 /// Row count and content hash of each partition of an events-shaped `table`, in partition order: two tables
 /// with equal checksums hold the same events, whatever their sort key, part layout or extra columns.
 ///
 /// Reads every row of the event columns (uuid, event, team_id, distinct_id, properties, timestamp).
 pub async fn events_partition_checksums(clickhouse: &ClickHouse, table: &str) -> Result<Vec<PartitionChecksum>> {
-    let query = format!(
-        "SELECT _partition_id AS partition_id, count() AS rows, sum({EVENT_HASH}) AS checksum
-         FROM {} GROUP BY partition_id ORDER BY partition_id",
-        clickhouse.qualified(table)
-    );
-    Ok(clickhouse.client().query(&query).fetch_all().await?)
+    partition_checksums(clickhouse, table, EVENT_HASH).await
 }
 
 /// [`events_partition_checksums`] of one month's partition (`toYYYYMM(timestamp)`), reading that partition

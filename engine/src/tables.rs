@@ -1,5 +1,5 @@
-//! What any product's tables look like to a migration: whether one exists, its engine on a cluster, and its
-//! rows per partition, read from the server's system tables.
+//! What any product's tables look like to a migration: whether one exists, its engine on a cluster, its rows
+//! and checksums per partition and how to select one partition's rows, read from the server's system tables.
 
 use crate::clickhouse::ClickHouse;
 use crate::parameters::quote_string;
@@ -49,4 +49,166 @@ pub async fn partition_row_counts(clickhouse: &ClickHouse, table: &str) -> Resul
 pub async fn row_count(clickhouse: &ClickHouse, table: &str) -> Result<u64> {
     let query = format!("SELECT count() FROM {}", clickhouse.qualified(table));
     Ok(clickhouse.client().query(&query).fetch_one().await?)
+}
+
+/// One partition of a table: its row count and an order-independent hash of its rows.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct PartitionChecksum {
+    pub partition_id: String,
+    pub rows: u64,
+    pub checksum: u64,
+}
+
+/// Row count and content checksum of each partition of `table`, in partition order: the sum (modulo 2^64) of
+/// `row_hash`, an expression hashing one row's columns to a `UInt64`. Two tables with equal checksums hold the
+/// same rows, whatever their sort key or part layout. Reads every row of the columns `row_hash` names.
+pub async fn partition_checksums(clickhouse: &ClickHouse, table: &str, row_hash: &str) -> Result<Vec<PartitionChecksum>> {
+    let query = format!(
+        "SELECT _partition_id AS partition_id, count() AS rows, sum({row_hash}) AS checksum
+         FROM {} GROUP BY partition_id ORDER BY partition_id",
+        clickhouse.qualified(table)
+    );
+    // Raw: a `?` in `row_hash` (a string literal) is no placeholder.
+    Ok(clickhouse.client().query_raw(&query).fetch_all().await?)
+}
+
+/// The condition that selects the rows of partition `partition_id` of `table` and lets the server read that
+/// partition only.
+///
+/// `_partition_id = 'id'` selects them on every server, but only servers that prune by it
+/// ([`Capabilities::prunes_by_partition_id`](crate::capabilities::Capabilities::prunes_by_partition_id)) read
+/// that partition alone. Elsewhere each element of the partition key is also compared with its value in this
+/// partition (as `system.parts.partition` prints it: `toYYYYMM(ts) = 202401 AND team_id = 2`), which they
+/// prune by. A key or value that cannot be taken apart that way (a tuple-typed key, an unpartitioned table)
+/// leaves `_partition_id` alone: the statement is then slower, never wrong.
+pub async fn partition_filter(clickhouse: &ClickHouse, table: &str, partition_id: &str) -> Result<String> {
+    let by_id = format!("_partition_id = {}", quote_string(partition_id));
+    if clickhouse.capabilities().prunes_by_partition_id() {
+        return Ok(by_id);
+    }
+    let key: Option<String> = clickhouse
+        .client()
+        .query("SELECT partition_key FROM system.tables WHERE database = ? AND name = ?")
+        .bind(clickhouse.database())
+        .bind(table)
+        .fetch_optional()
+        .await?;
+    let value: Option<String> = clickhouse
+        .client()
+        .query("SELECT partition FROM system.parts WHERE database = ? AND table = ? AND partition_id = ? LIMIT 1")
+        .bind(clickhouse.database())
+        .bind(table)
+        .bind(partition_id)
+        .fetch_optional()
+        .await?;
+    let (Some(key), Some(value)) = (key, value) else { return Ok(by_id) };
+    Ok(match partition_key_conditions(&key, &value) {
+        Some(conditions) => format!("{by_id} AND {conditions}"),
+        None => by_id,
+    })
+}
+
+/// `element = value AND …` for each element of partition key `key` and its value in `value` (both as the
+/// server prints them), or `None` when they do not pair up.
+fn partition_key_conditions(key: &str, value: &str) -> Option<String> {
+    let elements = split_top_level(strip_enclosing_parentheses(key));
+    let values = split_top_level(strip_enclosing_parentheses(value));
+    if elements.is_empty() || elements.len() != values.len() || key.replace(' ', "") == "tuple()" {
+        return None;
+    }
+    let conditions: Vec<String> = elements
+        .iter()
+        .zip(&values)
+        .map(|(element, value)| if *value == "NULL" { format!("isNull({element})") } else { format!("({element}) = {value}") })
+        .collect();
+    Some(conditions.join(" AND "))
+}
+
+/// `text` without the parentheses around all of it, if it has them: `(a, b)` gives `a, b`; `(a) + (b)` stays.
+pub(crate) fn strip_enclosing_parentheses(text: &str) -> &str {
+    let text = text.trim();
+    if !text.starts_with('(') {
+        return text;
+    }
+    match top_level_positions(text).find(|&(_, depth)| depth == 0) {
+        Some((close, _)) if close == text.len() - 1 => text[1..close].trim(),
+        _ => text,
+    }
+}
+
+/// The comma-separated items of `text` outside parentheses, brackets and quotes, trimmed; none for blank text.
+pub(crate) fn split_top_level(text: &str) -> Vec<&str> {
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    let mut items = Vec::new();
+    let mut start = 0;
+    for (index, depth) in top_level_positions(text) {
+        if depth == 0 && text.as_bytes()[index] == b',' {
+            items.push(text[start..index].trim());
+            start = index + 1;
+        }
+    }
+    items.push(text[start..].trim());
+    items
+}
+
+/// Every byte offset of `text` outside quoted strings and identifiers, with the bracket depth after the
+/// character there (`(`, `[` and `{` open, their pairs close): how SQL the server prints is taken apart.
+pub(crate) fn top_level_positions(text: &str) -> impl Iterator<Item = (usize, i32)> + '_ {
+    let mut depth = 0;
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    text.bytes().enumerate().filter_map(move |(index, byte)| {
+        if let Some(open) = quote {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                _ if byte == open => quote = None,
+                _ => {}
+            }
+            return None;
+        }
+        match byte {
+            b'\'' | b'"' | b'`' => {
+                quote = Some(byte);
+                return None;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        Some((index, depth))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_keys_pair_with_their_values() {
+        assert_eq!(partition_key_conditions("toYYYYMM(timestamp)", "202401").as_deref(), Some("(toYYYYMM(timestamp)) = 202401"));
+        assert_eq!(
+            partition_key_conditions("(team_id, toYYYYMM(ts))", "(0,202401)").as_deref(),
+            Some("(team_id) = 0 AND (toYYYYMM(ts)) = 202401")
+        );
+        assert_eq!(
+            partition_key_conditions("(s, d)", r"('it\'s, 0','2024-01-01')").as_deref(),
+            Some(r"(s) = 'it\'s, 0' AND (d) = '2024-01-01'")
+        );
+        assert_eq!(partition_key_conditions("n", "NULL").as_deref(), Some("isNull(n)"));
+        assert_eq!(partition_key_conditions("tuple()", "tuple()"), None);
+        assert_eq!(partition_key_conditions("", "tuple()"), None);
+        assert_eq!(partition_key_conditions("pair", "(1,2)"), None, "a tuple-typed key stays whole");
+    }
+
+    #[test]
+    fn printed_sql_is_taken_apart_outside_brackets_and_quotes() {
+        assert_eq!(split_top_level("a, f(b, c), '(,', `x,y`"), ["a", "f(b, c)", "'(,'", "`x,y`"]);
+        assert_eq!(split_top_level("  "), Vec::<&str>::new());
+        assert_eq!(strip_enclosing_parentheses(" (a, (b)) "), "a, (b)");
+        assert_eq!(strip_enclosing_parentheses("(a) + (b)"), "(a) + (b)");
+        assert_eq!(strip_enclosing_parentheses("f(a)"), "f(a)");
+    }
 }
