@@ -4,3 +4,4 @@
 pub mod move_partitions;
 pub mod mutation;
 pub mod postgres_batches;
+pub mod rewrite_table;

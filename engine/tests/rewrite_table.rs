@@ -1,0 +1,420 @@
+//! The *rewrite a table* recipe on tables shaped unlike the demo's `events`, on the server `AMIGO_CLICKHOUSE_URL`
+//! names (ClickHouse 18.16 with an Ordinary database, or 26.9 with an Atomic one):
+//!
+//! - `orders`: daily partitions, `ReplacingMergeTree(version)`, a TTL and a skip index where the server has them,
+//!   fed by a materialized view from `orders_source`, rewritten to a new sort key while rows keep arriving through
+//!   the view: a full run, a stop then a resume, a rollback after the swap. Each time every row the product's
+//!   inserts were acknowledged for is in `orders` once. Merges are stopped on both tables, so that a duplicate
+//!   cannot be merged away before it is counted.
+//! - `sessions`, one partition (`tuple()`), with a `MATERIALIZED` column whose values the copy keeps;
+//! - `visits`, partitioned by `(team_id, toYYYYMM(ts))`, with a projection where the server has them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
+use engine::recipes::rewrite_table::RewriteTable;
+use engine::status::Status;
+use engine::tables::{partition_filter, partition_row_counts};
+use engine::testing::{is_settled, spawn_runner, table_names, wait_for};
+use engine::{Engine, Error};
+use serde_json::json;
+
+const TESTER: &str = "tester@example.com";
+const ORDERS: &str = "test_rewrite_orders";
+/// Rows seeded into `orders` (through its view), over 30 days.
+const SEEDED_ORDERS: u64 = 30_000;
+/// Rows per insert of the product.
+const BATCH_ROWS: u64 = 100;
+
+/// `orders` sorted by team and day instead of by id; a row is an (id, version) pair.
+fn orders_rewrite() -> RewriteTable {
+    RewriteTable {
+        table: "orders".into(),
+        new_table: "orders_rewrite_new".into(),
+        backup_table: "orders_rewrite_backup".into(),
+        order_by: Some("team_id, day, id".into()),
+        row_identity: "(id, version)".into(),
+        ..RewriteTable::default()
+    }
+}
+
+fn orders_migration() -> MigrationDefinition {
+    orders_rewrite().define(MigrationDefinition::new(ORDERS, "Sort orders by team and day"))
+}
+
+/// An engine on fresh databases with `definitions`, and a runner.
+async fn connected(definitions: Vec<MigrationDefinition>) -> (Engine, tokio::sync::watch::Sender<bool>) {
+    let mut config = engine::testing::fresh_databases().await;
+    config.lease_timeout = Duration::from_secs(2);
+    let engine = Engine::connect_with(&config, definitions).await.expect("connect");
+    let runner = spawn_runner(&engine);
+    (engine, runner)
+}
+
+async fn execute(engine: &Engine, sql: &str) {
+    engine.clickhouse().client().query(sql).execute().await.unwrap_or_else(|error| panic!("{sql}: {error}"));
+}
+
+async fn count(engine: &Engine, sql: &str) -> u64 {
+    engine.clickhouse().client().query(sql).fetch_one().await.unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// The storage definition and the full `CREATE` statement of `table`.
+async fn definition_of(engine: &Engine, table: &str) -> (String, String) {
+    engine
+        .clickhouse()
+        .client()
+        .query("SELECT engine_full, create_table_query FROM system.tables WHERE database = currentDatabase() AND name = ?")
+        .bind(table)
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+/// `orders` with `SEEDED_ORDERS` rows over 30 days, all written through `orders_view` from `orders_source`;
+/// merges stopped on it.
+async fn seed_orders(engine: &Engine) {
+    let capabilities = engine.clickhouse().capabilities();
+    let index = if capabilities.skip_indexes() { ", INDEX amount_index amount TYPE minmax GRANULARITY 4" } else { "" };
+    let ttl = if capabilities.table_ttl() { " TTL day + INTERVAL 10 YEAR" } else { "" };
+    execute(
+        engine,
+        &format!(
+            "CREATE TABLE orders (team_id UInt32, id UInt64, day Date, amount Float64, version UInt32, note String DEFAULT 'none'{index})
+             ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMMDD(day) ORDER BY id{ttl} SETTINGS index_granularity = 1024"
+        ),
+    )
+    .await;
+    execute(
+        engine,
+        "CREATE TABLE orders_source (team_id UInt32, id UInt64, day Date, amount Float64, version UInt32) ENGINE = MergeTree ORDER BY id",
+    )
+    .await;
+    execute(
+        engine,
+        "CREATE MATERIALIZED VIEW orders_view TO orders AS
+         SELECT team_id, id, day, amount, version, concat('via the view, team ', toString(team_id)) AS note FROM orders_source",
+    )
+    .await;
+    execute(engine, "SYSTEM STOP MERGES orders").await;
+    execute(
+        engine,
+        &format!(
+            "INSERT INTO orders_source SELECT number % 5, number, today() - number % 30, number / 10, 1 FROM numbers({SEEDED_ORDERS})"
+        ),
+    )
+    .await;
+}
+
+/// What the product's inserters saw.
+#[derive(Default)]
+struct Inserts {
+    acknowledged_rows: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+/// The product inserting into `orders_source` (and so, through the view, into `orders`) until told to stop: a
+/// batch of `BATCH_ROWS` new orders every 200 ms, one of them a new version of a seeded order of today; and a
+/// batch that takes half a second (`sleep`), so that one is nearly always in flight when the names swap.
+struct Product {
+    inserts: Arc<Inserts>,
+    stop: Arc<AtomicBool>,
+    inserters: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Product {
+    fn start(engine: &Engine) -> Product {
+        let (inserts, stop) = (Arc::new(Inserts::default()), Arc::new(AtomicBool::new(false)));
+        let inserters = [false, true]
+            .into_iter()
+            .map(|slow| {
+                let (client, inserts, stop) = (engine.clickhouse().client().clone(), inserts.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut batch = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let sql = if slow {
+                            let first = 20_000_000 + batch * BATCH_ROWS;
+                            format!(
+                                "INSERT INTO orders_source SELECT 9, {first} + number, today(), 1, 1 FROM numbers({BATCH_ROWS}) WHERE sleep(0.5) = 0"
+                            )
+                        } else {
+                            let first = 10_000_000 + batch * BATCH_ROWS;
+                            let mut rows: Vec<String> = (1..BATCH_ROWS).map(|row| format!("(7, {}, today(), 2, 1)", first + row)).collect();
+                            // A seeded order of today (ids that are multiples of 30), in a new version.
+                            rows.push(format!("(7, {}, today(), 3, {})", 30 * (batch % 1000), 2 + batch));
+                            format!("INSERT INTO orders_source VALUES {}", rows.join(", "))
+                        };
+                        match client.query(&sql).execute().await {
+                            Ok(()) => {
+                                inserts.acknowledged_rows.fetch_add(BATCH_ROWS, Ordering::Relaxed);
+                            }
+                            Err(error) => {
+                                inserts.failed.fetch_add(1, Ordering::Relaxed);
+                                inserts.first_failure.lock().unwrap().get_or_insert_with(|| error.to_string());
+                            }
+                        }
+                        batch += 1;
+                        tokio::time::sleep(Duration::from_millis(if slow { 10 } else { 200 })).await;
+                    }
+                })
+            })
+            .collect();
+        Product { inserts, stop, inserters }
+    }
+
+    /// Stops inserting and returns how many rows were acknowledged, after checking that no insert failed.
+    async fn stop(self) -> u64 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        for inserter in self.inserters {
+            inserter.await.unwrap();
+        }
+        assert_eq!(self.inserts.failed.load(Ordering::Relaxed), 0, "an insert failed: {:?}", self.inserts.first_failure.lock().unwrap());
+        self.inserts.acknowledged_rows.load(Ordering::Relaxed)
+    }
+}
+
+/// Stops merges on the recipe's new table as soon as it exists (before the copy reaches today's partition, the
+/// last), so that no duplicate it receives can be merged away.
+fn stop_merges_on_the_copy(engine: &Engine) -> tokio::task::JoinHandle<()> {
+    let client = engine.clickhouse().client().clone();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let exists: u64 = client
+                .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'orders_rewrite_new'")
+                .fetch_one()
+                .await
+                .unwrap();
+            if exists > 0 {
+                client.query("SYSTEM STOP MERGES orders_rewrite_new").execute().await.unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("orders_rewrite_new never appeared");
+    })
+}
+
+/// Every row the product was acknowledged for is in `orders` once: as many rows as `orders_source` (each of its
+/// rows went through the view), each (id, version) once.
+async fn assert_every_acknowledged_row_once(engine: &Engine, acknowledged: u64) {
+    let source = count(engine, "SELECT count() FROM orders_source").await;
+    assert_eq!(source, SEEDED_ORDERS + acknowledged, "orders_source holds every acknowledged row");
+    let (rows, identities): (u64, u64) =
+        engine.clickhouse().client().query("SELECT count(), uniqExact(id, version) FROM orders").fetch_one().await.unwrap();
+    assert_eq!(rows, source, "every row written through the view is in orders");
+    assert_eq!(identities, rows, "none twice");
+}
+
+/// After a completed rewrite: `orders` is the rebuilt table, keeping everything but its sort key (engine and
+/// version parameter, TTL, index, settings), the original is the backup, and the view writes into the new one.
+async fn assert_rewritten(engine: &Engine, original: &(String, String)) {
+    let (engine_full, create_query) = definition_of(engine, "orders").await;
+    assert_eq!(engine_full, original.0.replace("ORDER BY id", "ORDER BY (team_id, day, id)"));
+    assert_eq!(create_query, original.1.replace("ORDER BY id", "ORDER BY (team_id, day, id)"));
+    assert!(
+        engine_full.starts_with("ReplacingMergeTree(version) PARTITION BY toYYYYMMDD(day) ORDER BY (team_id, day, id)"),
+        "{engine_full}"
+    );
+    let capabilities = engine.clickhouse().capabilities();
+    assert_eq!(engine_full.contains(" TTL day + "), capabilities.table_ttl(), "{engine_full}");
+    assert_eq!(create_query.contains("INDEX amount_index amount TYPE minmax GRANULARITY 4"), capabilities.skip_indexes(), "{create_query}");
+    assert_eq!(
+        definition_of(engine, "orders_rewrite_backup").await,
+        (original.0.clone(), original.1.replace("orders", "orders_rewrite_backup"))
+    );
+    assert_eq!(table_names(engine).await, ["orders", "orders_rewrite_backup", "orders_source", "orders_view"]);
+    let before = count(engine, "SELECT count() FROM orders").await;
+    execute(engine, "INSERT INTO orders_source VALUES (1, 99999999, today(), 0, 1)").await;
+    assert_eq!(count(engine, "SELECT count() FROM orders").await, before + 1, "the view writes into the new orders");
+}
+
+async fn settled(engine: &Engine, name: &str) -> engine::MigrationOverview {
+    wait_for(engine, name, Duration::from_secs(180), "settled", is_settled).await
+}
+
+fn copied_partitions(overview: &engine::MigrationOverview) -> usize {
+    overview.record.checkpoint.as_ref().and_then(|checkpoint| checkpoint["copied"].as_array()).map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn a_replacing_table_fed_by_a_view_is_rewritten_while_rows_keep_arriving_through_it() {
+    let (engine, _runner) = connected(vec![orders_migration()]).await;
+    seed_orders(&engine).await;
+    let original = definition_of(&engine, "orders").await;
+    let product = Product::start(&engine);
+    let merges_stopped = stop_merges_on_the_copy(&engine);
+    let started = Instant::now();
+    engine.start(ORDERS, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
+    let done = settled(&engine, ORDERS).await;
+    eprintln!("orders rewritten in {:.1} s", started.elapsed().as_secs_f64());
+    let acknowledged = product.stop().await;
+    merges_stopped.await.unwrap();
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
+    assert!(acknowledged >= 10 * BATCH_ROWS, "the product inserted only {acknowledged} rows during the run");
+    assert_every_acknowledged_row_once(&engine, acknowledged).await;
+    assert_rewritten(&engine, &original).await;
+}
+
+#[tokio::test]
+async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving() {
+    let (engine, _runner) = connected(vec![orders_migration()]).await;
+    seed_orders(&engine).await;
+    let original = definition_of(&engine, "orders").await;
+    let product = Product::start(&engine);
+    let merges_stopped = stop_merges_on_the_copy(&engine);
+    engine.start(ORDERS, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
+    wait_for(&engine, ORDERS, Duration::from_secs(60), "three partitions copied", |overview| copied_partitions(overview) >= 3).await;
+    engine.stop(ORDERS, TESTER, false).await.unwrap();
+    let stopped = settled(&engine, ORDERS).await;
+    assert_eq!(stopped.record.status, Status::Errored);
+    assert_eq!(stopped.record.current_operation_index, 1, "stopped during the copy");
+    let copied_before = copied_partitions(&stopped);
+
+    engine.resume(ORDERS, TESTER).await.unwrap();
+    let done = settled(&engine, ORDERS).await;
+    let acknowledged = product.stop().await;
+    merges_stopped.await.unwrap();
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
+    assert!((3..30).contains(&copied_before), "stopped after {copied_before} of 30 partitions");
+    assert_every_acknowledged_row_once(&engine, acknowledged).await;
+    assert_rewritten(&engine, &original).await;
+}
+
+#[tokio::test]
+async fn a_rewrite_rolled_back_after_the_swap_gives_back_the_original_with_every_row() {
+    // The rewrite, then an operation that fails a second after the swap: the runner rolls everything back.
+    let failing = orders_migration().operation(Operation::rust(
+        "fail a second after the swap",
+        |_| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(Error::Migration("failing on purpose after the swap".into()))
+        },
+        nothing_to_undo,
+    ));
+    let (engine, _runner) = connected(vec![failing]).await;
+    seed_orders(&engine).await;
+    let original = definition_of(&engine, "orders").await;
+    let product = Product::start(&engine);
+    let merges_stopped = stop_merges_on_the_copy(&engine);
+    engine.start(ORDERS, TESTER, json!({}).as_object().unwrap()).await.unwrap();
+    let done = settled(&engine, ORDERS).await;
+    let acknowledged = product.stop().await;
+    merges_stopped.await.unwrap();
+    assert_eq!(done.record.status, Status::RolledBack, "{:?}", engine.errors(ORDERS).await);
+    let errors = engine.errors(ORDERS).await.unwrap();
+    assert_eq!(errors.len(), 1, "only the failure on purpose: {errors:?}");
+    assert_eq!(errors[0].message, "operation 5 failed: failing on purpose after the swap");
+    assert_eq!(definition_of(&engine, "orders").await, original, "the original is back");
+    assert_eq!(table_names(&engine).await, ["orders", "orders_source", "orders_view"]);
+    assert_every_acknowledged_row_once(&engine, acknowledged).await;
+}
+
+#[tokio::test]
+async fn a_table_with_one_partition_keeps_its_materialized_values() {
+    let sessions = RewriteTable {
+        table: "sessions".into(),
+        new_table: "sessions_new".into(),
+        backup_table: "sessions_backup".into(),
+        order_by: Some("sample_hash, id".into()),
+        sample_by: Some("sample_hash".into()),
+        row_identity: "id".into(),
+        row_checksum: Some("cityHash64(id, user, started, duration, sample_hash)".into()),
+        ..RewriteTable::default()
+    };
+    let (engine, _runner) = connected(vec![sessions.define(MigrationDefinition::new("test_rewrite_sessions", "Sample sessions"))]).await;
+    execute(
+        &engine,
+        "CREATE TABLE sessions (id UInt64, user String, started DateTime, duration UInt32 DEFAULT 60 COMMENT 'seconds',
+         sample_hash UInt64 MATERIALIZED rand64()) ENGINE = MergeTree PARTITION BY tuple() ORDER BY id",
+    )
+    .await;
+    execute(&engine, "INSERT INTO sessions (id, user, started) SELECT number, concat('user-', toString(number % 97)), now() - number FROM numbers(20000)")
+        .await;
+    let hashes = "SELECT sum(cityHash64(id, sample_hash)) FROM sessions";
+    let before = count(&engine, hashes).await;
+    engine.start("test_rewrite_sessions", TESTER, json!({ "verify_checksums": true }).as_object().unwrap()).await.unwrap();
+    let done = settled(&engine, "test_rewrite_sessions").await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors("test_rewrite_sessions").await);
+    assert_eq!(count(&engine, hashes).await, before, "the MATERIALIZED values were copied, not computed again");
+    assert_eq!(count(&engine, "SELECT count() FROM sessions").await, 20000);
+    assert_eq!(partition_row_counts(engine.clickhouse(), "sessions").await.unwrap(), [("all".to_string(), 20000)]);
+    let (engine_full, create_query) = definition_of(&engine, "sessions").await;
+    assert!(engine_full.starts_with("MergeTree PARTITION BY tuple() ORDER BY (sample_hash, id) SAMPLE BY sample_hash"), "{engine_full}");
+    assert!(create_query.contains("COMMENT 'seconds'") && create_query.contains("MATERIALIZED rand64()"), "{create_query}");
+    let sampled = count(&engine, "SELECT count() FROM sessions SAMPLE 1/10").await;
+    assert!(sampled > 0 && sampled < 20000, "SAMPLE BY works: {sampled}");
+}
+
+/// `visits`, partitioned by team and month (3 teams, 12 months), with a projection where the server has them.
+async fn seed_visits(engine: &Engine) {
+    let projection = if engine.clickhouse().capabilities().projections() {
+        ", PROJECTION visits_per_path (SELECT path, count() GROUP BY path)"
+    } else {
+        ""
+    };
+    execute(
+        engine,
+        &format!(
+            "CREATE TABLE visits (team_id UInt16, ts DateTime, path String, visitor UUID, duration UInt32{projection})
+             ENGINE = MergeTree PARTITION BY (team_id, toYYYYMM(ts)) ORDER BY (team_id, ts) SETTINGS index_granularity = 256"
+        ),
+    )
+    .await;
+    execute(
+        engine,
+        "INSERT INTO visits SELECT number % 3, toDateTime('2024-01-01 00:00:00') + number * 1577, concat('/page/', toString(number % 40)),
+         generateUUIDv4(), number % 600 FROM numbers(20000)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_table_partitioned_by_two_columns_gets_a_new_sort_key_and_settings() {
+    let visits = RewriteTable {
+        table: "visits".into(),
+        new_table: "visits_new".into(),
+        backup_table: "visits_backup".into(),
+        order_by: Some("team_id, path, ts".into()),
+        settings: [("index_granularity".to_string(), "512".to_string())].into(),
+        row_identity: "visitor".into(),
+        ..RewriteTable::default()
+    };
+    let (engine, _runner) = connected(vec![visits.define(MigrationDefinition::new("test_rewrite_visits", "Sort visits by path"))]).await;
+    seed_visits(&engine).await;
+    let partitions = partition_row_counts(engine.clickhouse(), "visits").await.unwrap();
+    assert_eq!(partitions.len(), 36, "{partitions:?}");
+    let (_, original_query) = definition_of(&engine, "visits").await;
+    engine.start("test_rewrite_visits", TESTER, json!({}).as_object().unwrap()).await.unwrap();
+    let done = settled(&engine, "test_rewrite_visits").await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors("test_rewrite_visits").await);
+    assert_eq!(partition_row_counts(engine.clickhouse(), "visits").await.unwrap(), partitions);
+    assert_eq!(count(&engine, "SELECT uniqExact(visitor) FROM visits").await, 20000);
+    let (engine_full, create_query) = definition_of(&engine, "visits").await;
+    assert_eq!(engine_full, "MergeTree PARTITION BY (team_id, toYYYYMM(ts)) ORDER BY (team_id, path, ts) SETTINGS index_granularity = 512");
+    assert_eq!(create_query.split(" ENGINE = ").next(), original_query.split(" ENGINE = ").next(), "the columns and projection are kept");
+}
+
+#[tokio::test]
+async fn a_partition_filter_reads_that_partition_only() {
+    let (engine, _runner) = connected(Vec::new()).await;
+    seed_visits(&engine).await;
+    for (partition_id, rows) in partition_row_counts(engine.clickhouse(), "visits").await.unwrap() {
+        let filter = partition_filter(engine.clickhouse(), "visits", &partition_id).await.unwrap();
+        // The server counts the rows of the granules (256 rows each) it is about to read.
+        let granules = rows.div_ceil(256) * 256;
+        let read: u64 = engine
+            .clickhouse()
+            .client()
+            .query(&format!("SELECT count() FROM visits WHERE {filter} AND NOT ignore(path)"))
+            .with_setting("max_rows_to_read", granules.to_string())
+            .fetch_one()
+            .await
+            .unwrap_or_else(|error| panic!("{filter} reads more than partition {partition_id}'s {rows} rows: {error}"));
+        assert_eq!(read, rows, "{filter}");
+    }
+}
