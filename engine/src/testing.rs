@@ -88,7 +88,9 @@ impl PrivateServices {
             clickhouse_tcp_port: ports[2],
             _one_at_a_time: lock,
         };
-        services.script(&["start"]).await;
+        // Not `start` alone, which starts chdb too: on its one port, where the shared chdb already answers.
+        services.script(&["start", "postgres"]).await;
+        services.script(&["start", "clickhouse"]).await;
         services
     }
 
