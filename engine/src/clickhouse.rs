@@ -145,7 +145,8 @@ impl ClickHouse {
 
     /// Runs one statement under `query_id` with `options`.
     pub async fn execute(&self, sql: &str, query_id: &str, options: &QueryOptions) -> Result<()> {
-        let mut query = self.client.query(sql).with_setting("query_id", query_id);
+        // Raw: the statement is rendered already, and a `?` in it (a string literal, a user's SQL) is no placeholder.
+        let mut query = self.client.query_raw(sql).with_setting("query_id", query_id);
         for (name, value) in &options.settings {
             query = query.with_setting(name, value);
         }

@@ -1,7 +1,7 @@
 //! What any product's tables look like to a migration: whether one exists, its engine on a cluster, its rows
 //! and checksums per partition and how to select one partition's rows, read from the server's system tables.
 
-use crate::clickhouse::ClickHouse;
+use crate::clickhouse::{quote_identifier, ClickHouse};
 use crate::parameters::quote_string;
 use crate::Result;
 
@@ -72,6 +72,24 @@ pub async fn partition_checksums(clickhouse: &ClickHouse, table: &str, row_hash:
     Ok(clickhouse.client().query_raw(&query).fetch_all().await?)
 }
 
+/// A hash of one row of `table` over every column a `SELECT *` returns, for [`partition_checksums`] and the
+/// like: each column as text (18.16 cannot hash a `UUID` or a `Date` as it is), in name order, so that two
+/// tables of the same columns hash the same row alike.
+pub async fn row_hash(clickhouse: &ClickHouse, table: &str) -> Result<String> {
+    let columns: Vec<String> = clickhouse
+        .client()
+        .query(
+            "SELECT name FROM system.columns WHERE database = ? AND table = ? AND default_kind NOT IN ('ALIAS', 'MATERIALIZED')
+             ORDER BY name",
+        )
+        .bind(clickhouse.database())
+        .bind(table)
+        .fetch_all()
+        .await?;
+    let texts: Vec<String> = columns.iter().map(|column| format!("toString({})", quote_identifier(column))).collect();
+    Ok(format!("cityHash64({})", texts.join(", ")))
+}
+
 /// The condition that selects the rows of partition `partition_id` of `table` and lets the server read that
 /// partition only.
 ///
@@ -119,9 +137,24 @@ fn partition_key_conditions(key: &str, value: &str) -> Option<String> {
     let conditions: Vec<String> = elements
         .iter()
         .zip(&values)
-        .map(|(element, value)| if *value == "NULL" { format!("isNull({element})") } else { format!("({element}) = {value}") })
+        .map(|(element, value)| match *value {
+            "NULL" => format!("isNull({element})"),
+            value => format!("({element}) = {}", partition_value_literal(value)),
+        })
         .collect();
     Some(conditions.join(" AND "))
+}
+
+/// One element of a partition's value as a literal: numbers and quoted strings as printed; anything else (18.16
+/// prints a `Date` key's value bare, `2024-01-02`, which would read as a subtraction) quoted as a string, which
+/// ClickHouse compares with a date or time by converting it.
+fn partition_value_literal(value: &str) -> String {
+    let number = !value.is_empty() && value.trim_start_matches('-').chars().all(|character| character.is_ascii_digit() || character == '.');
+    if number || value.starts_with('\'') {
+        value.to_string()
+    } else {
+        quote_string(value)
+    }
 }
 
 /// `text` without the parentheses around all of it, if it has them: `(a, b)` gives `a, b`; `(a) + (b)` stays.
@@ -198,6 +231,9 @@ mod tests {
             Some(r"(s) = 'it\'s, 0' AND (d) = '2024-01-01'")
         );
         assert_eq!(partition_key_conditions("n", "NULL").as_deref(), Some("isNull(n)"));
+        // 18.16 prints a Date key's value bare.
+        assert_eq!(partition_key_conditions("day", "2024-01-02").as_deref(), Some("(day) = '2024-01-02'"));
+        assert_eq!(partition_key_conditions("(n % 2)", "-1").as_deref(), Some("(n % 2) = -1"));
         assert_eq!(partition_key_conditions("tuple()", "tuple()"), None);
         assert_eq!(partition_key_conditions("", "tuple()"), None);
         assert_eq!(partition_key_conditions("pair", "(1,2)"), None, "a tuple-typed key stays whole");

@@ -12,9 +12,15 @@
 //! into the partition between its verification and its drop (milliseconds) is lost: the partitions moved
 //! must not receive inserts.
 
+use std::sync::Arc;
+
+use serde_json::json;
+
 use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
+use crate::definition::Operation;
 use crate::parameters::quote_string;
+use crate::tables::{partition_filter, row_hash};
 use crate::{Error, Result};
 
 /// How many times a partition that changes while it is moved is copied again before the move fails.
@@ -26,6 +32,91 @@ pub struct MovePartitions {
     /// What identifies a row (`uuid`, `(team_id, id)`): a partition partly in both tables is completed by the
     /// rows the target lacks by it.
     pub row_identity: String,
+}
+
+/// Which partitions an operation moves: those of the source that hold rows and satisfy a condition.
+#[derive(Debug, Clone)]
+pub struct PartitionMove {
+    pub from: String,
+    pub to: String,
+    /// SQL over the columns of `system.parts`, e.g. `partition_id < '202401'` for `toYYYYMM` partitions before
+    /// 2024 or `partition_id < '20240121'` for days before 2024-01-21. `partition_id` is the same on every
+    /// release; `partition` (the key's value as text) is written differently by old and new ones.
+    pub partitions_where: String,
+    pub moves: MovePartitions,
+}
+
+impl PartitionMove {
+    /// The operation that moves the chosen partitions, oldest first, one at a time. The partitions are chosen
+    /// at the first attempt and kept in the checkpoint, so that a resume moves the same ones (and moves a
+    /// partition again if rows arrived in it since). Its rollback moves back every partition of the target
+    /// that satisfies the condition.
+    pub fn operation(self, description: &str) -> Operation {
+        let recipe = Arc::new(self);
+        let rollback = recipe.clone();
+        Operation::rust(
+            description,
+            move |context| {
+                let recipe = recipe.clone();
+                async move { recipe.run(&context).await }
+            },
+            move |context| {
+                let recipe = rollback.clone();
+                async move { recipe.move_back(&context).await }
+            },
+        )
+    }
+
+    /// Moves the partitions chosen at the first attempt, skipping none: a partition already moved is empty in
+    /// the source, unless rows arrived in it since, which then follow.
+    pub async fn run(&self, context: &MigrationContext) -> Result<()> {
+        let checkpoint = context.checkpoint().unwrap_or_default();
+        let chosen: Vec<String> = match serde_json::from_value(checkpoint["partitions"].clone()) {
+            Ok(partitions) => partitions,
+            Err(_) => self.partitions_of(context, &self.from).await?,
+        };
+        let mut moved: Vec<String> = serde_json::from_value(checkpoint["moved"].clone()).unwrap_or_default();
+        context.save_checkpoint(json!({ "partitions": chosen, "moved": moved })).await?;
+        let total = chosen.len().max(1) as f64;
+        for (index, partition_id) in chosen.iter().enumerate() {
+            context.pause_while_under_pressure().await?;
+            self.moves
+                .move_partition(context, &self.from, &self.to, partition_id, index as f64 / total..(index + 1) as f64 / total)
+                .await?;
+            if !moved.contains(partition_id) {
+                moved.push(partition_id.clone());
+            }
+            context.save_checkpoint(json!({ "partitions": chosen, "moved": moved })).await?;
+            context.report_progress((index + 1) as f64 / total).await?;
+        }
+        Ok(())
+    }
+
+    /// Rollback: every partition of the target that satisfies the condition back into the source.
+    pub async fn move_back(&self, context: &MigrationContext) -> Result<()> {
+        let partitions = self.partitions_of(context, &self.to).await?;
+        let total = partitions.len().max(1) as f64;
+        for (index, partition_id) in partitions.iter().enumerate() {
+            self.moves
+                .move_partition(context, &self.to, &self.from, partition_id, index as f64 / total..(index + 1) as f64 / total)
+                .await?;
+            context.report_progress((index + 1) as f64 / total).await?;
+        }
+        Ok(())
+    }
+
+    /// The partitions of `table` that hold rows and satisfy the condition, in partition id order.
+    async fn partitions_of(&self, context: &MigrationContext, table: &str) -> Result<Vec<String>> {
+        // Formatted and sent raw, not bound: the condition is SQL of its own, and may hold a `?`.
+        let query = format!(
+            "SELECT partition_id FROM system.parts WHERE database = {} AND table = {} AND active AND rows > 0 AND ({})
+             GROUP BY partition_id ORDER BY partition_id",
+            quote_string(context.clickhouse.database()),
+            quote_string(table),
+            self.partitions_where
+        );
+        Ok(context.clickhouse.client().query_raw(&query).fetch_all().await?)
+    }
 }
 
 impl MovePartitions {
@@ -67,9 +158,11 @@ impl MovePartitions {
                 format!("ALTER TABLE {to_table} REPLACE PARTITION ID {partition} FROM {from_table}")
             } else {
                 let identity = &self.row_identity;
+                let (in_from, in_to) =
+                    (partition_filter(clickhouse, from, partition_id).await?, partition_filter(clickhouse, to, partition_id).await?);
                 format!(
-                    "INSERT INTO {to_table} SELECT * FROM {from_table} WHERE _partition_id = {partition}
-                     AND {identity} NOT IN (SELECT {identity} FROM {to_table} WHERE _partition_id = {partition})"
+                    "INSERT INTO {to_table} SELECT * FROM {from_table} WHERE {in_from}
+                     AND {identity} NOT IN (SELECT {identity} FROM {to_table} WHERE {in_to})"
                 )
             };
             context.clickhouse_execute_part(&copy, &QueryOptions::default(), span.clone()).await?;
@@ -97,14 +190,16 @@ impl MovePartitions {
 
     /// Rows of `from`'s partition whose identity `into`'s same partition lacks.
     async fn rows_missing(&self, context: &MigrationContext, from: &str, into: &str, partition_id: &str) -> Result<u64> {
-        let (identity, partition) = (&self.row_identity, quote_string(partition_id));
+        let clickhouse = &context.clickhouse;
+        let identity = &self.row_identity;
+        let (in_from, in_into) =
+            (partition_filter(clickhouse, from, partition_id).await?, partition_filter(clickhouse, into, partition_id).await?);
         let query = format!(
-            "SELECT count() FROM {} WHERE _partition_id = {partition}
-             AND {identity} NOT IN (SELECT {identity} FROM {} WHERE _partition_id = {partition})",
-            context.clickhouse.qualified(from),
-            context.clickhouse.qualified(into)
+            "SELECT count() FROM {} WHERE {in_from} AND {identity} NOT IN (SELECT {identity} FROM {} WHERE {in_into})",
+            clickhouse.qualified(from),
+            clickhouse.qualified(into)
         );
-        Ok(context.clickhouse.client().query(&query).fetch_one().await?)
+        Ok(clickhouse.client().query_raw(&query).fetch_one().await?)
     }
 }
 
@@ -112,9 +207,10 @@ impl MovePartitions {
 /// tables of the same structure with equal checksums hold the same rows there.
 pub async fn partition_checksum(clickhouse: &ClickHouse, table: &str, partition_id: &str) -> Result<(u64, u64)> {
     let query = format!(
-        "SELECT count() AS rows, sum(cityHash64(*)) AS checksum FROM {} WHERE _partition_id = {}",
+        "SELECT count() AS rows, sum({}) AS checksum FROM {} WHERE {}",
+        row_hash(clickhouse, table).await?,
         clickhouse.qualified(table),
-        quote_string(partition_id)
+        partition_filter(clickhouse, table, partition_id).await?
     );
-    Ok(clickhouse.client().query(&query).fetch_one().await?)
+    Ok(clickhouse.client().query_raw(&query).fetch_one().await?)
 }
