@@ -300,17 +300,6 @@ pub async fn events_partition_checksums(clickhouse: &ClickHouse, table: &str) ->
     partition_checksums(clickhouse, table, EVENT_HASH).await
 }
 
-/// [`events_partition_checksums`] of one month's partition (`toYYYYMM(timestamp)`), reading that partition
-/// only; zero rows when the table has none of it.
-pub async fn events_partition_checksum(clickhouse: &ClickHouse, table: &str, month: u32) -> Result<PartitionChecksum> {
-    let query = format!(
-        "SELECT toString({month}) AS partition_id, count() AS rows, sum({EVENT_HASH}) AS checksum
-         FROM {} WHERE toYYYYMM(timestamp) = {month}",
-        clickhouse.qualified(table)
-    );
-    Ok(clickhouse.client().query(&query).fetch_one().await?)
-}
-
 /// One calendar month of the seeded window: its first second and how many of its seconds get events.
 #[derive(Debug, Clone, PartialEq)]
 struct MonthSpan {
