@@ -44,13 +44,12 @@ fn orders_migration() -> MigrationDefinition {
     orders_rewrite().define(MigrationDefinition::new(ORDERS, "Sort orders by team and day"))
 }
 
-/// An engine on fresh databases with `definitions`, and a runner.
-async fn connected(definitions: Vec<MigrationDefinition>) -> (Engine, tokio::sync::watch::Sender<bool>) {
+/// An engine on fresh databases with `definitions`. Its runner is spawned once the tables exist: a runner that
+/// starts finds a migration whose table is missing not required, and completes it.
+async fn connected(definitions: Vec<MigrationDefinition>) -> Engine {
     let mut config = engine::testing::fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let engine = Engine::connect_with(&config, definitions).await.expect("connect");
-    let runner = spawn_runner(&engine);
-    (engine, runner)
+    Engine::connect_with(&config, definitions).await.expect("connect")
 }
 
 async fn execute(engine: &Engine, sql: &str) {
@@ -243,8 +242,9 @@ fn copied_partitions(overview: &engine::MigrationOverview) -> usize {
 
 #[tokio::test]
 async fn a_replacing_table_fed_by_a_view_is_rewritten_while_rows_keep_arriving_through_it() {
-    let (engine, _runner) = connected(vec![orders_migration()]).await;
+    let engine = connected(vec![orders_migration()]).await;
     seed_orders(&engine).await;
+    let _runner = spawn_runner(&engine);
     let original = definition_of(&engine, "orders").await;
     let product = Product::start(&engine);
     let merges_stopped = stop_merges_on_the_copy(&engine);
@@ -262,8 +262,9 @@ async fn a_replacing_table_fed_by_a_view_is_rewritten_while_rows_keep_arriving_t
 
 #[tokio::test]
 async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving() {
-    let (engine, _runner) = connected(vec![orders_migration()]).await;
+    let engine = connected(vec![orders_migration()]).await;
     seed_orders(&engine).await;
+    let _runner = spawn_runner(&engine);
     let original = definition_of(&engine, "orders").await;
     let product = Product::start(&engine);
     let merges_stopped = stop_merges_on_the_copy(&engine);
@@ -296,8 +297,9 @@ async fn a_rewrite_rolled_back_after_the_swap_gives_back_the_original_with_every
         },
         nothing_to_undo,
     ));
-    let (engine, _runner) = connected(vec![failing]).await;
+    let engine = connected(vec![failing]).await;
     seed_orders(&engine).await;
+    let _runner = spawn_runner(&engine);
     let original = definition_of(&engine, "orders").await;
     let product = Product::start(&engine);
     let merges_stopped = stop_merges_on_the_copy(&engine);
@@ -326,7 +328,7 @@ async fn a_table_with_one_partition_keeps_its_materialized_values() {
         row_checksum: Some("cityHash64(id, user, started, duration, sample_hash)".into()),
         ..RewriteTable::default()
     };
-    let (engine, _runner) = connected(vec![sessions.define(MigrationDefinition::new("test_rewrite_sessions", "Sample sessions"))]).await;
+    let engine = connected(vec![sessions.define(MigrationDefinition::new("test_rewrite_sessions", "Sample sessions"))]).await;
     execute(
         &engine,
         "CREATE TABLE sessions (id UInt64, user String, started DateTime, duration UInt32 DEFAULT 60 COMMENT 'seconds',
@@ -335,6 +337,7 @@ async fn a_table_with_one_partition_keeps_its_materialized_values() {
     .await;
     execute(&engine, "INSERT INTO sessions (id, user, started) SELECT number, concat('user-', toString(number % 97)), now() - number FROM numbers(20000)")
         .await;
+    let _runner = spawn_runner(&engine);
     let hashes = "SELECT sum(cityHash64(id, sample_hash)) FROM sessions";
     let before = count(&engine, hashes).await;
     engine.start("test_rewrite_sessions", TESTER, json!({ "verify_checksums": true }).as_object().unwrap()).await.unwrap();
@@ -384,8 +387,9 @@ async fn a_table_partitioned_by_two_columns_gets_a_new_sort_key_and_settings() {
         row_identity: "visitor".into(),
         ..RewriteTable::default()
     };
-    let (engine, _runner) = connected(vec![visits.define(MigrationDefinition::new("test_rewrite_visits", "Sort visits by path"))]).await;
+    let engine = connected(vec![visits.define(MigrationDefinition::new("test_rewrite_visits", "Sort visits by path"))]).await;
     seed_visits(&engine).await;
+    let _runner = spawn_runner(&engine);
     let partitions = partition_row_counts(engine.clickhouse(), "visits").await.unwrap();
     assert_eq!(partitions.len(), 36, "{partitions:?}");
     let (_, original_query) = definition_of(&engine, "visits").await;
@@ -401,7 +405,7 @@ async fn a_table_partitioned_by_two_columns_gets_a_new_sort_key_and_settings() {
 
 #[tokio::test]
 async fn a_partition_filter_reads_that_partition_only() {
-    let (engine, _runner) = connected(Vec::new()).await;
+    let engine = connected(Vec::new()).await;
     seed_visits(&engine).await;
     for (partition_id, rows) in partition_row_counts(engine.clickhouse(), "visits").await.unwrap() {
         let filter = partition_filter(engine.clickhouse(), "visits", &partition_id).await.unwrap();
