@@ -13,9 +13,9 @@
 //!    row identity it lacks;
 //! 4. verify every partition of the original is whole in the new table.
 //!
-//! Materialized views writing into the table (`TO table`) follow its name on every server amigo runs on
-//! (measured on 18.16 and 26.9): after the swap they write into the new table, and what one wrote into the
-//! original while its insert was in flight is copied over like any insert. Rollback swaps back the same way and
+//! Materialized views writing into the table (`TO table`) follow its name, not the table (measured on 18.16 and
+//! 26.9): after the swap they write into the new table, and what one wrote into the original while its insert
+//! was in flight is copied over like any insert. Rollback swaps back the same way and
 //! drops the new table. On a cluster, name the `Distributed` table: the table it reads on every shard is
 //! rewritten, on every shard at once, each with its own checkpoint. See docs/recipes/rewrite_table.md.
 
@@ -1004,6 +1004,28 @@ mod tests {
         assert_eq!(recipe.changes(), "sort and sample keys and settings");
         assert_eq!(rewrite("a").identity_plural(), "row identities");
         assert_eq!(RewriteTable { row_identity: "uuid".into(), ..rewrite("a") }.identity_plural(), "uuids");
+    }
+
+    #[test]
+    fn a_rewrite_reads_from_a_migration_file() {
+        let file = r#"
+            table = "orders"
+            new_table = "orders_new"
+            backup_table = "orders_backup"
+            order_by = "(team_id, day, id)"
+            row_identity = "(id, version)"
+            settings = { index_granularity = "4096" }
+        "#;
+        let recipe: RewriteTable = toml::from_str(file).unwrap();
+        assert_eq!(
+            recipe,
+            RewriteTable {
+                order_by: Some("(team_id, day, id)".into()),
+                settings: [("index_granularity".into(), "4096".into())].into(),
+                ..rewrite("")
+            }
+        );
+        assert!(toml::from_str::<RewriteTable>(&format!("{file}\nsort_key = \"id\"")).is_err(), "unknown keys are refused");
     }
 
     #[test]
