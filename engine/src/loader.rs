@@ -14,8 +14,12 @@ use sqlx::Row;
 use toml::Spanned;
 
 use crate::context::MigrationContext;
-use crate::definition::{placeholders, CheckOutcome, MigrationDefinition, Operation};
+use crate::definition::{placeholders, CheckOutcome, MigrationDefinition, Operation, StepFn};
 use crate::parameters::{ParameterKind, ParameterSpec, ParameterValue, MAX_TEXT_LENGTH};
+use crate::recipes::move_partitions::{MovePartitions, PartitionMove};
+use crate::recipes::mutation::Mutation;
+use crate::recipes::postgres_batches::PostgresBatches;
+use crate::recipes::rewrite_table::RewriteTable;
 use crate::version::{Version, VersionRange};
 use crate::{Error, Result};
 
@@ -271,7 +275,8 @@ struct MigrationFile {
     prechecks: Vec<Spanned<CheckEntry>>,
     #[serde(default)]
     health_checks: Vec<Spanned<CheckEntry>>,
-    operations: Spanned<Vec<Spanned<OperationEntry>>>,
+    rewrite_table: Option<Spanned<RewriteTableEntry>>,
+    operations: Option<Spanned<Vec<Spanned<OperationEntry>>>>,
 }
 
 #[derive(Deserialize)]
@@ -330,9 +335,59 @@ struct OperationEntry {
     description: Spanned<String>,
     clickhouse: Option<Spanned<String>>,
     postgres: Option<Spanned<String>>,
+    mutation: Option<Spanned<MutationEntry>>,
+    postgres_batches: Option<Spanned<PostgresBatchesEntry>>,
+    move_partitions: Option<Spanned<MovePartitionsEntry>>,
     rollback: Option<Spanned<String>>,
-    settings: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    settings: Option<Spanned<Settings>>,
     timeout_seconds: Option<Spanned<u64>>,
+}
+
+/// ClickHouse settings as a file writes them: strings, whole numbers or booleans.
+type Settings = BTreeMap<String, Spanned<toml::Value>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MutationEntry {
+    table: Spanned<String>,
+    command: Spanned<String>,
+    marker: Spanned<String>,
+    settings: Option<Spanned<Settings>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostgresBatchesEntry {
+    table: Spanned<String>,
+    key: Spanned<String>,
+    set: Spanned<String>,
+    pending: Spanned<String>,
+    batch_size_parameter: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MovePartitionsEntry {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    partitions_where: Spanned<String>,
+    row_identity: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewriteTableEntry {
+    table: Spanned<String>,
+    new_table: Spanned<String>,
+    backup_table: Spanned<String>,
+    order_by: Option<Spanned<String>>,
+    primary_key: Option<Spanned<String>>,
+    sample_by: Option<Spanned<String>>,
+    engine: Option<Spanned<String>>,
+    #[serde(default)]
+    settings: BTreeMap<String, Spanned<String>>,
+    row_identity: Spanned<String>,
+    row_checksum: Option<Spanned<String>>,
 }
 
 /// The database a statement or check is sent to.
@@ -457,19 +512,47 @@ impl<'a> MigrationFileReader<'a> {
                 requires.clickhouse.as_ref().and_then(|version| self.version(version, "requires.clickhouse"));
             definition.postgres_versions.min = requires.postgres.as_ref().and_then(|version| self.version(version, "requires.postgres"));
         }
+        // The recipe's parameters, checks and operations come first; the file's own follow them.
+        if let Some(entry) = &file.rewrite_table {
+            if let Some(is_required) = &file.is_required {
+                self.problem(&is_required.span(), "is_required next to [rewrite_table]: the recipe decides it; remove is_required".into());
+            }
+            if let Some(recipe) = self.rewrite_table(entry.get_ref()) {
+                definition = recipe.define(definition);
+            }
+        }
+        let from_recipe: Vec<String> = definition.parameters.iter().map(|spec| spec.name.clone()).collect();
         for entry in &file.parameters {
-            if let Some(spec) = self.parameter(entry, &definition.parameters) {
+            let name = entry.get_ref().name.get_ref();
+            if from_recipe.contains(name) {
+                self.problem(&entry.get_ref().name.span(), format!("parameter {name} is declared by [rewrite_table] already"));
+            } else if let Some(spec) = self.parameter(entry, &definition.parameters) {
                 definition.parameters.push(spec);
             }
         }
         // Placeholders are checked against every parameter written, valid or not: one wrong parameter is one problem.
-        let declared: Vec<&str> = file.parameters.iter().map(|entry| entry.get_ref().name.get_ref().as_str()).collect();
+        let declared: Vec<&str> = from_recipe
+            .iter()
+            .map(String::as_str)
+            .chain(file.parameters.iter().map(|entry| entry.get_ref().name.get_ref().as_str()))
+            .collect();
+        let integers: Vec<&str> = file
+            .parameters
+            .iter()
+            .filter(|entry| entry.get_ref().kind == KindEntry::Integer)
+            .map(|entry| entry.get_ref().name.get_ref().as_str())
+            .collect();
 
-        if file.operations.get_ref().is_empty() {
-            self.problem(&file.operations.span(), "a migration needs at least one [[operations]]".into());
+        let operations = file.operations.as_ref().map_or(&[][..], |operations| operations.get_ref().as_slice());
+        if operations.is_empty() && file.rewrite_table.is_none() {
+            let message = "a migration needs at least one [[operations]] (or a [rewrite_table])".to_string();
+            match &file.operations {
+                Some(operations) => self.problem(&operations.span(), message),
+                None => self.problems.push(Problem::in_file(self.path, message)),
+            }
         }
-        for entry in file.operations.get_ref() {
-            if let Some(operation) = self.operation(entry, &declared) {
+        for entry in operations {
+            if let Some(operation) = self.operation(entry, &declared, &integers) {
                 definition.operations.push(operation);
             }
         }
@@ -490,10 +573,12 @@ impl<'a> MigrationFileReader<'a> {
             }
         }
         if let Some(checks) = self.checks(&file.prechecks, "prechecks", &declared) {
-            definition = definition.precheck(all_pass(checks, renderer.clone(), "precheck"));
+            let first = definition.precheck.clone();
+            definition = definition.precheck(all_pass(first, checks, renderer.clone(), "precheck"));
         }
         if let Some(checks) = self.checks(&file.health_checks, "health_checks", &declared) {
-            definition = definition.health_check(all_pass(checks, renderer, "health check"));
+            let first = definition.health_check.clone();
+            definition = definition.health_check(all_pass(first, checks, renderer, "health check"));
         }
 
         (self.problems.len() == problems_before).then_some(definition)
@@ -596,10 +681,34 @@ impl<'a> MigrationFileReader<'a> {
         (self.problems.len() == problems_before).then_some(spec)
     }
 
-    fn operation(&mut self, entry: &Spanned<OperationEntry>, parameters: &[&str]) -> Option<Operation> {
+    fn operation(&mut self, entry: &Spanned<OperationEntry>, parameters: &[&str], integers: &[&str]) -> Option<Operation> {
         let operation = entry.get_ref();
         let problems_before = self.problems.len();
         self.require_text(&operation.description, "the operation's description");
+        let kinds = [
+            ("clickhouse", operation.clickhouse.is_some()),
+            ("postgres", operation.postgres.is_some()),
+            ("mutation", operation.mutation.is_some()),
+            ("postgres_batches", operation.postgres_batches.is_some()),
+            ("move_partitions", operation.move_partitions.is_some()),
+        ];
+        let given: Vec<&str> = kinds.iter().filter(|(_, given)| *given).map(|(kind, _)| *kind).collect();
+        match given.as_slice() {
+            [] => {
+                let message = "an operation needs clickhouse, postgres, mutation, postgres_batches or move_partitions: give exactly one";
+                self.problem(&entry.span(), message.into());
+                return None;
+            }
+            [_] => {}
+            [rest @ .., last] => {
+                let both = if rest.len() == 1 { "both " } else { "" };
+                self.problem(&entry.span(), format!("an operation has {both}{} and {last}: give exactly one", rest.join(", ")));
+                return None;
+            }
+        }
+        if operation.clickhouse.is_none() && operation.postgres.is_none() {
+            return self.recipe_operation(operation, integers).filter(|_| self.problems.len() == problems_before);
+        }
         let (database, sql) =
             self.exactly_one(operation.clickhouse.as_ref(), operation.postgres.as_ref(), &entry.span(), "an operation")?;
         self.placeholders_known(sql, database, parameters, database_field(database));
@@ -617,24 +726,8 @@ impl<'a> MigrationFileReader<'a> {
             if database == Database::Postgres {
                 self.problem(&settings.span(), "settings are for ClickHouse operations only".into());
             }
-            for (name, value) in settings.get_ref() {
-                let text = match value.get_ref() {
-                    toml::Value::String(text) => text.clone(),
-                    toml::Value::Integer(number) => number.to_string(),
-                    toml::Value::Boolean(flag) => u8::from(*flag).to_string(),
-                    other => {
-                        self.problem(
-                            &value.span(),
-                            format!(
-                                "setting {name}: {} {} is not a string, a whole number or true/false",
-                                article(other.type_str()),
-                                other.type_str()
-                            ),
-                        );
-                        continue;
-                    }
-                };
-                built = built.with_setting(name, &text);
+            for (name, text) in self.settings(settings.get_ref()) {
+                built = built.with_setting(&name, &text);
             }
         }
         if let Some(timeout) = &operation.timeout_seconds {
@@ -646,6 +739,130 @@ impl<'a> MigrationFileReader<'a> {
             built = built.with_timeout(Duration::from_secs(*timeout.get_ref()));
         }
         (self.problems.len() == problems_before).then_some(built)
+    }
+
+    /// ClickHouse settings as text, each value a string, a whole number or true/false (sent as 1 or 0); a
+    /// problem for each other value.
+    fn settings(&mut self, settings: &Settings) -> Vec<(String, String)> {
+        let mut texts = Vec::new();
+        for (name, value) in settings {
+            let text = match value.get_ref() {
+                toml::Value::String(text) => text.clone(),
+                toml::Value::Integer(number) => number.to_string(),
+                toml::Value::Boolean(flag) => u8::from(*flag).to_string(),
+                other => {
+                    self.problem(
+                        &value.span(),
+                        format!(
+                            "setting {name}: {} {} is not a string, a whole number or true/false",
+                            article(other.type_str()),
+                            other.type_str()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            texts.push((name.clone(), text));
+        }
+        texts
+    }
+
+    /// The operation of a `mutation`, `postgres_batches` or `move_partitions` table: the recipe, with its own
+    /// rollback, so a `rollback`, `settings` or `timeout_seconds` of the operation's is refused.
+    fn recipe_operation(&mut self, operation: &OperationEntry, integers: &[&str]) -> Option<Operation> {
+        if let Some(rollback) = &operation.rollback {
+            self.problem(&rollback.span(), "rollback next to a recipe: the recipe has its own rollback; remove rollback".into());
+        }
+        if let Some(settings) = &operation.settings {
+            self.problem(&settings.span(), "settings are for clickhouse operations; a mutation takes them in its own table".into());
+        }
+        if let Some(timeout) = &operation.timeout_seconds {
+            self.problem(&timeout.span(), "timeout_seconds is for clickhouse operations only".into());
+        }
+        let description = operation.description.get_ref().trim();
+        if let Some(entry) = &operation.mutation {
+            let mutation = entry.get_ref();
+            let table = self.recipe_field(&mutation.table, "mutation.table");
+            let command = self.recipe_field(&mutation.command, "mutation.command");
+            let marker = self.recipe_field(&mutation.marker, "mutation.marker");
+            let mut recipe = Mutation::new(&table, &command, &marker);
+            if let Some(settings) = &mutation.settings {
+                recipe.settings = self.settings(settings.get_ref());
+            }
+            return Some(recipe.operation(description));
+        }
+        if let Some(entry) = &operation.postgres_batches {
+            let batches = entry.get_ref();
+            let recipe = PostgresBatches {
+                table: self.recipe_field(&batches.table, "postgres_batches.table"),
+                key: self.recipe_field(&batches.key, "postgres_batches.key"),
+                set: self.recipe_field(&batches.set, "postgres_batches.set"),
+                pending: self.recipe_field(&batches.pending, "postgres_batches.pending"),
+                batch_size_parameter: batches.batch_size_parameter.get_ref().clone(),
+            };
+            if !integers.contains(&recipe.batch_size_parameter.as_str()) {
+                let declared =
+                    if integers.is_empty() { "it declares none".to_string() } else { format!("it declares {}", integers.join(", ")) };
+                self.problem(
+                    &batches.batch_size_parameter.span(),
+                    format!(
+                        "postgres_batches.batch_size_parameter: {:?} is not an integer parameter of this migration ({declared})",
+                        recipe.batch_size_parameter
+                    ),
+                );
+            }
+            return Some(recipe.operation(description));
+        }
+        let entry = operation.move_partitions.as_ref()?;
+        let partitions = entry.get_ref();
+        let recipe = PartitionMove {
+            from: self.recipe_field(&partitions.from, "move_partitions.from"),
+            to: self.recipe_field(&partitions.to, "move_partitions.to"),
+            partitions_where: self.recipe_field(&partitions.partitions_where, "move_partitions.partitions_where"),
+            moves: MovePartitions { row_identity: self.recipe_field(&partitions.row_identity, "move_partitions.row_identity") },
+        };
+        Some(recipe.operation(description))
+    }
+
+    /// The `[rewrite_table]` recipe, or `None` when one of its fields is wrong.
+    fn rewrite_table(&mut self, entry: &RewriteTableEntry) -> Option<RewriteTable> {
+        let problems_before = self.problems.len();
+        let mut optional = |field: &Option<Spanned<String>>, name: &str| field.as_ref().map(|text| self.recipe_field(text, name));
+        let (order_by, primary_key, sample_by, engine, row_checksum) = (
+            optional(&entry.order_by, "rewrite_table.order_by"),
+            optional(&entry.primary_key, "rewrite_table.primary_key"),
+            optional(&entry.sample_by, "rewrite_table.sample_by"),
+            optional(&entry.engine, "rewrite_table.engine"),
+            optional(&entry.row_checksum, "rewrite_table.row_checksum"),
+        );
+        let settings = entry
+            .settings
+            .iter()
+            .map(|(name, value)| (name.clone(), self.recipe_field(value, &format!("rewrite_table.settings.{name}"))))
+            .collect();
+        let recipe = RewriteTable {
+            table: self.recipe_field(&entry.table, "rewrite_table.table"),
+            new_table: self.recipe_field(&entry.new_table, "rewrite_table.new_table"),
+            backup_table: self.recipe_field(&entry.backup_table, "rewrite_table.backup_table"),
+            order_by,
+            primary_key,
+            sample_by,
+            engine,
+            settings,
+            row_identity: self.recipe_field(&entry.row_identity, "rewrite_table.row_identity"),
+            row_checksum,
+        };
+        (self.problems.len() == problems_before).then_some(recipe)
+    }
+
+    /// A recipe's field, trimmed; a problem when it is empty or has a `{placeholder}` (recipes send their
+    /// fields as they are).
+    fn recipe_field(&mut self, text: &Spanned<String>, field: &str) -> String {
+        self.require_text(text, field);
+        if let Some((_, name)) = placeholders(text.get_ref()).first() {
+            self.problem(&text.span(), format!("{field}: recipe fields take no placeholders yet, so {{{name}}} would be sent as it is"));
+        }
+        text.get_ref().trim().to_string()
     }
 
     /// The checks of a `[[prechecks]]` or `[[health_checks]]` list, or `None` when there are none or one is wrong.
@@ -748,16 +965,24 @@ fn is_migration_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// One check made of `checks` asked in order: the first false answer fails it with its message.
+/// One check made of `first` (a recipe's, when the migration has one) and then `checks` asked in order: the first
+/// failure fails it with its message.
 fn all_pass(
+    first: Option<StepFn<CheckOutcome>>,
     checks: Vec<Check>,
     renderer: Arc<MigrationDefinition>,
     what: &'static str,
 ) -> impl Fn(MigrationContext) -> futures::future::BoxFuture<'static, Result<CheckOutcome>> + Send + Sync + 'static {
     let checks = Arc::new(checks);
     move |context| {
-        let (checks, renderer) = (checks.clone(), renderer.clone());
+        let (first, checks, renderer) = (first.clone(), checks.clone(), renderer.clone());
         Box::pin(async move {
+            if let Some(first) = first {
+                let outcome = first(context.clone()).await?;
+                if !matches!(outcome, CheckOutcome::Pass) {
+                    return Ok(outcome);
+                }
+            }
             for (index, check) in checks.iter().enumerate() {
                 if !ask(&check.query, &renderer, &context, &format!("{what} {}", index + 1)).await? {
                     return Ok(CheckOutcome::Fail(check.message.clone()));

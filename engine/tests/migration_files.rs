@@ -2,8 +2,9 @@
 //! the demo's (`orders` in ClickHouse, `shop` in Postgres): a file using every part of the format runs to
 //! completion through the runner and changes both databases; a failure rolls it back in reverse order; a
 //! failing precheck fails the run at startup and a failing health check stops it, each with its message; an
-//! instance that has the result does not need it; and each kind of broken file is refused at connect with its
-//! line, nothing recorded.
+//! instance that has the result does not need it; files using the recipes (`[rewrite_table]`, `mutation`,
+//! `move_partitions`, `postgres_batches`) run to completion with their effect; and each kind of broken file is
+//! refused at connect with its line, nothing recorded.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -268,6 +269,154 @@ async fn an_instance_that_has_the_result_does_not_need_it() {
     assert!(overview.record.started_at.is_none(), "it never ran: {:?}", overview.record);
 }
 
+/// A `[rewrite_table]` of `orders` to a new sort key, with a precheck asked after the recipe's and one operation
+/// of the file's own after the recipe's.
+const ORDERS_BY_SHOP: &str = r#"
+description = "Sort orders by shop"
+
+[rewrite_table]
+table = "orders"
+new_table = "orders_by_shop_new"
+backup_table = "orders_by_shop_backup"
+order_by = "shop_id, order_id"
+row_identity = "order_id"
+row_checksum = "cityHash64(shop_id, order_id, day, total)"
+
+[[prechecks]]
+postgres = "SELECT to_regclass('orders_sorted') IS NULL"
+message = "orders_sorted exists already"
+
+[[operations]]
+description = "record that orders are sorted by shop"
+postgres = "CREATE TABLE orders_sorted (at timestamptz NOT NULL DEFAULT now())"
+rollback = "DROP TABLE orders_sorted"
+"#;
+
+/// Rows of the monthly-partitioned `orders` of the recipe tests: 3000 orders of 7 shops over 90 days of 2024.
+const MONTHLY_ORDERS: u64 = 3000;
+
+/// An engine with `folder`'s files on a product whose ClickHouse `orders` (shop_id, order_id, day, total) is
+/// partitioned by month, health checks every second. No runner yet: one that starts before the tables exist
+/// finds a recipe's table missing and its migration not required.
+async fn monthly_orders(folder: &Folder, also: &[&str]) -> Engine {
+    let engine = Engine::connect_with(&config_with(folder).await, vec![]).await.expect("connect");
+    let client = engine.clickhouse().client();
+    for table in std::iter::once(&"orders").chain(also) {
+        let create = format!(
+            "CREATE TABLE {table} (shop_id UInt32, order_id UInt64, day Date, total Float64) \
+             ENGINE = MergeTree PARTITION BY toYYYYMM(day) ORDER BY order_id"
+        );
+        client.query(&create).execute().await.unwrap();
+    }
+    let insert = format!(
+        "INSERT INTO orders SELECT toUInt32(number % 7), number, toDate('2024-01-01') + number % 90, number / 4 \
+         FROM numbers({MONTHLY_ORDERS})"
+    );
+    client.query(&insert).execute().await.unwrap();
+    engine.update_setting("health_check_interval_seconds", &json!(1), TESTER).await.unwrap();
+    engine
+}
+
+async fn completed(engine: &Engine, name: &str) {
+    engine.start(name, TESTER, &serde_json::Map::new()).await.expect("start");
+    let done = wait_for(engine, name, Duration::from_secs(120), "settled", is_settled).await;
+    let errors: Vec<String> = engine.errors(name).await.unwrap().into_iter().map(|error| error.message).collect();
+    assert_eq!(done.record.status, Status::Completed, "{errors:?}");
+}
+
+/// Rows and the sum of their totals, of a ClickHouse table; exact, as every total is a multiple of a quarter.
+async fn rows_and_total(engine: &Engine, table: &str) -> (u64, f64) {
+    let query = format!("SELECT count(), sum(total) FROM {table}");
+    engine.clickhouse().client().query(&query).fetch_one().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_rewrite_table_file_gives_the_table_its_new_sort_key_with_every_row() {
+    let folder = Folder::with(&[("0110_orders_by_shop.toml", ORDERS_BY_SHOP)]);
+    let engine = monthly_orders(&folder, &[]).await;
+    let definition = engine.definition("0110_orders_by_shop").expect("loaded from its file");
+    // The recipe's five operations, then the file's own.
+    assert_eq!(definition.operations.len(), 6);
+    assert_eq!(definition.operations[5].description, "record that orders are sorted by shop");
+    let before = rows_and_total(&engine, "orders").await;
+    let _runner = spawn_runner(&engine);
+    completed(&engine, "0110_orders_by_shop").await;
+
+    let query = "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = 'orders'";
+    let sorting_key: String = engine.clickhouse().client().query(query).fetch_one().await.unwrap();
+    assert_eq!(sorting_key.replace(['(', ')', '`', ' '], ""), "shop_id,order_id");
+    assert_eq!(before.0, MONTHLY_ORDERS);
+    assert_eq!(rows_and_total(&engine, "orders").await, before);
+    assert_eq!(rows_and_total(&engine, "orders_by_shop_backup").await, before, "the original is kept");
+    assert!(postgres_table_exists(&engine, "orders_sorted").await, "the file's own operation ran after the recipe's");
+}
+
+#[tokio::test]
+async fn mutation_and_move_partitions_operations_run_to_completion() {
+    let mutation = r#"
+description = "Round every total"
+
+[[operations]]
+description = "round the totals"
+mutation = { table = "orders", command = "UPDATE total = round(total) WHERE total != round(total)", marker = "round(total)", settings = { max_threads = 1 } }
+"#;
+    let move_partitions = r#"
+description = "Archive the orders of January"
+depends_on = ["0120_round_totals"]
+
+[[operations]]
+description = "move January to orders_archive"
+move_partitions = { from = "orders", to = "orders_archive", partitions_where = "partition_id < '202402'", row_identity = "order_id" }
+"#;
+    let folder = Folder::with(&[("0120_round_totals.toml", mutation), ("0121_archive_january.toml", move_partitions)]);
+    let engine = monthly_orders(&folder, &["orders_archive"]).await;
+    let _runner = spawn_runner(&engine);
+    completed(&engine, "0120_round_totals").await;
+    let client = engine.clickhouse().client();
+    let unrounded: u64 = client.query("SELECT count() FROM orders WHERE total != round(total)").fetch_one().await.unwrap();
+    assert_eq!(unrounded, 0);
+    let before = rows_and_total(&engine, "orders").await;
+
+    completed(&engine, "0121_archive_january").await;
+    let january: u64 = client.query("SELECT count() FROM orders WHERE day < '2024-02-01'").fetch_one().await.unwrap();
+    assert_eq!(january, 0, "January left orders");
+    let archived: Vec<(u32, u64)> =
+        client.query("SELECT toYYYYMM(day) AS month, count() FROM orders_archive GROUP BY month").fetch_all().await.unwrap();
+    // Days 0 to 30 of every 90: 31 of each 90 orders.
+    assert_eq!(archived, [(202401, MONTHLY_ORDERS / 90 * 31 + (MONTHLY_ORDERS % 90).min(31))]);
+    let (left, archive) = (rows_and_total(&engine, "orders").await, rows_and_total(&engine, "orders_archive").await);
+    assert_eq!((left.0 + archive.0, left.1 + archive.1), before, "every order is in one of the tables");
+}
+
+#[tokio::test]
+async fn a_postgres_batches_operation_fills_a_postgres_table() {
+    let file = r#"
+description = "Give every shop a slug"
+
+[[parameters]]
+name = "batch_size"
+kind = "integer"
+description = "Shops per batch"
+default = 2
+min = 1
+max = 1000
+
+[[operations]]
+description = "fill shop.slug"
+postgres_batches = { table = "shop", key = "id", set = "slug = lower(shop.name)", pending = "shop.slug IS NULL", batch_size_parameter = "batch_size" }
+"#;
+    let folder = Folder::with(&[("0130_shop_slug.toml", file)]);
+    let engine = Engine::connect_with(&config_with(&folder).await, vec![]).await.expect("connect");
+    let pool = engine.store().pool();
+    sqlx::query("CREATE TABLE shop (id bigint PRIMARY KEY, name text NOT NULL, slug text)").execute(pool).await.unwrap();
+    sqlx::query("INSERT INTO shop (id, name) SELECT n, 'Shop ' || n FROM generate_series(1, 25) AS n").execute(pool).await.unwrap();
+    let _runner = spawn_runner(&engine);
+    completed(&engine, "0130_shop_slug").await;
+    let slugs: Vec<(String, Option<String>)> = sqlx::query_as("SELECT name, slug FROM shop ORDER BY id").fetch_all(pool).await.unwrap();
+    assert_eq!(slugs.len(), 25);
+    assert!(slugs.iter().all(|(name, slug)| slug.as_deref() == Some(name.to_lowercase().as_str())), "{slugs:?}");
+}
+
 /// What connecting with `files` (next to the migrations amigo ships) is refused with, as `file:line: message`
 /// lines, after checking that nothing was recorded in Postgres.
 async fn refusal(files: &[(&str, &str)]) -> Vec<String> {
@@ -311,7 +460,11 @@ async fn each_kind_of_broken_file_is_refused_with_its_line_and_nothing_is_record
             file_with("", "clickhouse = \"SELECT 1\"\npostgres = \"SELECT 1\""),
             "0204_both.toml:3: an operation has both clickhouse and postgres: give exactly one",
         ),
-        ("0205_neither", file_with("", ""), "0205_neither.toml:3: an operation needs clickhouse or postgres: give exactly one"),
+        (
+            "0205_neither",
+            file_with("", ""),
+            "0205_neither.toml:3: an operation needs clickhouse, postgres, mutation, postgres_batches or move_partitions: give exactly one",
+        ),
         (
             "0206_placeholder",
             file_with("", "clickhouse = \"\"\"\nALTER TABLE {database}.orders\nDROP COLUMN {column}\"\"\""),
@@ -350,6 +503,39 @@ async fn each_kind_of_broken_file_is_refused_with_its_line_and_nothing_is_record
             "0213_key_after_a_table",
             format!("{}is_required = {{ clickhouse = \"SELECT 1\" }}\n", file_with("", clickhouse)),
             "0213_key_after_a_table.toml:6: unknown field `is_required`",
+        ),
+        (
+            "0214_recipe_unknown_field",
+            file_with("", "mutation = { table = \"orders\", command = \"DELETE WHERE 1\", marker = \"1\", tabel = \"x\" }"),
+            "0214_recipe_unknown_field.toml:5: unknown field `tabel`",
+        ),
+        (
+            "0215_recipe_missing_field",
+            file_with("", "\nmove_partitions = { from = \"orders\", to = \"orders_archive\", row_identity = \"id\" }"),
+            "0215_recipe_missing_field.toml:6: missing field `partitions_where`",
+        ),
+        (
+            "0216_recipe_placeholder",
+            file_with("", "mutation = { table = \"orders\", command = \"DELETE WHERE day < {cutoff}\", marker = \"day\" }"),
+            "0216_recipe_placeholder.toml:5: mutation.command: recipe fields take no placeholders yet",
+        ),
+        (
+            "0217_batch_size_not_declared",
+            file_with(
+                "",
+                "postgres_batches = { table = \"shop\", key = \"id\", set = \"slug = name\", pending = \"slug IS NULL\", batch_size_parameter = \"batch_size\" }",
+            ),
+            "0217_batch_size_not_declared.toml:5: postgres_batches.batch_size_parameter: \"batch_size\" is not an integer parameter of this migration (it declares none)",
+        ),
+        (
+            "0218_rollback_next_to_a_recipe",
+            file_with("", "mutation = { table = \"orders\", command = \"DELETE WHERE 1\", marker = \"1\" }\nrollback = \"SELECT 1\""),
+            "0218_rollback_next_to_a_recipe.toml:6: rollback next to a recipe: the recipe has its own rollback",
+        ),
+        (
+            "0219_rewrite_table_and_is_required",
+            "description = \"d\"\nis_required = { clickhouse = \"SELECT 1\" }\n[rewrite_table]\ntable = \"orders\"\nnew_table = \"n\"\nbackup_table = \"b\"\nrow_identity = \"id\"\n".into(),
+            "0219_rewrite_table_and_is_required.toml:2: is_required next to [rewrite_table]: the recipe decides it",
         ),
     ];
     for (name, text, expected) in &cases {

@@ -243,7 +243,7 @@ fn migrations_check_reads_the_files_without_any_database_and_lists_every_problem
     let stderr = String::from_utf8_lossy(&output.stderr);
     let expected = format!(
         "amigo: 2 problems in the migrations; nothing was loaded:\n\
-         {folder}/0101_typo.toml:6:1: unknown field `rollbak`, expected one of `description`, `clickhouse`, `postgres`, `rollback`, `settings`, `timeout_seconds`\n\
+         {folder}/0101_typo.toml:6:1: unknown field `rollbak`, expected one of `description`, `clickhouse`, `postgres`, `mutation`, `postgres_batches`, `move_partitions`, `rollback`, `settings`, `timeout_seconds`\n\
          {folder}/0102_placeholder.toml:5:14: clickhouse: {{table}} is neither {{database}} nor a parameter of this migration (it declares no parameters)\n",
         folder = broken.0.display()
     );
