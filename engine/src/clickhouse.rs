@@ -94,6 +94,11 @@ impl ClickHouse {
         &self.client
     }
 
+    /// A client of the same server that names no database, so that it speaks in the server's default one.
+    pub fn server_default_database_client(&self) -> ::clickhouse::Client {
+        ::clickhouse::Client::default().with_url(&self.url).with_validation(false)
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -32,7 +32,7 @@
 //! every shard at once, on one replica each (replication brings it to the other), each shard with its own
 //! checkpoint; a stop or a rollback ends it on every shard.
 //!
-//! It depends on 0001_events_sort_key: 0001 copies `events` with `SELECT *` into a table made `AS events`
+//! It depends on 0001_events_sort_key: 0001 copies the columns of `events` into a table made `AS events`
 //! before the copy, and rolls back by renaming the original back; a column added while 0001 is errored half
 //! way would make its resume fail and its rollback silently drop `person_id` with the copy.
 
@@ -111,10 +111,10 @@ struct Lookup {
     table: String,
     /// The first argument of `joinGet`.
     join_get_name: String,
-    /// On old servers, a client speaking in the server's default database: the `ALTER` naming the lookup
-    /// table must be sent from there, since it is checked in the session's database when it is issued and
-    /// run in the server's default database afterwards.
-    default_database_client: Option<::clickhouse::Client>,
+    /// On old servers the lookup table lives in the server's default database, and the `ALTER` naming it must
+    /// be sent from there, since it is checked in the session's database when it is issued and run in the
+    /// server's default database afterwards.
+    in_server_default_database: bool,
 }
 
 /// From 20.8 `joinGet` resolves a database-qualified name, also inside a mutation; before (18.16 tested,
@@ -125,17 +125,15 @@ async fn lookup(context: &MigrationContext) -> Result<Lookup> {
         return Ok(Lookup {
             table: context.clickhouse.qualified(LOOKUP_TABLE),
             join_get_name: format!("{database}.{LOOKUP_TABLE}"),
-            default_database_client: None,
+            in_server_default_database: false,
         });
     }
-    // A client without a database speaks in the server's default database, the one a mutation runs in.
-    let client = ::clickhouse::Client::default().with_url(context.clickhouse.url()).with_validation(false);
-    let server_default: String = client.query("SELECT currentDatabase()").fetch_one().await?;
+    let server_default: String = context.clickhouse.server_default_database_client().query("SELECT currentDatabase()").fetch_one().await?;
     let name = format!("{database}_{LOOKUP_TABLE}");
     Ok(Lookup {
         table: format!("{}.{}", quote_identifier(&server_default), quote_identifier(&name)),
         join_get_name: name,
-        default_database_client: Some(client),
+        in_server_default_database: true,
     })
 }
 
@@ -213,7 +211,7 @@ async fn fill_mutation(context: &MigrationContext) -> Result<Mutation> {
         // On a replicated table, current servers refuse `joinGet` in a mutation unless told it is safe: the lookup
         // is built on every node from the same replicated `person`, so every replica computes the same.
         settings: context.clickhouse.capabilities().join_get_mutation_settings(),
-        issuing_client: lookup.default_database_client,
+        from_server_default_database: lookup.in_server_default_database,
         ..Mutation::new(events(context), &command, MUTATION_MARKER)
     })
 }

@@ -31,15 +31,22 @@ pub struct Mutation {
     pub marker: String,
     /// ClickHouse settings sent with the `ALTER`.
     pub settings: Vec<(String, String)>,
-    /// The client the `ALTER` is sent from, when it must not be the context's (a server that resolves names in
-    /// the mutation in another database than the one it checks them in); `None` for the context's.
-    pub issuing_client: Option<::clickhouse::Client>,
+    /// Send the `ALTER` from a session in the server's default database rather than the product's: old servers
+    /// (before 20.8) check the names in the mutation in the session's database when it is issued, and resolve
+    /// them in the server's default database when it runs.
+    pub from_server_default_database: bool,
 }
 
 impl Mutation {
     /// A mutation of `table` by `command`, found again by `marker`, with no settings.
     pub fn new(table: &str, command: &str, marker: &str) -> Mutation {
-        Mutation { table: table.into(), command: command.into(), marker: marker.into(), settings: Vec::new(), issuing_client: None }
+        Mutation {
+            table: table.into(),
+            command: command.into(),
+            marker: marker.into(),
+            settings: Vec::new(),
+            from_server_default_database: false,
+        }
     }
 
     /// The operation that runs this mutation: on stop or failure it is killed ([`Mutation::interrupt`]); its
@@ -103,12 +110,12 @@ impl Mutation {
     /// Issues the mutation and finds its id: the one of ours that `before` did not list.
     async fn issue(&self, context: &MigrationContext, before: &[MutationStatus]) -> Result<MutationStatus> {
         let sql = format!("ALTER TABLE {} {}", context.clickhouse.qualified(&self.table), self.command);
-        match &self.issuing_client {
-            Some(client) => client.query(&sql).execute().await?,
-            None => {
-                let options = QueryOptions { settings: self.settings.clone(), timeout: None };
-                context.clickhouse_execute_part(&sql, &options, 0.0..0.0).await?
-            }
+        if self.from_server_default_database {
+            // On the node of this shard: `context` is the shard's inside `on_every_shard`.
+            context.clickhouse.server_default_database_client().query_raw(&sql).execute().await?;
+        } else {
+            let options = QueryOptions { settings: self.settings.clone(), timeout: None };
+            context.clickhouse_execute_part(&sql, &options, 0.0..0.0).await?;
         }
         let deadline = tokio::time::Instant::now() + MUTATION_LISTED_WITHIN;
         loop {
