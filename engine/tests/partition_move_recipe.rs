@@ -1,7 +1,7 @@
 //! The move-partitions recipe on a table that is not the demo's (daily partitions of a `ReplacingMergeTree`,
-//! rows identified by `(shop_id, order_id)`): the chosen partitions move and nothing else, a resume after a
-//! failure after the moves is rolled back with every row back; on whichever ClickHouse `AMIGO_CLICKHOUSE_URL`
-//! names (both tiers of `scripts/test`).
+//! rows identified by `(shop_id, order_id)`): the chosen partitions move and nothing else, a partition already
+//! partly in the archive is completed by row identity, a failure after the moves is rolled back with every row
+//! back; on whichever ClickHouse `AMIGO_CLICKHOUSE_URL` names (both tiers of `scripts/test`).
 
 use std::time::Duration;
 
@@ -119,4 +119,29 @@ async fn a_failure_after_the_moves_is_rolled_back_with_every_row_back() {
         .await
         .unwrap();
     assert_eq!(archive_exists, 0);
+}
+
+#[tokio::test]
+async fn a_partition_already_in_the_archive_with_rows_of_its_own_is_completed_by_row_identity() {
+    let engine = seeded().await;
+    let client = engine.clickhouse().client();
+    // The archive holds a row of 2024-01-05 that orders does not (moved there earlier) and one orders has too.
+    client.query("CREATE TABLE orders_archive AS orders").execute().await.unwrap();
+    client.query("INSERT INTO orders_archive VALUES (1, 999999, '2024-01-05', 1.5, 1)").execute().await.unwrap();
+    client
+        .query("INSERT INTO orders_archive SELECT * FROM orders WHERE day = '2024-01-05' AND order_id % 100 = 0")
+        .execute()
+        .await
+        .unwrap();
+    let _runner = spawn_runner(&engine);
+    let done = run(&engine, false).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+    let (rows, distinct): (u64, u64) = client
+        .query("SELECT count(), uniqExact(shop_id, order_id) FROM orders_archive WHERE day = '2024-01-05'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!((rows, distinct), (ORDERS_PER_DAY + 1, ORDERS_PER_DAY + 1), "the day's rows once each, and the archive's own");
+    let left: u64 = client.query("SELECT count() FROM orders WHERE day = '2024-01-05'").fetch_one().await.unwrap();
+    assert_eq!(left, 0);
 }

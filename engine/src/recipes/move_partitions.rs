@@ -20,7 +20,7 @@ use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::Operation;
 use crate::parameters::quote_string;
-use crate::tables::{partition_filter, row_hash};
+use crate::tables::{partition_filter, row_hash, strip_enclosing_parentheses};
 use crate::{Error, Result};
 
 /// How many times a partition that changes while it is moved is copied again before the move fails.
@@ -157,12 +157,13 @@ impl MovePartitions {
             let copy = if replace {
                 format!("ALTER TABLE {to_table} REPLACE PARTITION ID {partition} FROM {from_table}")
             } else {
-                let identity = &self.row_identity;
+                // `(a, b) NOT IN (SELECT a, b …)`: 18.16 refuses a tuple on both sides.
+                let identity = strip_enclosing_parentheses(&self.row_identity);
                 let (in_from, in_to) =
                     (partition_filter(clickhouse, from, partition_id).await?, partition_filter(clickhouse, to, partition_id).await?);
                 format!(
                     "INSERT INTO {to_table} SELECT * FROM {from_table} WHERE {in_from}
-                     AND {identity} NOT IN (SELECT {identity} FROM {to_table} WHERE {in_to})"
+                     AND ({identity}) NOT IN (SELECT {identity} FROM {to_table} WHERE {in_to})"
                 )
             };
             context.clickhouse_execute_part(&copy, &QueryOptions::default(), span.clone()).await?;
@@ -191,11 +192,12 @@ impl MovePartitions {
     /// Rows of `from`'s partition whose identity `into`'s same partition lacks.
     async fn rows_missing(&self, context: &MigrationContext, from: &str, into: &str, partition_id: &str) -> Result<u64> {
         let clickhouse = &context.clickhouse;
-        let identity = &self.row_identity;
+        // `(a, b) NOT IN (SELECT a, b …)`: 18.16 refuses a tuple on both sides.
+        let identity = strip_enclosing_parentheses(&self.row_identity);
         let (in_from, in_into) =
             (partition_filter(clickhouse, from, partition_id).await?, partition_filter(clickhouse, into, partition_id).await?);
         let query = format!(
-            "SELECT count() FROM {} WHERE {in_from} AND {identity} NOT IN (SELECT {identity} FROM {} WHERE {in_into})",
+            "SELECT count() FROM {} WHERE {in_from} AND ({identity}) NOT IN (SELECT {identity} FROM {} WHERE {in_into})",
             clickhouse.qualified(from),
             clickhouse.qualified(into)
         );
