@@ -116,3 +116,17 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_question_mark_in_a_statement_is_sent_as_written() {
+    let engine = connected().await;
+    let clickhouse = engine.clickhouse();
+    clickhouse.client().query("CREATE TABLE notes (text String) ENGINE = MergeTree ORDER BY text").execute().await.unwrap();
+    let query_id = format!("amigo-test-{}", uuid::Uuid::new_v4().simple());
+    clickhouse
+        .execute("INSERT INTO notes VALUES ('why?'), ('??')", &query_id, &engine::clickhouse::QueryOptions::default())
+        .await
+        .expect("a ? is no bind marker in a statement amigo sends");
+    let texts: Vec<String> = clickhouse.client().query("SELECT text FROM notes ORDER BY text").fetch_all().await.unwrap();
+    assert_eq!(texts, ["??", "why?"]);
+}
