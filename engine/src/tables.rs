@@ -72,6 +72,20 @@ pub async fn partition_checksums(clickhouse: &ClickHouse, table: &str, row_hash:
     Ok(clickhouse.client().query_raw(&query).fetch_all().await?)
 }
 
+/// How many rows of `from` that `filter` selects (one partition, see [`partition_filter`]) have a
+/// `row_identity` that the same rows of `into` lack. `(a, b)` is compared as `(a, b) NOT IN (SELECT a, b …)`:
+/// 18.16 refuses a tuple on both sides.
+pub async fn identities_missing(clickhouse: &ClickHouse, from: &str, into: &str, row_identity: &str, filter: &str) -> Result<u64> {
+    let identity = strip_enclosing_parentheses(row_identity);
+    let query = format!(
+        "SELECT count() FROM {} WHERE {filter} AND ({identity}) NOT IN (SELECT {identity} FROM {} WHERE {filter})",
+        clickhouse.qualified(from),
+        clickhouse.qualified(into)
+    );
+    // Raw: the filter holds partition values, in which a `?` is no placeholder.
+    Ok(clickhouse.client().query_raw(&query).fetch_one().await?)
+}
+
 /// A hash of one row of `table` over every column a `SELECT *` returns, for [`partition_checksums`] and the
 /// like: each column as text (18.16 cannot hash a `UUID` or a `Date` as it is), in name order, so that two
 /// tables of the same columns hash the same row alike.

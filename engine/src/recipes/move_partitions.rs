@@ -20,7 +20,7 @@ use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::Operation;
 use crate::parameters::quote_string;
-use crate::tables::{partition_filter, row_hash, strip_enclosing_parentheses};
+use crate::tables::{identities_missing, partition_filter, row_hash, strip_enclosing_parentheses};
 use crate::{Error, Result};
 
 /// How many times a partition that changes while it is moved is copied again before the move fails.
@@ -132,19 +132,22 @@ impl MovePartitions {
         let clickhouse = &context.clickhouse;
         let partition = quote_string(partition_id);
         let (from_table, to_table) = (clickhouse.qualified(from), clickhouse.qualified(to));
+        // Both tables have the same columns and partition key: one filter and one row hash serve both.
+        let filter = partition_filter(clickhouse, from, partition_id).await?;
+        let hash = row_hash(clickhouse, from).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let source = partition_checksum(clickhouse, from, partition_id).await?;
+            let source = checksum_where(clickhouse, from, &hash, &filter).await?;
             if source.0 == 0 {
                 return Ok(());
             }
-            let target = partition_checksum(clickhouse, to, partition_id).await?;
+            let target = checksum_where(clickhouse, to, &hash, &filter).await?;
             // `MOVE PARTITION` adds the source's parts to whatever the target's partition holds: only into an
             // empty one.
             if clickhouse.capabilities().moves_partitions_to_tables() && target.0 == 0 {
                 let sql = format!("ALTER TABLE {from_table} MOVE PARTITION ID {partition} TO TABLE {to_table}");
                 context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.clone()).await?;
                 let after =
-                    partition_checksum(clickhouse, from, partition_id).await?.0 + partition_checksum(clickhouse, to, partition_id).await?.0;
+                    checksum_where(clickhouse, from, &hash, &filter).await?.0 + checksum_where(clickhouse, to, &hash, &filter).await?.0;
                 if after < source.0 + target.0 {
                     return Err(Error::Migration(format!(
                         "partition {partition_id}: {from} and {to} held {} rows before the move and {after} after; nothing more is moved, investigate",
@@ -153,24 +156,23 @@ impl MovePartitions {
                 }
                 continue;
             }
-            let replace = target.0 == 0 || self.rows_missing(context, to, from, partition_id).await? == 0;
+            let identity = &self.row_identity;
+            let replace = target.0 == 0 || identities_missing(clickhouse, to, from, identity, &filter).await? == 0;
             let copy = if replace {
                 format!("ALTER TABLE {to_table} REPLACE PARTITION ID {partition} FROM {from_table}")
             } else {
                 // `(a, b) NOT IN (SELECT a, b …)`: 18.16 refuses a tuple on both sides.
-                let identity = strip_enclosing_parentheses(&self.row_identity);
-                let (in_from, in_to) =
-                    (partition_filter(clickhouse, from, partition_id).await?, partition_filter(clickhouse, to, partition_id).await?);
+                let identity = strip_enclosing_parentheses(identity);
                 format!(
-                    "INSERT INTO {to_table} SELECT * FROM {from_table} WHERE {in_from}
-                     AND ({identity}) NOT IN (SELECT {identity} FROM {to_table} WHERE {in_to})"
+                    "INSERT INTO {to_table} SELECT * FROM {from_table} WHERE {filter}
+                     AND ({identity}) NOT IN (SELECT {identity} FROM {to_table} WHERE {filter})"
                 )
             };
             context.clickhouse_execute_part(&copy, &QueryOptions::default(), span.clone()).await?;
             let verified = if replace {
-                partition_checksum(clickhouse, from, partition_id).await? == partition_checksum(clickhouse, to, partition_id).await?
+                checksum_where(clickhouse, from, &hash, &filter).await? == checksum_where(clickhouse, to, &hash, &filter).await?
             } else {
-                self.rows_missing(context, from, to, partition_id).await? == 0
+                identities_missing(clickhouse, from, to, identity, &filter).await? == 0
             };
             if !verified {
                 tracing::warn!(partition_id, from, to, "the partition changed while it was copied; copying it again");
@@ -180,7 +182,7 @@ impl MovePartitions {
             context.clickhouse_execute_part(&sql, &QueryOptions::default(), span.end..span.end).await?;
             return Ok(());
         }
-        if partition_checksum(clickhouse, from, partition_id).await?.0 == 0 {
+        if checksum_where(clickhouse, from, &hash, &filter).await?.0 == 0 {
             return Ok(());
         }
         Err(Error::Migration(format!(
@@ -188,31 +190,17 @@ impl MovePartitions {
              dropped. Stop inserts into that partition, then resume"
         )))
     }
-
-    /// Rows of `from`'s partition whose identity `into`'s same partition lacks.
-    async fn rows_missing(&self, context: &MigrationContext, from: &str, into: &str, partition_id: &str) -> Result<u64> {
-        let clickhouse = &context.clickhouse;
-        // `(a, b) NOT IN (SELECT a, b …)`: 18.16 refuses a tuple on both sides.
-        let identity = strip_enclosing_parentheses(&self.row_identity);
-        let (in_from, in_into) =
-            (partition_filter(clickhouse, from, partition_id).await?, partition_filter(clickhouse, into, partition_id).await?);
-        let query = format!(
-            "SELECT count() FROM {} WHERE {in_from} AND ({identity}) NOT IN (SELECT {identity} FROM {} WHERE {in_into})",
-            clickhouse.qualified(from),
-            clickhouse.qualified(into)
-        );
-        Ok(clickhouse.client().query_raw(&query).fetch_one().await?)
-    }
 }
 
 /// Rows and an order-independent hash of every row of one partition of `table` (zeros when it has none): two
 /// tables of the same structure with equal checksums hold the same rows there.
 pub async fn partition_checksum(clickhouse: &ClickHouse, table: &str, partition_id: &str) -> Result<(u64, u64)> {
-    let query = format!(
-        "SELECT count() AS rows, sum({}) AS checksum FROM {} WHERE {}",
-        row_hash(clickhouse, table).await?,
-        clickhouse.qualified(table),
-        partition_filter(clickhouse, table, partition_id).await?
-    );
+    let filter = partition_filter(clickhouse, table, partition_id).await?;
+    checksum_where(clickhouse, table, &row_hash(clickhouse, table).await?, &filter).await
+}
+
+/// Rows of `table` that `filter` selects, and the sum of `row_hash` over them.
+async fn checksum_where(clickhouse: &ClickHouse, table: &str, row_hash: &str, filter: &str) -> Result<(u64, u64)> {
+    let query = format!("SELECT count() AS rows, sum({row_hash}) AS checksum FROM {} WHERE {filter}", clickhouse.qualified(table));
     Ok(clickhouse.client().query_raw(&query).fetch_one().await?)
 }

@@ -34,8 +34,8 @@ use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Oper
 use crate::parameters::{quote_string, ParameterSpec, ParameterValue};
 use crate::pressure::{busiest_partition, clickhouse_pressure};
 use crate::tables::{
-    partition_checksums, partition_filter, partition_row_counts, split_top_level, strip_enclosing_parentheses, table_exists,
-    top_level_positions,
+    identities_missing, partition_checksums, partition_filter, partition_row_counts, split_top_level, strip_enclosing_parentheses,
+    table_exists, top_level_positions,
 };
 use crate::{Error, Result};
 
@@ -573,18 +573,7 @@ impl RewriteTable {
     /// How many rows of the backup's partition `partition_id` have a row identity the new `table`'s lacks.
     async fn identities_missing(&self, context: &MigrationContext, table: &str, partition_id: &str) -> Result<u64> {
         let filter = partition_filter(&context.clickhouse, &self.backup_table, partition_id).await?;
-        let (original, migrated) = (context.clickhouse.qualified(&self.backup_table), context.clickhouse.qualified(table));
-        let identity = strip_enclosing_parentheses(&self.row_identity);
-        Ok(context
-            .clickhouse
-            .client()
-            // Raw: the filter holds partition values, in which a `?` is no placeholder.
-            .query_raw(&format!(
-                "SELECT count() FROM {original} WHERE {filter}
-                 AND ({identity}) NOT IN (SELECT {identity} FROM {migrated} WHERE {filter})"
-            ))
-            .fetch_one()
-            .await?)
+        identities_missing(&context.clickhouse, &self.backup_table, table, &self.row_identity, &filter).await
     }
 
     /// Every partition's row count and content checksum, original against new (more rows in the new table
