@@ -206,7 +206,7 @@ pub struct AuditRow {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SettingValue {
     Boolean { value: bool },
-    Seconds { value: u64, min: u64, max: u64 },
+    WholeNumber { value: u64, min: u64, max: u64, unit: String },
 }
 
 /// One runtime setting as the settings tab shows it.
@@ -384,8 +384,8 @@ mod from_engine {
                         description: spec.description.into(),
                         value: match spec.kind {
                             SettingKind::Boolean => SettingValue::Boolean { value: current.as_bool().unwrap_or_default() },
-                            SettingKind::Seconds { min, max } => {
-                                SettingValue::Seconds { value: current.as_u64().unwrap_or_default(), min, max }
+                            SettingKind::WholeNumber { min, max, unit } => {
+                                SettingValue::WholeNumber { value: current.as_u64().unwrap_or_default(), min, max, unit: unit.into() }
                             }
                         },
                     }

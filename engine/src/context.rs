@@ -13,6 +13,8 @@ use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::cluster::Cluster;
 use crate::definition::{CheckOutcome, StepFn};
 use crate::parameters::Parameters;
+use crate::pressure;
+use crate::settings::RuntimeSettings;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -340,6 +342,17 @@ impl MigrationContext {
             position.percent(state.fraction)
         };
         position.store.record_position(&self.migration, &position.runner_id, position.operation_index, percent, query_id).await
+    }
+
+    /// Whether ClickHouse is under pressure on `tables` ([`pressure::clickhouse_pressure`]), with the free-disk
+    /// share of the settings in force (read at each call, so that a change applies to the next check; the
+    /// defaults outside a run).
+    pub async fn clickhouse_pressure(&self, tables: &[&str]) -> Result<CheckOutcome> {
+        let settings = match &self.position {
+            Some(position) => RuntimeSettings::from_stored(&position.store.settings().await?),
+            None => RuntimeSettings::default(),
+        };
+        pressure::clickhouse_pressure(&self.clickhouse, tables, settings.min_free_disk_percent).await
     }
 
     /// Waits while the migration's throttle check fails, showing its reason as the run's waiting reason;

@@ -77,12 +77,9 @@ pub fn setting_value(data: &[u8]) {
         return;
     }
     for spec in SETTINGS {
-        if let SettingKind::Seconds { min, max } = spec.kind {
-            let seconds = match spec.key {
-                "rollback_timeout_seconds" => settings.rollback_timeout_seconds,
-                _ => settings.health_check_interval_seconds,
-            };
-            assert!((min..=max).contains(&seconds), "{key} = {value} left {} at {seconds}", spec.key);
+        if let SettingKind::WholeNumber { min, max, .. } = spec.kind {
+            let number = settings.value(spec.key).and_then(|value| value.as_u64()).unwrap_or_else(|| panic!("{} has no number", spec.key));
+            assert!((min..=max).contains(&number), "{key} = {value} left {} at {number}", spec.key);
         }
     }
 }

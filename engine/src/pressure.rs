@@ -10,12 +10,10 @@ use crate::Result;
 pub const MAX_PARTS_PER_PARTITION: u64 = 150;
 /// Merges running on the migration's tables from which a run pauses.
 pub const MAX_MERGES: u64 = 8;
-/// Share of free disk under which a run pauses (servers with `system.disks`, 19.15 and later).
-pub const MIN_FREE_DISK_PERCENT: f64 = 10.0;
-
 /// Checks the given tables of the engine's database: too many active parts in a partition, a merge
-/// backlog, or too little free disk.
-pub async fn clickhouse_pressure(clickhouse: &ClickHouse, tables: &[&str]) -> Result<CheckOutcome> {
+/// backlog, or a disk with less than `min_free_disk_percent` free (the runtime setting of that name; servers
+/// with `system.disks`, 19.15 and later; 0 skips the check).
+pub async fn clickhouse_pressure(clickhouse: &ClickHouse, tables: &[&str], min_free_disk_percent: u64) -> Result<CheckOutcome> {
     let client = clickhouse.client();
     let (table, partition, parts) = busiest_partition(clickhouse, tables).await?;
     if parts >= MAX_PARTS_PER_PARTITION {
@@ -32,11 +30,17 @@ pub async fn clickhouse_pressure(clickhouse: &ClickHouse, tables: &[&str]) -> Re
     if merges >= MAX_MERGES {
         return Ok(CheckOutcome::Fail(format!("{merges} merges are running on {} (pausing from {MAX_MERGES})", tables.join(", "))));
     }
-    if clickhouse.capabilities().reports_disks() {
-        let free_percent: f64 =
-            client.query("SELECT min(free_space / greatest(total_space, 1)) * 100 FROM system.disks").fetch_one().await?;
-        if free_percent < MIN_FREE_DISK_PERCENT {
-            return Ok(CheckOutcome::Fail(format!("only {free_percent:.1}% of the disk is free (pausing under {MIN_FREE_DISK_PERCENT}%)")));
+    if min_free_disk_percent > 0 && clickhouse.capabilities().reports_disks() {
+        let (disk, free_percent): (String, f64) = client
+            .query(
+                "SELECT name, free_space / greatest(total_space, 1) * 100 AS free_percent FROM system.disks ORDER BY free_percent LIMIT 1",
+            )
+            .fetch_one()
+            .await?;
+        if free_percent < min_free_disk_percent as f64 {
+            return Ok(CheckOutcome::Fail(format!(
+                "only {free_percent:.1}% of ClickHouse disk {disk} is free (pausing under {min_free_disk_percent}%, the setting min_free_disk_percent)"
+            )));
         }
     }
     Ok(CheckOutcome::Pass)

@@ -16,6 +16,8 @@ pub struct RuntimeSettings {
     pub rollback_timeout_seconds: u64,
     /// How often a running migration's health check runs.
     pub health_check_interval_seconds: u64,
+    /// Share of free disk (in percent) under which a migration's throttle holds it; 0 turns the check off.
+    pub min_free_disk_percent: u64,
 }
 
 impl Default for RuntimeSettings {
@@ -25,6 +27,7 @@ impl Default for RuntimeSettings {
             disable_auto_rollback: false,
             rollback_timeout_seconds: 1800,
             health_check_interval_seconds: 10,
+            min_free_disk_percent: 10,
         }
     }
 }
@@ -34,7 +37,12 @@ impl Default for RuntimeSettings {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SettingKind {
     Boolean,
-    Seconds { min: u64, max: u64 },
+    /// A whole number from `min` to `max`, shown with `unit` (`s`, `%`).
+    WholeNumber {
+        min: u64,
+        max: u64,
+        unit: &'static str,
+    },
 }
 
 /// A setting as the settings tab and the CLI present it.
@@ -47,7 +55,7 @@ pub struct SettingSpec {
 }
 
 /// Every setting, in the order the settings tab shows them (auto-start first).
-pub const SETTINGS: [SettingSpec; 4] = [
+pub const SETTINGS: [SettingSpec; 5] = [
     SettingSpec {
         key: "auto_start",
         label: "Auto-run migrations",
@@ -64,13 +72,19 @@ pub const SETTINGS: [SettingSpec; 4] = [
         key: "rollback_timeout_seconds",
         label: "Rollback timeout (seconds)",
         description: "How long a rollback may run before it is reported as failed and the migration stays errored; it also bounds the clean-up of a stopped or failed operation.",
-        kind: SettingKind::Seconds { min: 1, max: 7 * 24 * 3600 },
+        kind: SettingKind::WholeNumber { min: 1, max: 7 * 24 * 3600, unit: "s" },
     },
     SettingSpec {
         key: "health_check_interval_seconds",
         label: "Health-check interval (seconds)",
         description: "How often a running migration's health check runs; a failing check stops the migration.",
-        kind: SettingKind::Seconds { min: 1, max: 3600 },
+        kind: SettingKind::WholeNumber { min: 1, max: 3600, unit: "s" },
+    },
+    SettingSpec {
+        key: "min_free_disk_percent",
+        label: "Minimum free disk (%)",
+        description: "A migration that copies or moves data waits while any ClickHouse disk has less free space than this share, and goes on when it is freed; 0 turns the check off.",
+        kind: SettingKind::WholeNumber { min: 0, max: 90, unit: "%" },
     },
 ];
 
@@ -96,23 +110,36 @@ impl RuntimeSettings {
         match spec.kind {
             SettingKind::Boolean => {
                 let flag = value.as_bool().ok_or_else(|| invalid(format!("{value} is not true or false")))?;
-                match key {
-                    "auto_start" => self.auto_start = flag,
-                    _ => self.disable_auto_rollback = flag,
-                }
+                *self.flag_mut(key) = flag;
             }
-            SettingKind::Seconds { min, max } => {
-                let seconds = value.as_u64().ok_or_else(|| invalid(format!("{value} is not a whole number of seconds")))?;
-                if !(min..=max).contains(&seconds) {
-                    return Err(invalid(format!("{seconds} is out of range: it must be from {min} to {max}")));
+            SettingKind::WholeNumber { min, max, .. } => {
+                let number = value.as_u64().ok_or_else(|| invalid(format!("{value} is not a whole number")))?;
+                if !(min..=max).contains(&number) {
+                    return Err(invalid(format!("{number} is out of range: it must be from {min} to {max}")));
                 }
-                match key {
-                    "rollback_timeout_seconds" => self.rollback_timeout_seconds = seconds,
-                    _ => self.health_check_interval_seconds = seconds,
-                }
+                *self.number_mut(key) = number;
             }
         }
         Ok(())
+    }
+
+    /// The field of the boolean setting `key` (one of [`SETTINGS`]).
+    fn flag_mut(&mut self, key: &str) -> &mut bool {
+        match key {
+            "auto_start" => &mut self.auto_start,
+            "disable_auto_rollback" => &mut self.disable_auto_rollback,
+            _ => unreachable!("{key} is not a boolean setting"),
+        }
+    }
+
+    /// The field of the whole-number setting `key` (one of [`SETTINGS`]).
+    fn number_mut(&mut self, key: &str) -> &mut u64 {
+        match key {
+            "rollback_timeout_seconds" => &mut self.rollback_timeout_seconds,
+            "health_check_interval_seconds" => &mut self.health_check_interval_seconds,
+            "min_free_disk_percent" => &mut self.min_free_disk_percent,
+            _ => unreachable!("{key} is not a whole-number setting"),
+        }
     }
 
     /// The current value of `key` as JSON.
@@ -143,12 +170,15 @@ mod tests {
         assert!(settings.apply("rollback_timeout_seconds", &json!(0)).is_err());
         assert!(settings.apply("rollback_timeout_seconds", &json!(-5)).is_err());
         assert!(settings.apply("health_check_interval_seconds", &json!(1.5)).is_err());
+        assert!(settings.apply("min_free_disk_percent", &json!(91)).is_err());
         assert!(settings.apply("colour", &json!(true)).is_err());
         assert_eq!(settings, RuntimeSettings::default());
         settings.apply("auto_start", &json!(true)).unwrap();
         settings.apply("health_check_interval_seconds", &json!(2)).unwrap();
         assert!(settings.auto_start);
         assert_eq!(settings.health_check_interval_seconds, 2);
+        settings.apply("min_free_disk_percent", &json!(0)).unwrap();
+        assert_eq!(settings.min_free_disk_percent, 0);
     }
 
     #[test]

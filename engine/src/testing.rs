@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::Connection;
 
 use crate::clickhouse::quote_identifier;
+use crate::store::Store;
 use crate::EngineConfig;
 
 const DEFAULT_DATABASE_URL: &str = "postgres://amigo@127.0.0.1:55432/amigo";
@@ -16,8 +17,12 @@ const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:58123";
 /// Prefix of every database a test creates; `scripts/test` drops leftovers before a run.
 pub const TEST_DATABASE_PREFIX: &str = "amigo_test_";
 
-/// Creates an empty Postgres database and an empty ClickHouse database with one fresh name, and returns the
-/// configuration that points the engine at them.
+/// Creates a Postgres database (amigo's schema applied, the free-disk check off) and an empty ClickHouse
+/// database with one fresh name, and returns the configuration that points the engine at them.
+///
+/// The free-disk check ([`crate::settings::RuntimeSettings::min_free_disk_percent`]) is set to 0: how full the
+/// host's disk is is not what a test is about (a CI machine with 7% free paused every copy on a server that
+/// reports disks); the tests of that check pass their own share.
 pub async fn fresh_databases() -> EngineConfig {
     let server_url = std::env::var("AMIGO_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
     let clickhouse_url = std::env::var("AMIGO_CLICKHOUSE_URL").unwrap_or_else(|_| DEFAULT_CLICKHOUSE_URL.into());
@@ -39,6 +44,10 @@ async fn fresh_databases_with(server_url: &str, clickhouse_url: &str, on_cluster
     sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.expect("create test database");
     let mut database_url = url::Url::parse(server_url).expect("AMIGO_DATABASE_URL is a URL");
     database_url.set_path(&name);
+    let store = Store::connect(database_url.as_str()).await.expect("connect to the test database");
+    store.migrate().await.expect("apply amigo's schema");
+    store.save_setting("min_free_disk_percent", &serde_json::json!(0), "amigo tests").await.expect("turn the free-disk check off");
+    store.pool().close().await;
 
     ::clickhouse::Client::default()
         .with_url(clickhouse_url)

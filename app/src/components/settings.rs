@@ -103,7 +103,7 @@ fn SettingItem(
             }
             .into_any()
         }
-        SettingValue::Seconds { value, min, max } => {
+        SettingValue::WholeNumber { value, min, max, unit } => {
             let input = NodeRef::<leptos::html::Input>::new();
             let key = key.clone();
             let save = move |event: leptos::ev::SubmitEvent| {
@@ -114,7 +114,7 @@ fn SettingItem(
                 submit(key.clone(), value);
             };
             view! {
-                <form class="seconds" on:submit=save>
+                <form class="whole-number" on:submit=save>
                     <input
                         type="text"
                         inputmode="numeric"
@@ -122,9 +122,9 @@ fn SettingItem(
                         value=value
                         node_ref=input
                         aria-describedby=format!("{id}-description")
-                        title=format!("From {min} to {max} seconds")
+                        title=format!("From {min} to {max}")
                     />
-                    <span class="unit">"s"</span>
+                    <span class="unit">{unit}</span>
                     <button type="submit" class="button small">"Save"</button>
                 </form>
             }

@@ -29,7 +29,6 @@ use crate::context::MigrationContext;
 use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
 use crate::migrations::backfill_person_id;
 use crate::parameters::ParameterSpec;
-use crate::pressure::clickhouse_pressure;
 use crate::recipes::move_partitions::MovePartitions;
 use crate::tables::{partition_row_counts, table_exists};
 use crate::{Error, Result};
@@ -56,7 +55,7 @@ pub fn definition() -> MigrationDefinition {
         ))
         .is_required(is_required)
         .precheck(precheck)
-        .throttle(|context| async move { clickhouse_pressure(&context.clickhouse, &[EVENTS, ARCHIVE]).await })
+        .throttle(|context| async move { context.clickhouse_pressure(&[EVENTS, ARCHIVE]).await })
         .operation(Operation::rust("create events_archive with the structure and keys of events", create_archive, drop_empty_archive))
         .operation(Operation::rust(
             "move the partitions older than older_than_months into events_archive, one at a time",

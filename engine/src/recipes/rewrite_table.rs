@@ -32,7 +32,7 @@ use crate::clickhouse::{quote_identifier, ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::parameters::{quote_string, ParameterSpec, ParameterValue};
-use crate::pressure::{busiest_partition, clickhouse_pressure};
+use crate::pressure::busiest_partition;
 use crate::tables::{
     identities_missing, partition_checksums, partition_filter, partition_row_counts, split_top_level, strip_enclosing_parentheses,
     table_exists, top_level_positions,
@@ -278,7 +278,7 @@ impl RewriteTable {
     /// Pauses the copy between partitions while the original or the copy is under pressure (see `pressure.rs`).
     pub async fn throttle(&self, context: &MigrationContext) -> Result<CheckOutcome> {
         let table = self.storage_table(&context.clickhouse).await?;
-        clickhouse_pressure(&context.clickhouse, &[&table, &self.new_table]).await
+        context.clickhouse_pressure(&[&table, &self.new_table]).await
     }
 
     /// Operation 0 (on every node of a cluster): the new table, made `AS` the original so that it has the same
