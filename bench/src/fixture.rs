@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use engine::demo::SeedRequest;
-use engine::migrations::events_sort_key;
+use demo::migrations::events_sort_key;
+use demo::SeedRequest;
 use engine::{Engine, EngineConfig};
 
 use crate::error::Result;
@@ -20,7 +20,7 @@ const SEED_UNTIL: &str = "2024-07-01T00:00:00Z";
 const QUIET_MERGES: Duration = Duration::from_secs(2);
 
 pub async fn connect(config: &EngineConfig) -> Result<Engine> {
-    Ok(Engine::connect_with(config, vec![events_sort_key::definition()]).await?)
+    Ok(Engine::connect(config, vec![events_sort_key::definition()]).await?)
 }
 
 /// `events` demo events over the default 18 months ending at [`SEED_UNTIL`].

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use demo::migrations::events_sort_key::NAME;
 use engine::accounts::Accounts;
-use engine::migrations::events_sort_key::NAME;
 use engine::EngineConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

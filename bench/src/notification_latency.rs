@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use engine::migrations::events_sort_key::NAME;
+use demo::migrations::events_sort_key::NAME;
 use engine::store::MigrationRecord;
 use engine::Engine;
 use tokio::sync::broadcast;

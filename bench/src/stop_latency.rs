@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use demo::migrations::events_sort_key::NAME;
+use demo::{seed, SeedRequest};
 use engine::clickhouse::ClickHouse;
-use engine::demo::{seed, SeedRequest};
-use engine::migrations::events_sort_key::NAME;
 use engine::status::Status;
 use engine::Engine;
 

@@ -10,9 +10,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use demo::migrations::events_sort_key::NAME;
+use demo::seed;
 use engine::clickhouse::{quote_identifier, ClickHouse};
-use engine::demo::seed;
-use engine::migrations::events_sort_key::NAME;
 use engine::status::Status;
 use engine::tables::partition_row_counts;
 use engine::Engine;

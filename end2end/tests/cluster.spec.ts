@@ -45,10 +45,10 @@ const test = base.extend<{ clusterInstance: Instance }>({
         .map(([key, value]) => [key, value.replace(/^'|'$/g, '')]),
     );
     try {
-      // Only amigo's own migrations: the page as an operator of a cluster sees it.
+      // The demo's four migrations, without the specs' set: the page as an operator of a cluster sees it.
       const instance = new Instance('amigo_e2e_cluster', await freePort(), testInfo.outputPath('amigo.log'), {
         ...settings,
-        AMIGO_EXTRA_MIGRATIONS: '',
+        AMIGO_DEMO: 'on',
       });
       await instance.createDatabases();
       const created = await fetch(settings.AMIGO_CLICKHOUSE_URL, { method: 'POST', body: 'CREATE DATABASE amigo_e2e_cluster ON CLUSTER amigo_cluster' });

@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn identifiers_are_quoted() {
-        assert_eq!(quote_identifier("events"), "`events`");
+        assert_eq!(quote_identifier("orders"), "`orders`");
         assert_eq!(quote_identifier("a`b"), "`a\\`b`");
     }
 }

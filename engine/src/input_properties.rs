@@ -12,7 +12,7 @@ pub fn fuzzed_specs() -> Vec<ParameterSpec> {
     vec![
         ParameterSpec::integer("batch_size", "rows per batch", 1000, -5, 1_000_000),
         ParameterSpec::boolean("dry_run", "only report", false),
-        ParameterSpec::identifier("archive_table", "where old partitions go", "events_archive"),
+        ParameterSpec::identifier("archive_table", "where old partitions go", "orders_archive"),
         ParameterSpec::text("note", "free text", "none", 64),
     ]
 }

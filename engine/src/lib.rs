@@ -9,13 +9,11 @@ pub mod clickhouse;
 pub mod cluster;
 pub mod context;
 pub mod definition;
-pub mod demo;
 pub mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod input_properties;
 pub mod loader;
 pub mod metrics;
-pub mod migrations;
 pub mod parameters;
 pub mod pressure;
 pub mod recipes;
@@ -119,15 +117,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Connects with the migrations amigo ships (and those of `config.migrations_dir`).
-    pub async fn connect(config: &EngineConfig) -> Result<Engine> {
-        Engine::connect_with(config, migrations::all()).await
-    }
-
-    /// Connects to both databases, applies the Postgres schema and records the given definitions followed by
-    /// those of the files in `config.migrations_dir`. The whole set is checked first ([`loader::assemble`]): when
-    /// a file cannot be fully read or the set does not hold together, nothing is connected to or recorded.
-    pub async fn connect_with(config: &EngineConfig, definitions: Vec<MigrationDefinition>) -> Result<Engine> {
+    /// Connects to both databases, applies the Postgres schema and records the product's migrations: the
+    /// definitions written in Rust (`definitions`, registered by the product's binary; none for a product whose
+    /// migrations are all files) followed by those of the files in `config.migrations_dir`. The whole set is
+    /// checked first ([`loader::assemble`]): when a file cannot be fully read or the set does not hold together,
+    /// nothing is connected to or recorded.
+    pub async fn connect(config: &EngineConfig, definitions: Vec<MigrationDefinition>) -> Result<Engine> {
         let definitions = loader::assemble(definitions, config.migrations_dir.as_deref())?;
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;

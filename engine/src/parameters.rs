@@ -282,7 +282,7 @@ mod tests {
         vec![
             ParameterSpec::integer("batch_size", "rows per batch", 1000, 1, 1_000_000),
             ParameterSpec::boolean("dry_run", "only report", false),
-            ParameterSpec::identifier("archive_table", "where old partitions go", "events_archive"),
+            ParameterSpec::identifier("archive_table", "where old partitions go", "orders_archive"),
         ]
     }
 
@@ -291,7 +291,7 @@ mod tests {
         let parameters = Parameters::from_assignments("m", &specs(), &["batch_size=50".into()]).unwrap();
         assert_eq!(parameters.integer("batch_size"), 50);
         assert_eq!(parameters.get("dry_run"), Some(&ParameterValue::Boolean(false)));
-        assert_eq!(parameters.get("archive_table"), Some(&ParameterValue::Text("events_archive".into())));
+        assert_eq!(parameters.get("archive_table"), Some(&ParameterValue::Text("orders_archive".into())));
     }
 
     #[test]
@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(refuse("batch_size=0"), "parameter batch_size of m: 0 is out of range: it must be from 1 to 1000000");
         assert_eq!(refuse("batch_size=ten"), "parameter batch_size of m: \"ten\" is not a whole number");
         assert_eq!(refuse("dry_run=maybe"), "parameter dry_run of m: \"maybe\" is not true or false");
-        assert!(refuse("archive_table=x; DROP TABLE events").contains("is not a table or column name"));
+        assert!(refuse("archive_table=x; DROP TABLE orders").contains("is not a table or column name"));
         assert_eq!(refuse("colour=red"), "m has no parameter \"colour\"; it takes: batch_size, dry_run, archive_table");
         assert_eq!(refuse("batch_size"), "\"batch_size\" is not KEY=VALUE");
         let repeated = Parameters::from_assignments("m", &specs(), &["batch_size=1".into(), "batch_size=2".into()]);
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(quote_string("it's \\ fine"), "'it\\'s \\\\ fine'");
         let text = ParameterKind::Text { max_length: 10 };
         assert_eq!(Parameters::sql_literal(&text, &ParameterValue::Text("a'b".into())), "'a\\'b'");
-        assert_eq!(Parameters::sql_literal(&ParameterKind::Identifier, &ParameterValue::Text("events".into())), "`events`");
+        assert_eq!(Parameters::sql_literal(&ParameterKind::Identifier, &ParameterValue::Text("orders".into())), "`orders`");
         assert_eq!(Parameters::sql_literal(&ParameterKind::Boolean, &ParameterValue::Boolean(true)), "1");
     }
 }

@@ -222,8 +222,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_migration_its_status_and_what_is_needed() {
-        let refusal = Request::Rollback.check("0001_events_sort_key", Status::NotStarted, false).unwrap_err();
-        assert_eq!(refusal.to_string(), "cannot roll back 0001_events_sort_key: it is not started, and roll back needs it to be errored");
+        let refusal = Request::Rollback.check("0001_orders_sort_key", Status::NotStarted, false).unwrap_err();
+        assert_eq!(refusal.to_string(), "cannot roll back 0001_orders_sort_key: it is not started, and roll back needs it to be errored");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use engine::{Engine, EngineConfig, Error};
 #[tokio::test]
 async fn connect_applies_the_schema_and_reads_both_versions() {
     let config = engine::testing::fresh_databases().await;
-    let engine = Engine::connect(&config).await.expect("connect");
+    let engine = Engine::connect(&config, vec![]).await.expect("connect");
 
     let tables: Vec<String> =
         sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
@@ -23,14 +23,14 @@ async fn connect_applies_the_schema_and_reads_both_versions() {
     engine.check_health().await.expect("both databases healthy");
 
     // Connecting again is a no-op for the schema.
-    Engine::connect(&config).await.expect("second connect");
+    Engine::connect(&config, vec![]).await.expect("second connect");
 }
 
 #[tokio::test]
 async fn an_unreachable_postgres_is_named_in_the_error() {
     let mut config = engine::testing::fresh_databases().await;
     config.database_url = "postgres://amigo:secret@127.0.0.1:9/amigo".into();
-    let error = Engine::connect(&config).await.err().expect("connect must fail");
+    let error = Engine::connect(&config, vec![]).await.err().expect("connect must fail");
     assert!(matches!(error, Error::PostgresUnreachable { .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("127.0.0.1:9"), "{message}");
@@ -41,7 +41,7 @@ async fn an_unreachable_postgres_is_named_in_the_error() {
 #[tokio::test]
 async fn an_unreachable_clickhouse_is_named_in_the_error() {
     let config = EngineConfig { clickhouse_url: "http://127.0.0.1:9".into(), ..engine::testing::fresh_databases().await };
-    let error = Engine::connect(&config).await.err().expect("connect must fail");
+    let error = Engine::connect(&config, vec![]).await.err().expect("connect must fail");
     assert!(matches!(error, Error::ClickHouseUnreachable { .. }), "{error:?}");
     assert!(error.to_string().contains("http://127.0.0.1:9"), "{error}");
 }

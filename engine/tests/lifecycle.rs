@@ -31,7 +31,7 @@ impl Instance {
         let mut config = engine::testing::fresh_databases().await;
         config.lease_timeout = Duration::from_secs(2);
         adjust(&mut config);
-        let engine = Engine::connect_with(&config, definitions).await.expect("connect");
+        let engine = Engine::connect(&config, definitions).await.expect("connect");
         Instance { engine, runners: Mutex::new(Vec::new()) }
     }
 
@@ -289,7 +289,7 @@ async fn two_runners_never_run_one_migration_twice() {
         |_| async { Ok(()) },
     ));
     let instance = Instance::new(vec![definition]).await;
-    let second_engine = Engine::connect_with(instance.engine.config(), vec![]).await.unwrap();
+    let second_engine = Engine::connect(instance.engine.config(), vec![]).await.unwrap();
     instance.engine.start("0001_once", TESTER, &serde_json::Map::new()).await.unwrap();
     let shutdown = watch::channel(false).1;
     let (first, second) = (Runner::new(instance.engine.clone()), Runner::new(instance.engine.clone()));

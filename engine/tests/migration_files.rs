@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use engine::definition::MigrationDefinition;
 use engine::loader::Problem;
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for};
@@ -138,7 +139,7 @@ async fn config_with(folder: &Folder) -> EngineConfig {
 /// An engine with 0100_orders_region loaded from its file, on a product with `orders` in ClickHouse and, when
 /// `with_shops`, `shop` in Postgres; health checks every second.
 async fn product(folder: &Folder, with_shops: bool) -> Engine {
-    let engine = Engine::connect_with(&config_with(folder).await, vec![]).await.expect("connect");
+    let engine = Engine::connect(&config_with(folder).await, vec![]).await.expect("connect");
     let client = engine.clickhouse().client();
     client.query("CREATE TABLE orders (id UInt64, amount UInt32) ENGINE = MergeTree ORDER BY id").execute().await.unwrap();
     client.query(&format!("INSERT INTO orders SELECT number, number * 10 FROM numbers({ORDERS})")).execute().await.unwrap();
@@ -299,7 +300,7 @@ const MONTHLY_ORDERS: u64 = 3000;
 /// partitioned by month, health checks every second. No runner yet: one that starts before the tables exist
 /// finds a recipe's table missing and its migration not required.
 async fn monthly_orders(folder: &Folder, also: &[&str]) -> Engine {
-    let engine = Engine::connect_with(&config_with(folder).await, vec![]).await.expect("connect");
+    let engine = Engine::connect(&config_with(folder).await, vec![]).await.expect("connect");
     let client = engine.clickhouse().client();
     for table in std::iter::once(&"orders").chain(also) {
         let create = format!(
@@ -406,7 +407,7 @@ description = "fill shop.slug"
 postgres_batches = { table = "shop", key = "id", set = "slug = lower(shop.name)", pending = "shop.slug IS NULL", batch_size_parameter = "batch_size" }
 "#;
     let folder = Folder::with(&[("0130_shop_slug.toml", file)]);
-    let engine = Engine::connect_with(&config_with(&folder).await, vec![]).await.expect("connect");
+    let engine = Engine::connect(&config_with(&folder).await, vec![]).await.expect("connect");
     let pool = engine.store().pool();
     sqlx::query("CREATE TABLE shop (id bigint PRIMARY KEY, name text NOT NULL, slug text)").execute(pool).await.unwrap();
     sqlx::query("INSERT INTO shop (id, name) SELECT n, 'Shop ' || n FROM generate_series(1, 25) AS n").execute(pool).await.unwrap();
@@ -417,20 +418,25 @@ postgres_batches = { table = "shop", key = "id", set = "slug = lower(shop.name)"
     assert!(slugs.iter().all(|(name, slug)| slug.as_deref() == Some(name.to_lowercase().as_str())), "{slugs:?}");
 }
 
-/// What connecting with `files` (next to the migrations amigo ships) is refused with, as `file:line: message`
+/// What connecting with `files` (next to the migration compiled in, [`compiled_in`]) is refused with, as `file:line: message`
 /// lines, after checking that nothing was recorded in Postgres.
 async fn refusal(files: &[(&str, &str)]) -> Vec<String> {
     let folder = Folder::with(files);
     let config = config_with(&folder).await;
-    let problems = match Engine::connect(&config).await {
+    let problems = match Engine::connect(&config, vec![compiled_in()]).await {
         Err(Error::InvalidMigrations(problems)) => problems,
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("connected with {files:?}"),
     };
     let files_only = EngineConfig { migrations_dir: None, ..config };
-    let engine = Engine::connect_with(&files_only, vec![]).await.expect("connect without the files");
+    let engine = Engine::connect(&files_only, vec![]).await.expect("connect without the files");
     assert_eq!(engine.list().await.unwrap(), [], "nothing was recorded");
     problems.iter().map(|problem| located(problem, &folder)).collect()
+}
+
+/// The one migration the refused sets join, as if the product's binary had it compiled in (written in Rust).
+fn compiled_in() -> MigrationDefinition {
+    MigrationDefinition::new("0004_team_slug", "a migration the product wrote in Rust")
 }
 
 /// `file:line: message`, the file named relative to the test's folder.
@@ -544,8 +550,8 @@ async fn each_kind_of_broken_file_is_refused_with_its_line_and_nothing_is_record
         assert_eq!(problems.len(), 1, "{name}: {problems:#?}");
         assert!(problems[0].starts_with(expected), "{name}: expected {expected:?}, got {:?}", problems[0]);
     }
-    // A name amigo ships is taken, whether the file writes it (its line) or only is named so.
-    let taken = "the name 0004_team_slug is taken: amigo ships a migration of that name; give this one another name";
+    // A name compiled into the binary is taken, whether the file writes it (its line) or only is named so.
+    let taken = "the name 0004_team_slug is taken: a migration compiled into this binary has it; give this one another name";
     let named = refusal(&[("0004_team_slug.toml", &file_with("name = \"0004_team_slug\"", clickhouse))]).await;
     assert_eq!(named, [format!("0004_team_slug.toml:2: {taken}")]);
     let file_named = refusal(&[("0004_team_slug.toml", &file_with("", clickhouse))]).await;
@@ -577,7 +583,7 @@ async fn every_problem_of_every_file_is_reported_at_once() {
 async fn a_missing_folder_is_refused_naming_it() {
     let config =
         EngineConfig { migrations_dir: Some(PathBuf::from("/nonexistent/amigo-migrations")), ..engine::testing::fresh_databases().await };
-    let error = Engine::connect(&config).await.err().expect("refused");
+    let error = Engine::connect(&config, vec![]).await.err().expect("refused");
     let text = error.to_string();
     assert!(text.starts_with("1 problem in the migrations; nothing was loaded:\n/nonexistent/amigo-migrations: cannot read"), "{text}");
 }

@@ -40,7 +40,7 @@ fn definition() -> MigrationDefinition {
 
 async fn seeded() -> Engine {
     let config = engine::testing::fresh_databases().await;
-    let engine = Engine::connect_with(&config, vec![definition()]).await.expect("connect");
+    let engine = Engine::connect(&config, vec![definition()]).await.expect("connect");
     let client = engine.clickhouse().client();
     client
         .query(

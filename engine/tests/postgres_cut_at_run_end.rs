@@ -79,7 +79,7 @@ async fn a_run_whose_last_write_loses_its_connection_is_recorded_once_as_it_ende
     ];
     let definitions =
         cases.iter().map(|(name, table, fails, ..)| locks_as_it_ends(name, table, *fails, &lock, &config.database_url)).collect();
-    let engine = Engine::connect_with(&config, definitions).await.unwrap();
+    let engine = Engine::connect(&config, definitions).await.unwrap();
     let _runner = spawn_runner(&engine);
     for (name, table, _, auto_rollback, expected, errors) in cases {
         engine.update_setting("disable_auto_rollback", &json!(!auto_rollback), TESTER).await.unwrap();

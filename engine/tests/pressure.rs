@@ -7,7 +7,7 @@ use engine::Engine;
 
 #[tokio::test]
 async fn too_many_active_parts_in_a_partition_is_pressure_until_merged() {
-    let engine = Engine::connect_with(&engine::testing::fresh_databases().await, vec![]).await.unwrap();
+    let engine = Engine::connect(&engine::testing::fresh_databases().await, vec![]).await.unwrap();
     let client = engine.clickhouse().client();
     client.query("CREATE TABLE crowded (n UInt64) ENGINE = MergeTree ORDER BY n").execute().await.unwrap();
     assert_eq!(clickhouse_pressure(engine.clickhouse(), &["crowded"], 0).await.unwrap(), CheckOutcome::Pass);
@@ -29,7 +29,7 @@ async fn too_many_active_parts_in_a_partition_is_pressure_until_merged() {
 
 #[tokio::test]
 async fn a_disk_under_the_free_share_is_pressure_where_the_server_reports_disks() {
-    let engine = Engine::connect_with(&engine::testing::fresh_databases().await, vec![]).await.unwrap();
+    let engine = Engine::connect(&engine::testing::fresh_databases().await, vec![]).await.unwrap();
     let clickhouse = engine.clickhouse();
     clickhouse.client().query("CREATE TABLE roomy (n UInt64) ENGINE = MergeTree ORDER BY n").execute().await.unwrap();
     assert_eq!(clickhouse_pressure(clickhouse, &["roomy"], 0).await.unwrap(), CheckOutcome::Pass, "0 turns the disk check off");

@@ -49,7 +49,7 @@ fn orders_migration() -> MigrationDefinition {
 async fn connected(definitions: Vec<MigrationDefinition>) -> Engine {
     let mut config = engine::testing::fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    Engine::connect_with(&config, definitions).await.expect("connect")
+    Engine::connect(&config, definitions).await.expect("connect")
 }
 
 async fn execute(engine: &Engine, sql: &str) {

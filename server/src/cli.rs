@@ -49,18 +49,21 @@ pub struct Settings {
     #[arg(long, global = true, env = "AMIGO_LOG_JSON")]
     pub log_json: bool,
     /// Folder of the product's migration files (`NAME.toml`, see docs/writing-migrations.md), loaded next to the
-    /// migrations amigo ships.
+    /// migrations compiled into the binary.
     #[arg(long, global = true, env = "AMIGO_MIGRATIONS_DIR")]
     pub migrations_dir: Option<PathBuf>,
-    /// Also load a set of demo migrations: `e2e` is the end-to-end specs' set. Never in production.
-    #[arg(long, global = true, env = "AMIGO_EXTRA_MIGRATIONS", value_enum)]
-    pub extra_migrations: Option<ExtraMigrations>,
+    /// Register the demo product's migrations (demo/): `on` its four, `e2e` those and the end-to-end specs'
+    /// fast ones. For trying amigo on its demo data (scripts/dev sets `on`), never for a product's instance.
+    #[arg(long, global = true, env = "AMIGO_DEMO", value_enum)]
+    pub demo: Option<DemoMigrations>,
 }
 
-/// Demo migrations that can be loaded next to the real ones.
+/// Which of the demo product's migrations the binary registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExtraMigrations {
-    /// Fast, deterministic migrations for the end-to-end specs (engine/src/migrations/e2e.rs).
+pub enum DemoMigrations {
+    /// The demo's four migrations (demo/src/migrations/).
+    On,
+    /// Those and the end-to-end specs' set (demo/src/migrations/e2e.rs).
     E2e,
 }
 
@@ -81,13 +84,13 @@ impl Settings {
         Ok(config)
     }
 
-    /// The migrations this binary ships, plus the demo set if one was asked for.
-    pub fn migration_definitions(&self) -> Vec<engine::definition::MigrationDefinition> {
-        let mut definitions = engine::migrations::all();
-        if self.extra_migrations == Some(ExtraMigrations::E2e) {
-            definitions.extend(engine::migrations::e2e::all());
+    /// The demo product's migrations when `AMIGO_DEMO` asks for them, else none.
+    pub fn demo_definitions(&self) -> Vec<engine::definition::MigrationDefinition> {
+        match self.demo {
+            None => vec![],
+            Some(DemoMigrations::On) => demo::migrations::all(),
+            Some(DemoMigrations::E2e) => demo::migrations::all().into_iter().chain(demo::migrations::e2e::all()).collect(),
         }
-        definitions
     }
 }
 
@@ -176,7 +179,7 @@ pub enum MigrationsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Read every migration (AMIGO_MIGRATIONS_DIR's files and those amigo ships) and print each, or every problem;
+    /// Read every migration (AMIGO_MIGRATIONS_DIR's files and those compiled in) and print each, or every problem;
     /// needs neither database.
     Check,
 }

@@ -69,10 +69,13 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
     }
 }
 
-/// `amigo migrations check`: reads the migration files and checks them with those amigo ships, without any
-/// database; a line per migration, or the problems (and exit code 1).
+/// `amigo migrations check`: reads the migration files and checks them with those compiled in, without any
+/// database; a line per migration in name order (the order `list` shows and auto-run starts them in), or the
+/// problems (and exit code 1).
 pub fn check_migrations(config: &engine::EngineConfig, compiled_in: Vec<engine::definition::MigrationDefinition>) -> Result<ExitCode> {
-    for definition in engine::loader::assemble(compiled_in, config.migrations_dir.as_deref())? {
+    let mut definitions = engine::loader::assemble(compiled_in, config.migrations_dir.as_deref())?;
+    definitions.sort_by(|a, b| a.name.cmp(&b.name));
+    for definition in definitions {
         let count = definition.operations.len();
         println!("ok {} ({count} operation{})", definition.name, if count == 1 { "" } else { "s" });
     }
@@ -224,9 +227,9 @@ pub async fn worker(engine: Engine) -> Result<ExitCode> {
 /// `amigo seed`: the product's demo data: events and persons in ClickHouse, then teams in Postgres (added
 /// only where missing, so a second seed adds none).
 pub async fn seed(engine: &Engine, args: &SeedArgs) -> Result<ExitCode> {
-    let request = engine::demo::SeedRequest { replace: args.replace, ..engine::demo::SeedRequest::new(args.events) };
-    let seeded_events = if args.if_empty && engine::demo::events_table_exists(engine.clickhouse()).await? {
-        let partitions = engine::tables::partition_row_counts(engine.clickhouse(), engine::demo::EVENTS_TABLE).await?;
+    let request = demo::SeedRequest { replace: args.replace, ..demo::SeedRequest::new(args.events) };
+    let seeded_events = if args.if_empty && demo::events_table_exists(engine.clickhouse()).await? {
+        let partitions = engine::tables::partition_row_counts(engine.clickhouse(), demo::EVENTS_TABLE).await?;
         partitions.iter().map(|(_, rows)| rows).sum::<u64>() > 0
     } else {
         false
@@ -234,9 +237,9 @@ pub async fn seed(engine: &Engine, args: &SeedArgs) -> Result<ExitCode> {
     if seeded_events {
         println!("events already there; left as they are");
     } else {
-        println!("{}", engine::demo::seed(engine.clickhouse(), &request).await?);
+        println!("{}", demo::seed(engine.clickhouse(), &request).await?);
     }
-    let teams = engine::demo::seed_teams(engine.store().pool(), request.teams).await?;
+    let teams = demo::seed_teams(engine.store().pool(), request.teams).await?;
     println!("{teams} teams in Postgres");
     Ok(ExitCode::SUCCESS)
 }

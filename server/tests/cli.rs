@@ -226,7 +226,7 @@ fn migrations_check_reads_the_files_without_any_database_and_lists_every_problem
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("ok 0001_events_sort_key (") && lines[0].ends_with(" operations)"), "{text}");
-    assert_eq!(lines.len(), engine::migrations::all().len() + 1, "{text}");
+    assert_eq!(lines.len(), demo::migrations::all().len() + 1, "{text}");
     assert_eq!(lines.last(), Some(&"ok 0100_orders_region (1 operation)"));
 
     let broken = MigrationsFolder::with(

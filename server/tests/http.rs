@@ -33,7 +33,7 @@ impl Site {
         let definition = MigrationDefinition::new(MIGRATION, "copies rows in batches")
             .parameter(ParameterSpec::integer("batch_size", "rows per batch", 1000, 1, 100_000))
             .operation(Operation::clickhouse("count to one", "SELECT 1", ""));
-        let engine = Engine::connect_with(&engine::testing::fresh_databases().await, vec![definition]).await.expect("connect");
+        let engine = Engine::connect(&engine::testing::fresh_databases().await, vec![definition]).await.expect("connect");
         let accounts = Accounts::of(&engine);
         let staff = accounts.create_user("admin@example.com", PASSWORD, false).await.unwrap();
         let viewer = accounts.create_user("viewer@example.com", PASSWORD, false).await.unwrap();
@@ -237,7 +237,7 @@ async fn bad_parameters_and_settings_are_refused_clearly_and_change_nothing() {
     assert!(body.contains("out of range"), "{body}");
 
     assert_eq!(site.status().await, Status::NotStarted);
-    assert_eq!(site.engine.settings().await.unwrap(), engine::settings::RuntimeSettings::default());
+    assert_eq!(site.engine.settings().await.unwrap(), untouched_settings());
     assert!(site.engine.audit_log(10).await.unwrap().is_empty());
 }
 
@@ -442,7 +442,7 @@ async fn hostile_names_and_values_are_refused_clearly_and_change_nothing() {
     assert!(answer.contains("the request could not be read"), "{answer}");
 
     assert_eq!(site.status().await, Status::NotStarted);
-    assert_eq!(site.engine.settings().await.unwrap(), engine::settings::RuntimeSettings::default());
+    assert_eq!(site.engine.settings().await.unwrap(), untouched_settings());
     assert!(site.engine.audit_log(10).await.unwrap().is_empty());
     let tables: i64 =
         sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('async_migration', 'runtime_setting')")
@@ -470,8 +470,13 @@ async fn a_ten_megabyte_body_is_refused_and_changes_nothing() {
         assert!(answer.len() < 1000, "{path}: the refusal does not echo the body");
     }
     assert_eq!(site.status().await, Status::NotStarted);
-    assert_eq!(site.engine.settings().await.unwrap(), engine::settings::RuntimeSettings::default());
+    assert_eq!(site.engine.settings().await.unwrap(), untouched_settings());
     assert!(site.engine.audit_log(10).await.unwrap().is_empty());
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM login_attempts").fetch_one(site.engine.store().pool()).await.unwrap();
     assert_eq!(attempts, 0, "the refused login was never tried");
+}
+
+/// The settings of a fresh test database: the defaults, with the free-disk check off (`engine::testing`).
+fn untouched_settings() -> engine::settings::RuntimeSettings {
+    engine::settings::RuntimeSettings { min_free_disk_percent: 0, ..engine::settings::RuntimeSettings::default() }
 }

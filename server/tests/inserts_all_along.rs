@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::demo::{seed, SeedRequest};
-use engine::migrations::events_sort_key::{self, NAME};
+use demo::migrations::events_sort_key::{self, NAME};
+use demo::{seed, SeedRequest};
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for};
 use engine::Engine;
@@ -88,7 +88,7 @@ fn copied_partitions(overview: &engine::MigrationOverview) -> usize {
 async fn a_product_inserting_all_along_loses_no_row_duplicates_none_and_sees_no_failed_insert() {
     let mut config = engine::testing::fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.expect("connect");
+    let engine = Engine::connect(&config, vec![events_sort_key::definition()]).await.expect("connect");
     seed(engine.clickhouse(), &SeedRequest::new(1_000_000)).await.expect("seed");
     let seeded: u64 = engine.clickhouse().client().query("SELECT count() FROM events").fetch_one().await.unwrap();
     let capabilities = engine.clickhouse().capabilities().clone();

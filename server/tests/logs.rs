@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use engine::migrations::e2e::COPY_NUMBERS;
+use demo::migrations::e2e::COPY_NUMBERS;
 use engine::EngineConfig;
 use serde_json::Value;
 use support::amigo_command;
@@ -41,7 +41,7 @@ fn field<'a>(line: &'a Value, field: &str) -> Option<&'a str> {
 async fn json_logs_of_a_run_name_the_migration_and_the_query_id() {
     let config = engine::testing::fresh_databases().await;
     let output = amigo(&config, "info", &["migrations", "start", COPY_NUMBERS, "--param", "rows=5", "--wait"])
-        .env("AMIGO_EXTRA_MIGRATIONS", "e2e")
+        .env("AMIGO_DEMO", "e2e")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use demo::migrations::events_sort_key;
+use demo::{seed, SeedRequest};
 use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
-use engine::demo::{seed, SeedRequest};
-use engine::migrations::events_sort_key;
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for};
 use engine::Engine;
@@ -50,7 +50,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_are_off_without_a_token_and_refused_without_the_right_one() {
-    let engine = Engine::connect_with(&engine::testing::fresh_databases().await, vec![slow_definition()]).await.unwrap();
+    let engine = Engine::connect(&engine::testing::fresh_databases().await, vec![slow_definition()]).await.unwrap();
     let options = LeptosOptions::builder().output_name("amigo").build();
     let off = router(ServerState::new(options.clone(), engine.clone()));
     let (status, body) = scrape(&off, Some(&format!("Bearer {TOKEN}"))).await;
@@ -71,7 +71,7 @@ async fn metrics_are_off_without_a_token_and_refused_without_the_right_one() {
 async fn metrics_report_a_real_run_a_stopped_run_and_the_runner_heartbeat() {
     let mut config = engine::testing::fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition(), slow_definition()]).await.unwrap();
+    let engine = Engine::connect(&config, vec![events_sort_key::definition(), slow_definition()]).await.unwrap();
     seed(engine.clickhouse(), &SeedRequest::new(SEEDED_EVENTS)).await.unwrap();
     let options = LeptosOptions::builder().output_name("amigo").build();
     let site = router(ServerState::new(options, engine.clone()).with_metrics_token(MetricsToken::new(TOKEN).unwrap()));

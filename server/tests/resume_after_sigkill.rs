@@ -5,8 +5,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use engine::demo::{events_partition_checksums, seed, SeedRequest};
-use engine::migrations::events_sort_key::{self, NAME};
+use demo::migrations::events_sort_key::{self, NAME};
+use demo::{events_partition_checksums, seed, SeedRequest};
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, table_names, wait_for};
 use engine::Engine;
@@ -21,7 +21,7 @@ async fn settled(engine: &Engine) -> engine::MigrationOverview {
 async fn a_runner_killed_mid_copy_is_resumed_from_its_checkpoint_to_the_same_result() {
     let mut config = engine::testing::fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.expect("connect");
+    let engine = Engine::connect(&config, vec![events_sort_key::definition()]).await.expect("connect");
     seed(engine.clickhouse(), &SeedRequest::new(2_000_000)).await.expect("seed");
     let original = events_partition_checksums(engine.clickhouse(), "events").await.unwrap();
 
@@ -31,6 +31,7 @@ async fn a_runner_killed_mid_copy_is_resumed_from_its_checkpoint_to_the_same_res
         .env("AMIGO_CLICKHOUSE_URL", &config.clickhouse_url)
         .env("AMIGO_CLICKHOUSE_DATABASE", &config.clickhouse_database)
         .env("AMIGO_LEASE_TIMEOUT_SECONDS", "2")
+        .env("AMIGO_DEMO", "on")
         .env("AMIGO_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

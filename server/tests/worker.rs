@@ -4,8 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use engine::demo::{seed, SeedRequest};
-use engine::migrations::events_sort_key::{self, NAME};
+use demo::migrations::events_sort_key::{self, NAME};
+use demo::{seed, SeedRequest};
 use engine::status::Status;
 use engine::testing::wait_for;
 use engine::{Engine, EngineConfig};
@@ -27,6 +27,7 @@ fn spawn_worker(config: &EngineConfig) -> Worker {
             .env("AMIGO_DATABASE_URL", &config.database_url)
             .env("AMIGO_CLICKHOUSE_URL", &config.clickhouse_url)
             .env("AMIGO_CLICKHOUSE_DATABASE", &config.clickhouse_database)
+            .env("AMIGO_DEMO", "on")
             .env("AMIGO_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -37,7 +38,7 @@ fn spawn_worker(config: &EngineConfig) -> Worker {
 #[tokio::test]
 async fn a_stop_from_another_process_reaches_the_worker_within_a_second() {
     let config = engine::testing::fresh_databases().await;
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.unwrap();
+    let engine = Engine::connect(&config, vec![events_sort_key::definition()]).await.unwrap();
     seed(engine.clickhouse(), &SeedRequest::new(2_000_000)).await.unwrap();
     let _worker = spawn_worker(&config);
 

@@ -1,6 +1,6 @@
 // Every spec gets its own amigo: fresh Postgres and ClickHouse databases named after the test, two accounts
 // (a staff one and a non-staff one, created with the built binary's `amigo users create`), and
-// `amigo serve` on a free port with the end-to-end demo migrations (AMIGO_EXTRA_MIGRATIONS=e2e).
+// `amigo serve` on a free port with the end-to-end demo migrations (AMIGO_DEMO=e2e: the demo's four and the specs' set).
 import { test as base, expect, type Page } from '@playwright/test';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
@@ -42,7 +42,7 @@ export class Instance {
       AMIGO_DATABASE_URL: databaseUrl.toString(),
       AMIGO_CLICKHOUSE_URL: clickhouseUrl,
       AMIGO_CLICKHOUSE_DATABASE: this.database,
-      AMIGO_EXTRA_MIGRATIONS: 'e2e',
+      AMIGO_DEMO: 'e2e',
       AMIGO_SKIP_UPGRADE_CHECK: 'true',
       AMIGO_LOG: 'info,sqlx=warn',
       ...this.settings,

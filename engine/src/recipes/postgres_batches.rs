@@ -14,11 +14,11 @@ use crate::Result;
 /// An update of `table` in batches.
 #[derive(Debug, Clone)]
 pub struct PostgresBatches {
-    /// The table updated, as Postgres names it (`team`, `app.orders`).
+    /// The table updated, as Postgres names it (`shop`, `app.orders`).
     pub table: String,
     /// Its integer key column: batches follow its order.
     pub key: String,
-    /// The assignments of the `UPDATE` (`slug = lower(team.name)`); the table is named by its own name.
+    /// The assignments of the `UPDATE` (`slug = lower(shop.name)`); the table is named by its own name.
     pub set: String,
     /// The condition of a row still to update (`slug IS NULL`): a batch updates only those, so that a batch done
     /// again after a crash changes nothing.

@@ -1020,7 +1020,7 @@ mod tests {
     #[test]
     fn names_in_engine_parameters_are_unquoted() {
         assert_eq!(unquoted("'amigo'"), "amigo");
-        assert_eq!(unquoted("`events_local`"), "events_local");
+        assert_eq!(unquoted("`orders_local`"), "orders_local");
         assert_eq!(unquoted(r"'it\'s'"), "it's");
         assert_eq!(unquoted("plain"), "plain");
     }
@@ -1029,7 +1029,7 @@ mod tests {
     fn a_replicated_copy_gets_a_path_of_its_own_and_keeps_the_replica_name() {
         let original = shape(
             "ReplicatedMergeTree",
-            "ReplicatedMergeTree('/clickhouse/tables/{shard}/shop/events_local', '{replica}') PARTITION BY toYYYYMMDD(day) ORDER BY id",
+            "ReplicatedMergeTree('/clickhouse/tables/{shard}/shop/orders_local', '{replica}') PARTITION BY toYYYYMMDD(day) ORDER BY id",
             "id",
             "id",
             "",

@@ -12,6 +12,7 @@ pub fn amigo_command(config: &EngineConfig, args: &[&str]) -> Command {
         .env("AMIGO_DATABASE_URL", &config.database_url)
         .env("AMIGO_CLICKHOUSE_URL", &config.clickhouse_url)
         .env("AMIGO_CLICKHOUSE_DATABASE", &config.clickhouse_database)
+        .env("AMIGO_DEMO", "on")
         .env("AMIGO_LOG", "warn");
     command
 }

@@ -24,14 +24,14 @@
 use chrono::{DateTime, Datelike, Months, Utc};
 use serde_json::json;
 
-use crate::clickhouse::QueryOptions;
-use crate::context::MigrationContext;
-use crate::definition::{CheckOutcome, MigrationDefinition, Operation};
 use crate::migrations::backfill_person_id;
-use crate::parameters::ParameterSpec;
-use crate::recipes::move_partitions::MovePartitions;
-use crate::tables::{partition_row_counts, table_exists};
-use crate::{Error, Result};
+use engine::clickhouse::QueryOptions;
+use engine::context::MigrationContext;
+use engine::definition::{CheckOutcome, MigrationDefinition, Operation};
+use engine::parameters::ParameterSpec;
+use engine::recipes::move_partitions::MovePartitions;
+use engine::tables::{partition_row_counts, table_exists};
+use engine::{Error, Result};
 
 pub const NAME: &str = "0003_move_old_partitions";
 const EVENTS: &str = "events";

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
-use engine::migrations::move_old_partitions::{self, cutoff_month, ARCHIVE, NAME};
-use engine::migrations::{backfill_person_id, events_sort_key};
+use demo::migrations::move_old_partitions::{self, cutoff_month, ARCHIVE, NAME};
+use demo::migrations::{backfill_person_id, events_sort_key};
+use demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
 use engine::status::Status;
 use engine::tables::partition_row_counts;
 use engine::testing::{is_settled, spawn_runner, wait_for};
@@ -29,7 +29,7 @@ async fn seeded(events: u64, months: u32, until: DateTime<Utc>) -> Engine {
     let mut config = engine::testing::fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
     let definitions = vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition()];
-    let engine = Engine::connect_with(&config, definitions).await.expect("connect");
+    let engine = Engine::connect(&config, definitions).await.expect("connect");
     engine.clickhouse().client().query(EVENTS_AFTER_0002).execute().await.unwrap();
     engine.complete_not_required().await.unwrap();
     for dependency in [events_sort_key::NAME, backfill_person_id::NAME] {
@@ -259,7 +259,7 @@ async fn a_resume_from_every_crash_point_of_a_move_is_identical_to_a_clean_run()
 async fn an_instance_created_with_the_archive_does_not_need_it() {
     let config = engine::testing::fresh_databases().await;
     let definitions = vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition()];
-    let engine = Engine::connect_with(&config, definitions).await.unwrap();
+    let engine = Engine::connect(&config, definitions).await.unwrap();
     execute(&engine, EVENTS_AFTER_0002).await;
     execute(&engine, "CREATE TABLE events_archive AS events").await;
     engine.complete_not_required().await.unwrap();

@@ -1,6 +1,6 @@
-//! The migrations amigo ships, one file each, in the order they apply.
+//! The demo product's migrations, one file each, in the order they apply, and the end-to-end specs' set.
 
-use crate::definition::MigrationDefinition;
+use engine::definition::MigrationDefinition;
 
 pub mod e2e;
 
@@ -16,7 +16,7 @@ pub mod move_old_partitions;
 #[path = "0004_team_slug.rs"]
 pub mod team_slug;
 
-/// Every migration this binary knows.
+/// The demo product's migrations.
 pub fn all() -> Vec<MigrationDefinition> {
     vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition(), team_slug::definition()]
 }

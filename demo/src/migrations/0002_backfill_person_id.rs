@@ -36,15 +36,15 @@
 //! before the copy, and rolls back by renaming the original back; a column added while 0001 is errored half
 //! way would make its resume fail and its rollback silently drop `person_id` with the copy.
 
-use crate::clickhouse::{quote_identifier, QueryOptions};
-use crate::context::MigrationContext;
-use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::{events_storage_table, EVENTS_TABLE};
 use crate::migrations::events_sort_key;
-use crate::parameters::quote_string;
-use crate::recipes::mutation::Mutation;
-use crate::tables::table_exists;
-use crate::Result;
+use crate::{events_storage_table, EVENTS_TABLE};
+use engine::clickhouse::{quote_identifier, QueryOptions};
+use engine::context::MigrationContext;
+use engine::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
+use engine::parameters::quote_string;
+use engine::recipes::mutation::Mutation;
+use engine::tables::table_exists;
+use engine::Result;
 
 pub const NAME: &str = "0002_backfill_person_id";
 const PERSON: &str = "person";

@@ -16,12 +16,12 @@
 //!
 //! The product must write a slug for the teams it creates from the moment operation 2 has run.
 
-use crate::context::MigrationContext;
-use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
-use crate::demo::TEAM_TABLE;
-use crate::parameters::ParameterSpec;
-use crate::recipes::postgres_batches::PostgresBatches;
-use crate::Result;
+use crate::TEAM_TABLE;
+use engine::context::MigrationContext;
+use engine::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
+use engine::parameters::ParameterSpec;
+use engine::recipes::postgres_batches::PostgresBatches;
+use engine::Result;
 
 pub const NAME: &str = "0004_team_slug";
 /// A team's slug: its name in lowercase ASCII words joined by `-`, then its id (names are not unique).

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
-use engine::migrations::backfill_person_id::{self, NAME};
-use engine::migrations::events_sort_key;
+use demo::migrations::backfill_person_id::{self, NAME};
+use demo::migrations::events_sort_key;
+use demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for};
 use engine::{Engine, MigrationOverview};
@@ -24,8 +24,7 @@ const EVENTS_AFTER_0001: &str = "CREATE TABLE events (uuid UUID, event String, t
 async fn seeded(events: u64) -> Engine {
     let mut config = engine::testing::fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
-    let engine =
-        Engine::connect_with(&config, vec![events_sort_key::definition(), backfill_person_id::definition()]).await.expect("connect");
+    let engine = Engine::connect(&config, vec![events_sort_key::definition(), backfill_person_id::definition()]).await.expect("connect");
     engine.clickhouse().client().query(EVENTS_AFTER_0001).execute().await.unwrap();
     engine.complete_not_required().await.unwrap();
     assert_eq!(engine.migration(events_sort_key::NAME).await.unwrap().record.status, Status::Completed);
@@ -237,7 +236,7 @@ async fn a_run_interrupted_mid_mutation_and_resumed_is_identical_to_a_clean_run(
 #[tokio::test]
 async fn an_instance_created_with_person_id_does_not_need_it() {
     let config = engine::testing::fresh_databases().await;
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition(), backfill_person_id::definition()]).await.unwrap();
+    let engine = Engine::connect(&config, vec![events_sort_key::definition(), backfill_person_id::definition()]).await.unwrap();
     assert!(!engine.definition(NAME).unwrap().depends_on.is_empty());
     engine.clickhouse().client().query(EVENTS_AFTER_0001).execute().await.unwrap();
     engine.clickhouse().client().query("ALTER TABLE events ADD COLUMN person_id UUID").execute().await.unwrap();

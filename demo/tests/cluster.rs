@@ -11,12 +11,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use demo::migrations::events_sort_key::{self, NAME};
+use demo::migrations::{backfill_person_id, move_old_partitions};
+use demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
 use engine::clickhouse::QueryOptions;
 use engine::context::MigrationContext;
 use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
-use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
-use engine::migrations::events_sort_key::{self, NAME};
-use engine::migrations::{backfill_person_id, move_old_partitions};
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for, PrivateCluster};
 use engine::Engine;
@@ -33,7 +33,7 @@ async fn seeded(cluster: &PrivateCluster, events: u64) -> Engine {
     let mut config = cluster.fresh_databases().await;
     config.lease_timeout = Duration::from_secs(2);
     let definitions = vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition()];
-    let engine = Engine::connect_with(&config, definitions).await.expect("connect");
+    let engine = Engine::connect(&config, definitions).await.expect("connect");
     seed(engine.clickhouse(), &SeedRequest::new(events)).await.expect("seed");
     engine
 }
@@ -252,7 +252,7 @@ async fn a_node_killed_mid_copy_errors_the_migration_and_resume_finishes_once_it
 async fn a_cluster_name_the_server_does_not_know_is_refused_at_connect() {
     let mut config = engine::testing::fresh_databases().await;
     config.clickhouse_cluster = Some("no_such_cluster".into());
-    let refused = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.err().expect("refused");
+    let refused = Engine::connect(&config, vec![events_sort_key::definition()]).await.err().expect("refused");
     let message = refused.to_string();
     assert!(message.contains("no cluster \"no_such_cluster\" in system.clusters"), "{message}");
     assert!(message.contains("AMIGO_CLICKHOUSE_CLUSTER"), "{message}");
@@ -317,7 +317,7 @@ async fn each_shard_resumes_from_its_own_checkpoint() {
         count_steps_on_every_shard,
         nothing_to_undo,
     ));
-    let engine = Engine::connect_with(&config, vec![definition]).await.expect("connect");
+    let engine = Engine::connect(&config, vec![definition]).await.expect("connect");
     let create = "CREATE TABLE steps ON CLUSTER amigo_cluster (shard UInt32, step UInt64) ENGINE = MergeTree ORDER BY (shard, step)";
     engine.clickhouse().client().query(create).execute().await.expect("create steps");
     engine.update_setting("disable_auto_rollback", &json!(true), TESTER).await.expect("disable auto-rollback");

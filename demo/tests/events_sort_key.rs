@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use engine::demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
-use engine::migrations::events_sort_key::{self, NAME};
+use demo::migrations::events_sort_key::{self, NAME};
+use demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, table_names, wait_for};
 use engine::{Engine, EngineConfig};
@@ -21,7 +21,7 @@ async fn seeded(events: u64) -> (Engine, Vec<PartitionChecksum>) {
 }
 
 async fn seeded_with(config: EngineConfig, events: u64) -> (Engine, Vec<PartitionChecksum>) {
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.expect("connect");
+    let engine = Engine::connect(&config, vec![events_sort_key::definition()]).await.expect("connect");
     seed(engine.clickhouse(), &SeedRequest::new(events)).await.expect("seed");
     let checksums = events_partition_checksums(engine.clickhouse(), "events").await.unwrap();
     (engine, checksums)
@@ -120,7 +120,7 @@ async fn stop_and_rollback_mid_copy_restores_the_original_untouched() {
 #[tokio::test]
 async fn an_instance_created_with_the_new_schema_does_not_need_it() {
     let config = engine::testing::fresh_databases().await;
-    let engine = Engine::connect_with(&config, vec![events_sort_key::definition()]).await.unwrap();
+    let engine = Engine::connect(&config, vec![events_sort_key::definition()]).await.unwrap();
     engine
         .clickhouse()
         .client()

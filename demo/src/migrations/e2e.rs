@@ -1,15 +1,15 @@
 //! Demo migrations for the end-to-end specs and the walkthrough's screenshots, loaded only with
-//! `AMIGO_EXTRA_MIGRATIONS=e2e`. Each is small and deterministic and shows one path of the staff page:
+//! `AMIGO_DEMO=e2e`. Each is small and deterministic and shows one path of the staff page:
 //! progress to 100%, a failure on request and its rollback, a long query to stop, and the upgrade gate.
 //!
 //! Slow statements sleep 10 ms per row read from a MergeTree table with tiny granules, so they take a
 //! known time, use no CPU, and report progress through `system.processes`.
 
-use crate::clickhouse::{quote_identifier, QueryOptions};
-use crate::context::MigrationContext;
-use crate::definition::{MigrationDefinition, Operation};
-use crate::parameters::ParameterSpec;
-use crate::{Error, Result};
+use engine::clickhouse::{quote_identifier, QueryOptions};
+use engine::context::MigrationContext;
+use engine::definition::{MigrationDefinition, Operation};
+use engine::parameters::ParameterSpec;
+use engine::{Error, Result};
 
 pub const COPY_NUMBERS: &str = "e2e_0001_copy_numbers";
 pub const FAIL_ON_REQUEST: &str = "e2e_0002_fail_on_request";

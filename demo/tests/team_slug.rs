@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use engine::demo::seed_teams;
-use engine::migrations::team_slug::{self, NAME};
+use demo::migrations::team_slug::{self, NAME};
+use demo::seed_teams;
 use engine::status::Status;
 use engine::testing::{is_settled, spawn_runner, wait_for};
 use engine::{Engine, MigrationOverview};
@@ -18,7 +18,7 @@ const TESTER: &str = "tester@example.com";
 
 async fn seeded(teams: u32) -> Engine {
     let config = engine::testing::fresh_databases().await;
-    let engine = Engine::connect_with(&config, vec![team_slug::definition()]).await.expect("connect");
+    let engine = Engine::connect(&config, vec![team_slug::definition()]).await.expect("connect");
     assert_eq!(seed_teams(pool(&engine), teams).await.unwrap(), u64::from(teams));
     engine
 }

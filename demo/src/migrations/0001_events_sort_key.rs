@@ -9,9 +9,9 @@
 //! On a cluster the table rebuilt is `events_local`, the `ReplicatedMergeTree` behind the `Distributed`
 //! `events`, on every shard at once, each shard with its own checkpoint.
 
-use crate::definition::MigrationDefinition;
-use crate::demo::{EVENTS_TABLE, EVENT_HASH};
-use crate::recipes::rewrite_table::RewriteTable;
+use crate::{EVENTS_TABLE, EVENT_HASH};
+use engine::definition::MigrationDefinition;
+use engine::recipes::rewrite_table::RewriteTable;
 
 pub const NAME: &str = "0001_events_sort_key";
 

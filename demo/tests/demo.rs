@@ -1,8 +1,8 @@
 //! Seeding the demo data into a real ClickHouse: the requested rows in one partition per month, one person
 //! per distinct id, identical data for identical requests, and no seed over existing data without replace.
 
+use demo::{self, SeedRequest, EVENTS_TABLE, PERSON_TABLE};
 use engine::clickhouse::quote_identifier;
-use engine::demo::{self, SeedRequest, EVENTS_TABLE, PERSON_TABLE};
 use engine::{Engine, Error};
 
 /// A fixed end of the window, so that the expected partitions do not depend on today's date.
@@ -11,7 +11,14 @@ fn request(events: u64) -> SeedRequest {
 }
 
 async fn fresh_engine() -> Engine {
-    Engine::connect(&engine::testing::fresh_databases().await).await.expect("connect")
+    Engine::connect(&engine::testing::fresh_databases().await, demo::migrations::all()).await.expect("connect")
+}
+
+#[test]
+fn the_demo_migrations_and_the_specs_set_hold_together() {
+    engine::loader::check(&demo::migrations::all()).expect("the demo's four");
+    let with_specs: Vec<_> = demo::migrations::all().into_iter().chain(demo::migrations::e2e::all()).collect();
+    engine::loader::check(&with_specs).expect("with the specs' set");
 }
 
 async fn count(engine: &Engine, query: &str) -> u64 {
