@@ -18,6 +18,7 @@ pub mod parameters;
 pub mod pressure;
 pub mod recipes;
 pub mod runner;
+pub mod scaffold;
 pub mod settings;
 pub mod status;
 pub mod store;

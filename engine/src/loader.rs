@@ -963,7 +963,7 @@ fn database_field(database: Database) -> &'static str {
 }
 
 /// Lowercase letters, digits and `_`, at most 100 characters: what names of migrations and parameters may be.
-fn is_migration_name(name: &str) -> bool {
+pub(crate) fn is_migration_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 

@@ -182,6 +182,18 @@ pub enum MigrationsCommand {
     /// Read every migration (AMIGO_MIGRATIONS_DIR's files and those compiled in) and print each, or every problem;
     /// needs neither database.
     Check,
+    /// Write a commented starting file AMIGO_MIGRATIONS_DIR/NAME.toml (never replacing one); needs neither database.
+    New {
+        /// The migration's name: lowercase letters, digits and _, beginning with a number (0100_orders_currency).
+        name: String,
+        /// What it starts from: sql, rewrite_table, mutation, move_partitions or postgres_batches.
+        #[arg(long, default_value = "sql", value_parser = parse_recipe)]
+        recipe: engine::scaffold::Recipe,
+    },
+}
+
+fn parse_recipe(name: &str) -> Result<engine::scaffold::Recipe, String> {
+    engine::scaffold::Recipe::from_name(name).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Subcommand)]

@@ -50,7 +50,9 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             engine.resume(name, &actor).await?;
             finish_request(engine, name, "resume requested", *wait).await
         }
-        MigrationsCommand::Check => unreachable!("main runs `amigo migrations check` without connecting"),
+        MigrationsCommand::Check | MigrationsCommand::New { .. } => {
+            unreachable!("`amigo migrations check` and `new` run without connecting (server::run)")
+        }
         MigrationsCommand::Errors { name, json } => {
             let errors = engine.errors(name).await?;
             if *json {
@@ -79,6 +81,16 @@ pub fn check_migrations(config: &engine::EngineConfig, compiled_in: Vec<engine::
         let count = definition.operations.len();
         println!("ok {} ({count} operation{})", definition.name, if count == 1 { "" } else { "s" });
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `amigo migrations new NAME --recipe R`: writes the starting file into the migrations folder and says what next.
+pub fn new_migration(config: &engine::EngineConfig, name: &str, recipe: engine::scaffold::Recipe) -> Result<ExitCode> {
+    let folder = config.migrations_dir.as_deref().ok_or_else(|| {
+        crate::Error::Usage("amigo migrations new writes into the folder AMIGO_MIGRATIONS_DIR (or --migrations-dir) names: set it".into())
+    })?;
+    let path = engine::scaffold::write_new_migration(folder, name, recipe)?;
+    println!("wrote {}: edit it, then check it with `amigo migrations check`", path.display());
     Ok(ExitCode::SUCCESS)
 }
 

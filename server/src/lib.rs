@@ -48,8 +48,10 @@ pub fn run(definitions: Vec<MigrationDefinition>) -> ExitCode {
 async fn run_command(cli: &Cli, mut definitions: Vec<MigrationDefinition>) -> Result<ExitCode> {
     let config = cli.settings.engine_config()?;
     definitions.extend(cli.settings.demo_definitions());
-    if let Command::Migrations(MigrationsCommand::Check) = &cli.command {
-        return commands::check_migrations(&config, definitions);
+    match &cli.command {
+        Command::Migrations(MigrationsCommand::Check) => return commands::check_migrations(&config, definitions),
+        Command::Migrations(MigrationsCommand::New { name, recipe }) => return commands::new_migration(&config, name, *recipe),
+        _ => {}
     }
     let engine = Engine::connect(&config, definitions).await?;
     match &cli.command {

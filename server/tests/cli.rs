@@ -252,3 +252,31 @@ fn migrations_check_reads_the_files_without_any_database_and_lists_every_problem
     let serve = amigo_command(&nowhere, &["serve", "--listen", "127.0.0.1:0"]).env("AMIGO_MIGRATIONS_DIR", &broken.0).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&serve.stderr), expected, "serve refuses to start with the same problems");
 }
+
+#[test]
+fn migrations_new_writes_a_file_that_checks_and_never_replaces_one() {
+    let nowhere = EngineConfig::new("postgres://amigo@127.0.0.1:9/amigo", "http://127.0.0.1:9", "amigo");
+    let folder = MigrationsFolder::with("new", &[]);
+    let amigo = |arguments: &[&str]| {
+        amigo_command(&nowhere, arguments).env("AMIGO_MIGRATIONS_DIR", &folder.0).env_remove("AMIGO_DEMO").output().unwrap()
+    };
+    let written = amigo(&["migrations", "new", "0100_orders_by_shop", "--recipe", "rewrite_table"]);
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    let path = folder.0.join("0100_orders_by_shop.toml");
+    assert_eq!(stdout(&written), format!("wrote {}: edit it, then check it with `amigo migrations check`\n", path.display()));
+    let check = amigo(&["migrations", "check"]);
+    assert_eq!(stdout(&check), "ok 0100_orders_by_shop (5 operations)\n", "{}", String::from_utf8_lossy(&check.stderr));
+
+    std::fs::write(&path, "# edited by hand\n").unwrap();
+    let again = amigo(&["migrations", "new", "0100_orders_by_shop", "--recipe", "mutation"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr),
+        format!("amigo: {} exists; amigo never replaces a migration file\n", path.display())
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# edited by hand\n", "nothing is lost");
+    let unknown = amigo(&["migrations", "new", "0101_x", "--recipe", "copy"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no recipe \"copy\": the recipes are sql, rewrite_table"));
+    assert!(!folder.0.join("0101_x.toml").exists());
+}
