@@ -151,7 +151,7 @@ pub struct MigrationDefinition {
     /// Run every health-check interval while the migration runs; a failure stops it.
     pub health_check: Option<StepFn<CheckOutcome>>,
     /// Asked whenever an operation calls [`MigrationContext::pause_while_under_pressure`] (e.g. between
-    /// partitions); a failing answer pauses the run, shown as "waiting: <reason>", until it passes.
+    /// partitions); a failing answer pauses the run, shown as `waiting: <reason>`, until it passes.
     pub throttle: Option<StepFn<CheckOutcome>>,
     pub operations: Vec<Operation>,
 }

@@ -4,7 +4,8 @@
 //! - `orders`: daily partitions, `ReplacingMergeTree(version)`, a TTL and a skip index where the server has them,
 //!   fed by a materialized view from `orders_source`, rewritten to a new sort key while rows keep arriving through
 //!   the view: a full run, a stop then a resume, a rollback after the swap. Each time every row the product's
-//!   inserts were acknowledged for is in `orders` once. Merges are stopped on both tables, so that a duplicate
+//!   inserts were acknowledged for is in `orders` once. This one is a migration file (`tests/migrations/orders/`),
+//!   the others are written in Rust with the recipe's API. Merges are stopped on both tables, so that a duplicate
 //!   cannot be merged away before it is counted.
 //! - `sessions`, one partition (`tuple()`), with a `MATERIALIZED` column whose values the copy keeps;
 //! - `visits`, partitioned by `(team_id, toYYYYMM(ts))`, with a projection where the server has them.
@@ -28,20 +29,15 @@ const SEEDED_ORDERS: u64 = 30_000;
 /// Rows per insert of the product.
 const BATCH_ROWS: u64 = 100;
 
-/// `orders` sorted by team and day instead of by id; a row is an (id, version) pair.
-fn orders_rewrite() -> RewriteTable {
-    RewriteTable {
-        table: "orders".into(),
-        new_table: "orders_rewrite_new".into(),
-        backup_table: "orders_rewrite_backup".into(),
-        order_by: Some("team_id, day, id".into()),
-        row_identity: "(id, version)".into(),
-        ..RewriteTable::default()
-    }
-}
-
+/// `orders` sorted by team and day instead of by id, as a migration file: `tests/migrations/orders/`, read the
+/// way `AMIGO_MIGRATIONS_DIR` is.
 fn orders_migration() -> MigrationDefinition {
-    orders_rewrite().define(MigrationDefinition::new(ORDERS, "Sort orders by team and day"))
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations/orders");
+    let mut loaded = engine::loader::load_folder(&folder, &[]).unwrap_or_else(|error| panic!("{}: {error}", folder.display()));
+    assert_eq!(loaded.len(), 1);
+    let migration = loaded.remove(0);
+    assert_eq!((migration.name.as_str(), migration.description.as_str()), (ORDERS, "Sort orders by team and day"));
+    migration
 }
 
 /// An engine on fresh databases with `definitions`. Its runner is spawned once the tables exist: a runner that
