@@ -15,6 +15,7 @@ pub mod input_properties;
 pub mod loader;
 pub mod metrics;
 pub mod parameters;
+pub mod plan;
 pub mod pressure;
 pub mod recipes;
 pub mod runner;
@@ -228,6 +229,14 @@ impl Engine {
     pub fn parameters_from_assignments(&self, name: &str, assignments: &[String]) -> Result<Parameters> {
         let definition = self.require_definition(name)?;
         Ok(Parameters::from_assignments(name, &definition.parameters, assignments)?)
+    }
+
+    /// What a run of `name` with `parameters` would send, operation by operation ([`plan::Plan`]); changes nothing.
+    pub fn plan(&self, name: &str, parameters: Parameters) -> Result<plan::Plan> {
+        let definition = self.require_definition(name)?;
+        let context =
+            MigrationContext::for_checks(name, self.clickhouse.clone(), self.cluster.clone(), self.store.pool().clone(), parameters);
+        plan::Plan::of(definition, &context)
     }
 
     /// Queues a fresh run of `name` with the given parameter values, after checking its status, the

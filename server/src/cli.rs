@@ -152,6 +152,15 @@ pub enum MigrationsCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Show what a run would send: each operation with its SQL rendered for these parameters; changes nothing.
+    Plan {
+        name: String,
+        /// A parameter value, KEY=VALUE; repeat for more.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        parameters: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a running migration (kills its ClickHouse query).
     Stop {
         name: String,

@@ -37,6 +37,15 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             engine.start(name, &actor, &values).await?;
             finish_request(engine, name, "started", *wait).await
         }
+        MigrationsCommand::Plan { name, parameters, json } => {
+            let plan = engine.plan(name, engine.parameters_from_assignments(name, parameters)?)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print_plan(&plan);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         MigrationsCommand::Stop { name, rollback } => {
             engine.stop(name, &actor, *rollback).await?;
             println!("{name}: stop requested{}", if *rollback { "; it will be rolled back" } else { "" });
@@ -92,6 +101,27 @@ pub fn new_migration(config: &engine::EngineConfig, name: &str, recipe: engine::
     let path = engine::scaffold::write_new_migration(folder, name, recipe)?;
     println!("wrote {}: edit it, then check it with `amigo migrations check`", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A plan as text: the migration, its parameters, then each operation with what it sends and its rollback.
+fn print_plan(plan: &engine::plan::Plan) {
+    use engine::plan::PlannedWork;
+    println!("{}: {}", plan.migration, plan.description);
+    println!("parameters: {}", plan.parameters);
+    let count = plan.operations.len();
+    for (index, operation) in plan.operations.iter().enumerate() {
+        println!("operation {}/{count}: {}", index + 1, operation.description);
+        let (database, sql, rollback) = match &operation.work {
+            PlannedWork::Clickhouse { sql, rollback, .. } => ("ClickHouse", sql.as_str(), rollback.as_str()),
+            PlannedWork::Postgres { sql, rollback } => ("Postgres", sql.as_str(), rollback.as_str()),
+            PlannedWork::Code => {
+                println!("  code (a recipe or Rust): its statements depend on what it reads as it runs");
+                continue;
+            }
+        };
+        println!("  {database}: {sql}");
+        println!("  rollback: {}", if rollback.trim().is_empty() { "nothing to undo" } else { rollback });
+    }
 }
 
 /// Prints what was queued; with `--wait`, runs a runner here until the migration's run ends.

@@ -280,3 +280,57 @@ fn migrations_new_writes_a_file_that_checks_and_never_replaces_one() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no recipe \"copy\": the recipes are sql, rewrite_table"));
     assert!(!folder.0.join("0101_x.toml").exists());
 }
+
+#[tokio::test]
+async fn migrations_plan_shows_the_sql_as_it_will_be_sent_and_changes_nothing() {
+    let config = engine::testing::fresh_databases().await;
+    let folder = MigrationsFolder::with(
+        "plan",
+        &[(
+            "0100_orders_currency.toml",
+            r#"description = "Give every order a currency"
+
+[[parameters]]
+name = "currency"
+kind = "text"
+description = "The currency"
+default = "EUR"
+max_length = 4
+
+[[operations]]
+description = "add the column currency to orders"
+clickhouse = "ALTER TABLE {database}.orders ADD COLUMN currency String DEFAULT {currency}"
+rollback = "ALTER TABLE {database}.orders DROP COLUMN currency"
+
+[[operations]]
+description = "give every shop a currency"
+postgres = "ALTER TABLE shop ADD COLUMN currency text NOT NULL DEFAULT {currency}"
+rollback = ""
+"#,
+        )],
+    );
+    let plan = |arguments: &[&str]| amigo_command(&config, arguments).env("AMIGO_MIGRATIONS_DIR", &folder.0).output().unwrap();
+    let output = plan(&["migrations", "plan", "0100_orders_currency", "--param", "currency=US'D"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let database = &config.clickhouse_database;
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "0100_orders_currency: Give every order a currency\n\
+             parameters: {{\"currency\":\"US'D\"}}\n\
+             operation 1/2: add the column currency to orders\n  \
+             ClickHouse: ALTER TABLE `{database}`.orders ADD COLUMN currency String DEFAULT 'US\\'D'\n  \
+             rollback: ALTER TABLE `{database}`.orders DROP COLUMN currency\n\
+             operation 2/2: give every shop a currency\n  \
+             Postgres: ALTER TABLE shop ADD COLUMN currency text NOT NULL DEFAULT 'US''D'\n  \
+             rollback: nothing to undo\n"
+        )
+    );
+    let json: serde_json::Value = serde_json::from_slice(&plan(&["migrations", "plan", "0001_events_sort_key", "--json"]).stdout).unwrap();
+    assert_eq!(json["operations"][1]["kind"], "code", "{json}");
+    let refused = plan(&["migrations", "plan", "0100_orders_currency", "--param", "currency=EUROS"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("currency"), "{}", String::from_utf8_lossy(&refused.stderr));
+    let engine = engine::Engine::connect(&config, vec![]).await.unwrap();
+    assert_eq!(engine.audit_log(10).await.unwrap(), [], "a plan changes nothing");
+}
