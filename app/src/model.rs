@@ -275,8 +275,8 @@ mod from_engine {
         }
     }
 
-    impl From<engine::store::ShardPosition> for ShardRow {
-        fn from(position: engine::store::ShardPosition) -> Self {
+    impl From<engine::record::ShardPosition> for ShardRow {
+        fn from(position: engine::record::ShardPosition) -> Self {
             ShardRow {
                 shard: position.shard.max(0) as u32,
                 operation_index: position.operation_index.max(0) as u32,
@@ -343,7 +343,7 @@ mod from_engine {
 
     impl ErrorEntry {
         /// An error with the description of the operation it happened in, when the definition has it.
-        pub fn from_engine(error: engine::store::MigrationError, definition: Option<&engine::definition::MigrationDefinition>) -> Self {
+        pub fn from_engine(error: engine::record::MigrationError, definition: Option<&engine::definition::MigrationDefinition>) -> Self {
             let operation = error
                 .operation_index
                 .and_then(|index| definition?.operations.get(usize::try_from(index).ok()?))
@@ -358,8 +358,8 @@ mod from_engine {
         }
     }
 
-    impl From<engine::store::AuditEntry> for AuditRow {
-        fn from(entry: engine::store::AuditEntry) -> Self {
+    impl From<engine::record::AuditEntry> for AuditRow {
+        fn from(entry: engine::record::AuditEntry) -> Self {
             let empty = entry.parameters.is_null() || entry.parameters.as_object().is_some_and(|object| object.is_empty());
             AuditRow {
                 occurred_at: entry.occurred_at.timestamp_millis(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use engine::store::MigrationRecord;
+use engine::record::MigrationRecord;
 use engine::Engine;
 use tokio::sync::broadcast::{self, error::RecvError};
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use demo::migrations::events_sort_key::NAME;
-use engine::store::MigrationRecord;
+use engine::record::MigrationRecord;
 use engine::Engine;
 use tokio::sync::broadcast;
 

@@ -1,10 +1,17 @@
 //! amigo's migration engine: migration state in Postgres, the data it changes in ClickHouse.
 //!
-//! This crate knows nothing of HTTP or Leptos. The web server and the CLI drive it through [`Engine`]'s
-//! verbs (list, start, stop, rollback, resume, settings); a [`runner::Runner`] executes what they queue.
+//! This crate knows nothing of HTTP or Leptos, and no product: a product hands it its migrations, written in
+//! Rust ([`definition`], [`recipes`]) and as files ([`loader`]), at [`Engine::connect`]. The web server and the
+//! CLI drive it through [`Engine`]'s verbs (list, plan, start, stop, rollback, resume, settings); a
+//! [`runner::Runner`] executes what they queue.
+//!
+//! The core is the state machine ([`status`]), the store of migration state in Postgres ([`store`], read as
+//! [`record`]s), the runner and what an operation reaches ([`context`], [`clickhouse`] with the server's
+//! [`capabilities`], [`cluster`]); the recipes, [`tables`] and [`pressure`] are built on it.
 
 pub mod accounts;
 pub mod capabilities;
+mod changes;
 pub mod clickhouse;
 pub mod cluster;
 pub mod context;
@@ -18,6 +25,7 @@ pub mod parameters;
 pub mod plan;
 pub mod pressure;
 pub mod recipes;
+pub mod record;
 pub mod runner;
 pub mod scaffold;
 pub mod settings;
@@ -43,9 +51,10 @@ use crate::cluster::Cluster;
 use crate::context::MigrationContext;
 use crate::definition::MigrationDefinition;
 use crate::parameters::{ParameterSpec, Parameters};
+use crate::record::{AuditEntry, MigrationError, MigrationRecord};
 use crate::settings::RuntimeSettings;
 use crate::status::{Request, Status};
-use crate::store::{AuditEntry, MigrationError, MigrationRecord, Store};
+use crate::store::Store;
 use crate::upgrade::UpgradeCheck;
 use crate::version::Version;
 
@@ -347,103 +356,5 @@ impl Engine {
     pub async fn check_upgrade(&self, target: Option<&Version>) -> Result<UpgradeCheck> {
         let target = target.cloned().unwrap_or_else(|| self.config.instance_version.clone());
         Ok(UpgradeCheck::evaluate(target, &self.store.migrations().await?))
-    }
-
-    /// Every change to any migration, from any process, as it is committed. The first call returns once
-    /// this process is listening, so that no change committed after it returns can be missed; while
-    /// Postgres cannot be reached, that first call waits for it.
-    pub async fn subscribe(&self) -> broadcast::Receiver<MigrationRecord> {
-        self.changes
-            .get_or_init(|| async {
-                let (sender, _) = broadcast::channel(1024);
-                let (listening, listening_signal) = tokio::sync::oneshot::channel();
-                tokio::spawn(forward_changes(self.store.clone(), sender.clone(), listening));
-                let _ = listening_signal.await;
-                sender
-            })
-            .await
-            .subscribe()
-    }
-
-    /// Marks errored (and resumable) every run whose runner stopped renewing its lease, killing the query it
-    /// left behind.
-    pub async fn reap_dead_runners(&self) -> Result<()> {
-        for lease in self.store.take_stale_leases(self.config.lease_timeout).await? {
-            if let Some(record) = self.store.migration(&lease.migration_name).await? {
-                self.kill_queries(&record, Some(&record.current_query_id)).await?;
-            }
-            if let Some(record) = self.store.abandon_run(&lease).await? {
-                tracing::warn!(migration = %record.name, runner_id = %lease.runner_id, "runner died; migration errored");
-            }
-        }
-        Ok(())
-    }
-
-    /// Marks completed every not-started migration whose `is_required` check says this instance does not
-    /// need it. Runners do this when they start and before each auto-start; not at connect, so that commands
-    /// which prepare the instance (`amigo seed`) come first.
-    pub async fn complete_not_required(&self) -> Result<()> {
-        for record in self.store.migrations().await? {
-            if record.status != Status::NotStarted {
-                continue;
-            }
-            let Some(definition) = self.definition(&record.name) else { continue };
-            let Some(is_required) = &definition.is_required else { continue };
-            let context = MigrationContext::for_checks(
-                &record.name,
-                self.clickhouse.clone(),
-                self.cluster.clone(),
-                self.store.pool().clone(),
-                Parameters::from_json(&record.name, &definition.parameters, &serde_json::Map::new())?,
-            );
-            if !is_required(context).await? && self.store.complete_not_required(&record.name).await? {
-                self.store
-                    .audit(ENGINE_ACTOR, "completed: not required on this instance", Some(&record.name), &serde_json::json!({}))
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Listens for `amigo_migration_changed` and broadcasts the changed record. After a lost connection (the
-/// listener reconnects by itself) every record is sent again, since changes may have been missed.
-async fn forward_changes(store: Store, sender: broadcast::Sender<MigrationRecord>, listening: tokio::sync::oneshot::Sender<()>) {
-    let mut listening = Some(listening);
-    loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(store.pool()).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for changes; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(error) = listener.listen("amigo_migration_changed").await {
-            tracing::warn!(%error, "cannot listen for changes; retrying in 1 s");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        if let Some(listening) = listening.take() {
-            let _ = listening.send(());
-        }
-        loop {
-            let changed = match listener.try_recv().await {
-                Ok(Some(notification)) => store.migration(notification.payload()).await.map(|record| record.into_iter().collect()),
-                Ok(None) => store.migrations().await,
-                Err(error) => {
-                    tracing::warn!(%error, "change listener failed; reconnecting");
-                    break;
-                }
-            };
-            match changed {
-                Ok(records) => {
-                    for record in records {
-                        let _ = sender.send(record);
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "cannot read a changed migration"),
-            }
-        }
     }
 }

@@ -14,9 +14,9 @@ use tracing::Instrument;
 use crate::context::{MigrationContext, RunPosition};
 use crate::definition::{CheckOutcome, MigrationDefinition, OperationAction};
 use crate::parameters::Parameters;
+use crate::record::MigrationRecord;
 use crate::status::Status;
-use crate::store::MigrationRecord;
-use crate::{Engine, Error, Result};
+use crate::{Engine, Error, Result, ENGINE_ACTOR};
 
 /// Actor name recorded for what the runner does on its own.
 pub const AUTO_START_ACTOR: &str = "auto-start";
@@ -34,6 +34,50 @@ enum StepEnd {
     HealthFailed(String),
     LeaseLost,
     ShutDown,
+}
+
+/// What every runner does before it claims work (and before each auto-start): clean up after dead runners
+/// and complete what this instance does not need.
+impl Engine {
+    /// Marks errored (and resumable) every run whose runner stopped renewing its lease, killing the query it
+    /// left behind.
+    pub async fn reap_dead_runners(&self) -> Result<()> {
+        for lease in self.store.take_stale_leases(self.config.lease_timeout).await? {
+            if let Some(record) = self.store.migration(&lease.migration_name).await? {
+                self.kill_queries(&record, Some(&record.current_query_id)).await?;
+            }
+            if let Some(record) = self.store.abandon_run(&lease).await? {
+                tracing::warn!(migration = %record.name, runner_id = %lease.runner_id, "runner died; migration errored");
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks completed every not-started migration whose `is_required` check says this instance does not
+    /// need it. Runners do this when they start and before each auto-start; not at connect, so that commands
+    /// which prepare the instance (`amigo seed`) come first.
+    pub async fn complete_not_required(&self) -> Result<()> {
+        for record in self.store.migrations().await? {
+            if record.status != Status::NotStarted {
+                continue;
+            }
+            let Some(definition) = self.definition(&record.name) else { continue };
+            let Some(is_required) = &definition.is_required else { continue };
+            let context = MigrationContext::for_checks(
+                &record.name,
+                self.clickhouse.clone(),
+                self.cluster.clone(),
+                self.store.pool().clone(),
+                Parameters::from_json(&record.name, &definition.parameters, &serde_json::Map::new())?,
+            );
+            if !is_required(context).await? && self.store.complete_not_required(&record.name).await? {
+                self.store
+                    .audit(ENGINE_ACTOR, "completed: not required on this instance", Some(&record.name), &serde_json::json!({}))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One runner: an identity and the engine it works for.

@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use crate::definition::MigrationDefinition;
+use crate::record::{AuditEntry, MigrationError, MigrationRecord, StaleLease};
 use crate::status::{check_move, Status};
 use crate::{Error, Result};
 
@@ -22,98 +21,33 @@ const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_op
          'progress', progress, 'current_query_id', current_query_id) ORDER BY shard), '[]'::jsonb) \
       FROM async_migration_shard WHERE migration_name = async_migration.name) AS shards";
 
-/// One migration's recorded state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MigrationRecord {
-    pub name: String,
-    pub description: String,
-    pub status: Status,
-    pub progress: i16,
-    pub current_operation_index: i32,
-    pub current_query_id: String,
-    pub runner_id: Option<String>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub min_version: String,
-    pub max_version: String,
-    pub parameters: serde_json::Value,
-    pub checkpoint: Option<serde_json::Value>,
-    pub requested_action: Option<String>,
-    pub requested_by: Option<String>,
-    pub rolling_back: bool,
-    pub stop_requested_by: Option<String>,
-    pub stop_and_rollback: bool,
-    pub waiting_reason: Option<String>,
-    pub updated_at: DateTime<Utc>,
-    /// On a ClickHouse cluster, where each shard is in the latest operation that ran shard by shard.
-    pub shards: Vec<ShardPosition>,
-}
-
-/// Where one shard is in an operation that runs on every shard of a cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ShardPosition {
-    pub shard: i32,
-    pub operation_index: i32,
-    /// `host:port` of the replica the shard's statements run on.
-    pub node: String,
-    pub progress: i16,
-    pub current_query_id: String,
-}
-
-impl MigrationRecord {
-    fn from_row(row: &PgRow) -> Result<MigrationRecord> {
-        let status_text: String = row.try_get("status")?;
-        let status = Status::parse(&status_text).ok_or_else(|| Error::Corrupt(format!("unknown status {status_text:?}")))?;
-        Ok(MigrationRecord {
-            name: row.try_get("name")?,
-            description: row.try_get("description")?,
-            status,
-            progress: row.try_get("progress")?,
-            current_operation_index: row.try_get("current_operation_index")?,
-            current_query_id: row.try_get("current_query_id")?,
-            runner_id: row.try_get("runner_id")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
-            min_version: row.try_get("min_version")?,
-            max_version: row.try_get("max_version")?,
-            parameters: row.try_get("parameters")?,
-            checkpoint: row.try_get("checkpoint")?,
-            requested_action: row.try_get("requested_action")?,
-            requested_by: row.try_get("requested_by")?,
-            rolling_back: row.try_get("rolling_back")?,
-            stop_requested_by: row.try_get("stop_requested_by")?,
-            stop_and_rollback: row.try_get("stop_and_rollback")?,
-            waiting_reason: row.try_get("waiting_reason")?,
-            updated_at: row.try_get("updated_at")?,
-            shards: serde_json::from_value(row.try_get("shards")?).map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
-        })
-    }
-}
-
-/// One entry of a migration's error log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MigrationError {
-    pub occurred_at: DateTime<Utc>,
-    pub operation_index: Option<i32>,
-    pub query_id: Option<String>,
-    pub message: String,
-}
-
-/// One entry of the audit log: who did what, when, with which parameters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditEntry {
-    pub occurred_at: DateTime<Utc>,
-    pub actor: String,
-    pub action: String,
-    pub migration_name: Option<String>,
-    pub parameters: serde_json::Value,
-}
-
-/// A lease whose runner stopped sending heartbeats.
-#[derive(Debug, Clone)]
-pub struct StaleLease {
-    pub migration_name: String,
-    pub runner_id: String,
+/// A row of `async_migration` read with [`MIGRATION_COLUMNS`].
+fn record_from_row(row: &PgRow) -> Result<MigrationRecord> {
+    let status_text: String = row.try_get("status")?;
+    let status = Status::parse(&status_text).ok_or_else(|| Error::Corrupt(format!("unknown status {status_text:?}")))?;
+    Ok(MigrationRecord {
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        status,
+        progress: row.try_get("progress")?,
+        current_operation_index: row.try_get("current_operation_index")?,
+        current_query_id: row.try_get("current_query_id")?,
+        runner_id: row.try_get("runner_id")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        min_version: row.try_get("min_version")?,
+        max_version: row.try_get("max_version")?,
+        parameters: row.try_get("parameters")?,
+        checkpoint: row.try_get("checkpoint")?,
+        requested_action: row.try_get("requested_action")?,
+        requested_by: row.try_get("requested_by")?,
+        rolling_back: row.try_get("rolling_back")?,
+        stop_requested_by: row.try_get("stop_requested_by")?,
+        stop_and_rollback: row.try_get("stop_and_rollback")?,
+        waiting_reason: row.try_get("waiting_reason")?,
+        updated_at: row.try_get("updated_at")?,
+        shards: serde_json::from_value(row.try_get("shards")?).map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
+    })
 }
 
 /// The migration state store in Postgres.
@@ -183,7 +117,7 @@ impl Store {
 
     pub async fn migrations(&self) -> Result<Vec<MigrationRecord>> {
         let rows = sqlx::query(&format!("SELECT {MIGRATION_COLUMNS} FROM async_migration ORDER BY name")).fetch_all(&self.pool).await?;
-        rows.iter().map(MigrationRecord::from_row).collect()
+        rows.iter().map(record_from_row).collect()
     }
 
     pub async fn migration(&self, name: &str) -> Result<Option<MigrationRecord>> {
@@ -191,7 +125,7 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(MigrationRecord::from_row).transpose()
+        row.as_ref().map(record_from_row).transpose()
     }
 
     /// The migration that is starting or running, if any.
@@ -308,7 +242,7 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let record = MigrationRecord::from_row(&row)?;
+        let record = record_from_row(&row)?;
         sqlx::query("INSERT INTO runner_lease (migration_name, runner_id) VALUES ($1, $2)")
             .bind(&record.name)
             .bind(runner_id)
@@ -626,7 +560,7 @@ impl Store {
         .bind(&lease.runner_id)
         .fetch_optional(&mut *transaction)
         .await?;
-        let record = row.as_ref().map(MigrationRecord::from_row).transpose()?;
+        let record = row.as_ref().map(record_from_row).transpose()?;
         if let Some(record) = &record {
             let message =
                 format!("runner {} died during operation {}; resume it, or roll it back", lease.runner_id, record.current_operation_index);

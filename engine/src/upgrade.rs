@@ -1,8 +1,8 @@
 //! The upgrade gate: an instance may move to a version only when every migration that version drops
 //! (whose max_version is below it) has completed.
 
+use crate::record::MigrationRecord;
 use crate::status::Status;
-use crate::store::MigrationRecord;
 use crate::version::Version;
 
 /// A migration that must complete before the upgrade.

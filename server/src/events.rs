@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use engine::store::MigrationRecord;
+use engine::record::MigrationRecord;
 use engine::Engine;
 use futures::Stream;
 use tokio::sync::{broadcast, watch};

@@ -1,0 +1,70 @@
+//! The read models of migration state: what the store returns and the engine, the page and the CLI show.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::status::Status;
+
+/// One migration's recorded state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationRecord {
+    pub name: String,
+    pub description: String,
+    pub status: Status,
+    pub progress: i16,
+    pub current_operation_index: i32,
+    pub current_query_id: String,
+    pub runner_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub min_version: String,
+    pub max_version: String,
+    pub parameters: serde_json::Value,
+    pub checkpoint: Option<serde_json::Value>,
+    pub requested_action: Option<String>,
+    pub requested_by: Option<String>,
+    pub rolling_back: bool,
+    pub stop_requested_by: Option<String>,
+    pub stop_and_rollback: bool,
+    pub waiting_reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    /// On a ClickHouse cluster, where each shard is in the latest operation that ran shard by shard.
+    pub shards: Vec<ShardPosition>,
+}
+
+/// Where one shard is in an operation that runs on every shard of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ShardPosition {
+    pub shard: i32,
+    pub operation_index: i32,
+    /// `host:port` of the replica the shard's statements run on.
+    pub node: String,
+    pub progress: i16,
+    pub current_query_id: String,
+}
+
+/// One entry of a migration's error log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationError {
+    pub occurred_at: DateTime<Utc>,
+    pub operation_index: Option<i32>,
+    pub query_id: Option<String>,
+    pub message: String,
+}
+
+/// One entry of the audit log: who did what, when, with which parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub migration_name: Option<String>,
+    pub parameters: serde_json::Value,
+}
+
+/// A lease whose runner stopped sending heartbeats.
+#[derive(Debug, Clone)]
+pub struct StaleLease {
+    pub migration_name: String,
+    pub runner_id: String,
+}
