@@ -14,7 +14,7 @@ use sqlx::Row;
 use toml::Spanned;
 
 use crate::context::MigrationContext;
-use crate::definition::{placeholders, CheckOutcome, MigrationDefinition, Operation, StepFn};
+use crate::definition::{placeholders, CheckOutcome, MigrationDefinition, Operation, OperationAction, StepFn};
 use crate::parameters::{ParameterKind, ParameterSpec, ParameterValue, MAX_TEXT_LENGTH};
 use crate::recipes::move_partitions::{MovePartitions, PartitionMove};
 use crate::recipes::mutation::Mutation;
@@ -553,14 +553,15 @@ impl<'a> MigrationFileReader<'a> {
                 None => self.problems.push(Problem::in_file(self.path, message)),
             }
         }
+        // Checks and recipe fields render their SQL like the operations: with the migration's name and parameters.
+        let renderer =
+            Arc::new(MigrationDefinition { parameters: definition.parameters.clone(), ..MigrationDefinition::new(&definition.name, "") });
         for entry in operations {
-            if let Some(operation) = self.operation(entry, &declared, &integers) {
+            if let Some(operation) = self.operation(entry, &declared, &integers, &renderer) {
                 definition.operations.push(operation);
             }
         }
 
-        // The checks render their SQL like the operations: with the migration's name and parameters.
-        let renderer = Arc::new(definition.clone());
         if let Some(entry) = &file.is_required {
             let query = entry.get_ref();
             if let Some(query) =
@@ -683,7 +684,13 @@ impl<'a> MigrationFileReader<'a> {
         (self.problems.len() == problems_before).then_some(spec)
     }
 
-    fn operation(&mut self, entry: &Spanned<OperationEntry>, parameters: &[&str], integers: &[&str]) -> Option<Operation> {
+    fn operation(
+        &mut self,
+        entry: &Spanned<OperationEntry>,
+        parameters: &[&str],
+        integers: &[&str],
+        renderer: &Arc<MigrationDefinition>,
+    ) -> Option<Operation> {
         let operation = entry.get_ref();
         let problems_before = self.problems.len();
         self.require_text(&operation.description, "the operation's description");
@@ -709,7 +716,7 @@ impl<'a> MigrationFileReader<'a> {
             }
         }
         if operation.clickhouse.is_none() && operation.postgres.is_none() {
-            return self.recipe_operation(operation, integers).filter(|_| self.problems.len() == problems_before);
+            return self.recipe_operation(operation, parameters, integers, renderer).filter(|_| self.problems.len() == problems_before);
         }
         let (database, sql) =
             self.exactly_one(operation.clickhouse.as_ref(), operation.postgres.as_ref(), &entry.span(), "an operation")?;
@@ -770,8 +777,16 @@ impl<'a> MigrationFileReader<'a> {
     }
 
     /// The operation of a `mutation`, `postgres_batches` or `move_partitions` table: the recipe, with its own
-    /// rollback, so a `rollback`, `settings` or `timeout_seconds` of the operation's is refused.
-    fn recipe_operation(&mut self, operation: &OperationEntry, integers: &[&str]) -> Option<Operation> {
+    /// rollback, so a `rollback`, `settings` or `timeout_seconds` of the operation's is refused. Its SQL fields
+    /// (`mutation.command`, `postgres_batches.set` and `pending`, `move_partitions.partitions_where`) may hold
+    /// placeholders: then the recipe is built from them as rendered for each run ([`rendered_recipe`]).
+    fn recipe_operation(
+        &mut self,
+        operation: &OperationEntry,
+        parameters: &[&str],
+        integers: &[&str],
+        renderer: &Arc<MigrationDefinition>,
+    ) -> Option<Operation> {
         if let Some(rollback) = &operation.rollback {
             self.problem(&rollback.span(), "rollback next to a recipe: the recipe has its own rollback; remove rollback".into());
         }
@@ -785,21 +800,26 @@ impl<'a> MigrationFileReader<'a> {
         if let Some(entry) = &operation.mutation {
             let mutation = entry.get_ref();
             let table = self.recipe_field(&mutation.table, "mutation.table");
-            let command = self.recipe_field(&mutation.command, "mutation.command");
+            let command = self.sql_field(&mutation.command, "mutation.command", Database::ClickHouse, parameters);
             let marker = self.recipe_field(&mutation.marker, "mutation.marker");
             let mut recipe = Mutation::new(&table, &command, &marker);
             if let Some(settings) = &mutation.settings {
                 recipe.settings = self.settings(settings.get_ref());
             }
-            return Some(recipe.operation(description));
+            if placeholders(&command).is_empty() {
+                return Some(recipe.operation(description));
+            }
+            return Some(rendered_recipe(description, renderer.clone(), move |renderer, context, description| {
+                Ok(Mutation { command: renderer.render_clickhouse(&recipe.command, context)?, ..recipe.clone() }.operation(description))
+            }));
         }
         if let Some(entry) = &operation.postgres_batches {
             let batches = entry.get_ref();
             let recipe = PostgresBatches {
                 table: self.recipe_field(&batches.table, "postgres_batches.table"),
                 key: self.recipe_field(&batches.key, "postgres_batches.key"),
-                set: self.recipe_field(&batches.set, "postgres_batches.set"),
-                pending: self.recipe_field(&batches.pending, "postgres_batches.pending"),
+                set: self.sql_field(&batches.set, "postgres_batches.set", Database::Postgres, parameters),
+                pending: self.sql_field(&batches.pending, "postgres_batches.pending", Database::Postgres, parameters),
                 batch_size_parameter: batches.batch_size_parameter.get_ref().clone(),
             };
             if !integers.contains(&recipe.batch_size_parameter.as_str()) {
@@ -813,17 +833,35 @@ impl<'a> MigrationFileReader<'a> {
                     ),
                 );
             }
-            return Some(recipe.operation(description));
+            if placeholders(&recipe.set).is_empty() && placeholders(&recipe.pending).is_empty() {
+                return Some(recipe.operation(description));
+            }
+            return Some(rendered_recipe(description, renderer.clone(), move |renderer, context, description| {
+                let set = renderer.render_postgres(&recipe.set, context)?;
+                let pending = renderer.render_postgres(&recipe.pending, context)?;
+                Ok(PostgresBatches { set, pending, ..recipe.clone() }.operation(description))
+            }));
         }
         let entry = operation.move_partitions.as_ref()?;
         let partitions = entry.get_ref();
         let recipe = PartitionMove {
             from: self.recipe_field(&partitions.from, "move_partitions.from"),
             to: self.recipe_field(&partitions.to, "move_partitions.to"),
-            partitions_where: self.recipe_field(&partitions.partitions_where, "move_partitions.partitions_where"),
+            partitions_where: self.sql_field(
+                &partitions.partitions_where,
+                "move_partitions.partitions_where",
+                Database::ClickHouse,
+                parameters,
+            ),
             moves: MovePartitions { row_identity: self.recipe_field(&partitions.row_identity, "move_partitions.row_identity") },
         };
-        Some(recipe.operation(description))
+        if placeholders(&recipe.partitions_where).is_empty() {
+            return Some(recipe.operation(description));
+        }
+        Some(rendered_recipe(description, renderer.clone(), move |renderer, context, description| {
+            let partitions_where = renderer.render_clickhouse(&recipe.partitions_where, context)?;
+            Ok(PartitionMove { partitions_where, ..recipe.clone() }.operation(description))
+        }))
     }
 
     /// The `[rewrite_table]` recipe, or `None` when one of its fields is wrong.
@@ -857,12 +895,20 @@ impl<'a> MigrationFileReader<'a> {
         (self.problems.len() == problems_before).then_some(recipe)
     }
 
-    /// A recipe's field, trimmed; a problem when it is empty or has a `{placeholder}` (recipes send their
-    /// fields as they are).
+    /// A recipe's SQL field, trimmed; a problem when it is empty or names a placeholder that is not `{database}`
+    /// (ClickHouse only) or a declared parameter.
+    fn sql_field(&mut self, text: &Spanned<String>, field: &str, database: Database, parameters: &[&str]) -> String {
+        self.require_text(text, field);
+        self.placeholders_known(text, database, parameters, field);
+        text.get_ref().trim().to_string()
+    }
+
+    /// A recipe's field naming tables, columns or a marker, trimmed; a problem when it is empty or has a
+    /// `{placeholder}` (these are sent as they are).
     fn recipe_field(&mut self, text: &Spanned<String>, field: &str) -> String {
         self.require_text(text, field);
         if let Some((_, name)) = placeholders(text.get_ref()).first() {
-            self.problem(&text.span(), format!("{field}: recipe fields take no placeholders yet, so {{{name}}} would be sent as it is"));
+            self.problem(&text.span(), format!("{field}: this field takes no placeholders, so {{{name}}} would be sent as it is"));
         }
         text.get_ref().trim().to_string()
     }
@@ -965,6 +1011,42 @@ fn database_field(database: Database) -> &'static str {
 /// Lowercase letters, digits and `_`, at most 100 characters: what names of migrations and parameters may be.
 pub(crate) fn is_migration_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The operation of a recipe whose SQL fields hold placeholders: `build` makes the recipe's operation from the
+/// fields as `renderer` (the migration's parameters) renders them for the context of the run, rollback or
+/// interruption at hand, so that each uses the run's own parameter values.
+fn rendered_recipe<Build>(description: &str, renderer: Arc<MigrationDefinition>, build: Build) -> Operation
+where
+    Build: Fn(&MigrationDefinition, &MigrationContext, &str) -> Result<Operation> + Send + Sync + 'static,
+{
+    let description_text = description.to_string();
+    let built = Arc::new(move |context: &MigrationContext| build(&renderer, context, &description_text));
+    let (for_run, for_rollback, for_interrupt) = (built.clone(), built.clone(), built);
+    let step = |operation: Operation, rollback: bool| match operation.action {
+        OperationAction::Rust { run, rollback: undo } => Ok(if rollback { undo } else { run }),
+        _ => Err(Error::Migration(format!("the recipe of {:?} did not build a Rust operation", operation.description))),
+    };
+    Operation::rust(
+        description,
+        move |context| {
+            let built = for_run.clone();
+            async move { step(built(&context)?, false)?(context).await }
+        },
+        move |context| {
+            let built = for_rollback.clone();
+            async move { step(built(&context)?, true)?(context).await }
+        },
+    )
+    .on_interrupt(move |context| {
+        let built = for_interrupt.clone();
+        async move {
+            match built(&context)?.on_interrupt {
+                Some(interrupt) => interrupt(context).await,
+                None => Ok(None),
+            }
+        }
+    })
 }
 
 /// One check made of `first` (a recipe's, when the migration has one) and then `checks` asked in order: the first

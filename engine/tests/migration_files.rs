@@ -353,21 +353,36 @@ async fn a_rewrite_table_file_gives_the_table_its_new_sort_key_with_every_row() 
 }
 
 #[tokio::test]
-async fn mutation_and_move_partitions_operations_run_to_completion() {
+async fn mutation_and_move_partitions_operations_run_to_completion_with_their_parameters_rendered() {
     let mutation = r#"
 description = "Round every total"
 
+[[parameters]]
+name = "from_shop"
+kind = "integer"
+description = "The first shop whose totals are rounded"
+default = 0
+min = 0
+max = 1000
+
 [[operations]]
 description = "round the totals"
-mutation = { table = "orders", command = "UPDATE total = round(total) WHERE total != round(total)", marker = "round(total)", settings = { max_threads = 1 } }
+mutation = { table = "orders", command = "UPDATE total = round(total) WHERE total != round(total) AND shop_id >= {from_shop}", marker = "round(total)", settings = { max_threads = 1 } }
 "#;
     let move_partitions = r#"
 description = "Archive the orders of January"
 depends_on = ["0120_round_totals"]
 
+[[parameters]]
+name = "before_month"
+kind = "text"
+description = "The months before this one (YYYYMM) move"
+default = "202402"
+max_length = 6
+
 [[operations]]
 description = "move January to orders_archive"
-move_partitions = { from = "orders", to = "orders_archive", partitions_where = "partition_id < '202402'", row_identity = "order_id" }
+move_partitions = { from = "orders", to = "orders_archive", partitions_where = "partition_id < {before_month}", row_identity = "order_id" }
 "#;
     let folder = Folder::with(&[("0120_round_totals.toml", mutation), ("0121_archive_january.toml", move_partitions)]);
     let engine = monthly_orders(&folder, &["orders_archive"]).await;
@@ -402,9 +417,15 @@ default = 2
 min = 1
 max = 1000
 
+[[parameters]]
+name = "suffix"
+kind = "text"
+description = "What every slug ends with"
+default = "-shop"
+
 [[operations]]
 description = "fill shop.slug"
-postgres_batches = { table = "shop", key = "id", set = "slug = lower(shop.name)", pending = "shop.slug IS NULL", batch_size_parameter = "batch_size" }
+postgres_batches = { table = "shop", key = "id", set = "slug = lower(shop.name) || {suffix}", pending = "shop.slug IS NULL", batch_size_parameter = "batch_size" }
 "#;
     let folder = Folder::with(&[("0130_shop_slug.toml", file)]);
     let engine = Engine::connect(&config_with(&folder).await, vec![]).await.expect("connect");
@@ -415,7 +436,7 @@ postgres_batches = { table = "shop", key = "id", set = "slug = lower(shop.name)"
     completed(&engine, "0130_shop_slug").await;
     let slugs: Vec<(String, Option<String>)> = sqlx::query_as("SELECT name, slug FROM shop ORDER BY id").fetch_all(pool).await.unwrap();
     assert_eq!(slugs.len(), 25);
-    assert!(slugs.iter().all(|(name, slug)| slug.as_deref() == Some(name.to_lowercase().as_str())), "{slugs:?}");
+    assert!(slugs.iter().all(|(name, slug)| slug.as_deref() == Some(format!("{}-shop", name.to_lowercase()).as_str())), "{slugs:?}");
 }
 
 /// What connecting with `files` (next to the migration compiled in, [`compiled_in`]) is refused with, as `file:line: message`
@@ -522,8 +543,8 @@ async fn each_kind_of_broken_file_is_refused_with_its_line_and_nothing_is_record
         ),
         (
             "0216_recipe_placeholder",
-            file_with("", "mutation = { table = \"orders\", command = \"DELETE WHERE day < {cutoff}\", marker = \"day\" }"),
-            "0216_recipe_placeholder.toml:5: mutation.command: recipe fields take no placeholders yet",
+            file_with("", "mutation = { table = \"{orders}\", command = \"DELETE WHERE 1\", marker = \"1\" }"),
+            "0216_recipe_placeholder.toml:5: mutation.table: this field takes no placeholders, so {orders} would be sent as it is",
         ),
         (
             "0217_batch_size_not_declared",
