@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use crate::clickhouse::quote_identifier;
 use crate::context::MigrationContext;
 use crate::parameters::{ParameterSpec, Parameters};
+use crate::record::Registration;
 use crate::version::{Version, VersionRange};
 use crate::{Error, Result};
 
@@ -243,12 +244,14 @@ impl MigrationDefinition {
         self
     }
 
-    pub fn min_version(&self) -> String {
-        self.versions.min.as_ref().map_or_else(|| "0".into(), Version::to_string)
-    }
-
-    pub fn max_version(&self) -> String {
-        self.versions.max.as_ref().map_or_else(|| "*".into(), Version::to_string)
+    /// What the store records of this migration; an open end of its version range is `0` or `*`.
+    pub fn registration(&self) -> Registration {
+        Registration {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            min_version: self.versions.min.as_ref().map_or_else(|| "0".into(), Version::to_string),
+            max_version: self.versions.max.as_ref().map_or_else(|| "*".into(), Version::to_string),
+        }
     }
 }
 

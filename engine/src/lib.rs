@@ -143,7 +143,7 @@ impl Engine {
             clickhouse = clickhouse.with_cluster(name);
             cluster = Some(Arc::new(Cluster::discover(&clickhouse, name, config.clickhouse_http_port_offset).await?));
         }
-        store.register(&definitions).await?;
+        store.register(&definitions.iter().map(MigrationDefinition::registration).collect::<Vec<_>>()).await?;
         Ok(Engine {
             config: Arc::new(config.clone()),
             store,

@@ -43,6 +43,15 @@ pub struct ShardPosition {
     pub current_query_id: String,
 }
 
+/// What the store records of a defined migration: the migration's name, description and amigo version range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub name: String,
+    pub description: String,
+    pub min_version: String,
+    pub max_version: String,
+}
+
 /// One entry of a migration's error log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MigrationError {

@@ -8,8 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
-use crate::definition::MigrationDefinition;
-use crate::record::{AuditEntry, MigrationError, MigrationRecord, StaleLease};
+use crate::record::{AuditEntry, MigrationError, MigrationRecord, Registration, StaleLease};
 use crate::status::{check_move, Status};
 use crate::{Error, Result};
 
@@ -96,8 +95,8 @@ impl Store {
 
     /// Adds a row for every defined migration not yet recorded, and refreshes the description and versions
     /// of those that are.
-    pub async fn register(&self, definitions: &[MigrationDefinition]) -> Result<()> {
-        for definition in definitions {
+    pub async fn register(&self, migrations: &[Registration]) -> Result<()> {
+        for migration in migrations {
             sqlx::query(
                 "INSERT INTO async_migration (name, description, min_version, max_version) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description,
@@ -105,10 +104,10 @@ impl Store {
                  WHERE (async_migration.description, async_migration.min_version, async_migration.max_version)
                      IS DISTINCT FROM (EXCLUDED.description, EXCLUDED.min_version, EXCLUDED.max_version)",
             )
-            .bind(&definition.name)
-            .bind(&definition.description)
-            .bind(definition.min_version())
-            .bind(definition.max_version())
+            .bind(&migration.name)
+            .bind(&migration.description)
+            .bind(&migration.min_version)
+            .bind(&migration.max_version)
             .execute(&self.pool)
             .await?;
         }

@@ -190,7 +190,8 @@ async fn a_migration_file_runs_to_completion_and_changes_both_databases() {
     let engine = product(&folder, true).await;
     let definition = engine.definition(NAME).expect("loaded from its file");
     assert_eq!((definition.operations.len(), definition.parameters.len()), (7, 3));
-    assert_eq!((definition.min_version(), definition.max_version()), ("0.1.0".into(), "0.9.0".into()));
+    let registration = definition.registration();
+    assert_eq!((registration.min_version.as_str(), registration.max_version.as_str()), ("0.1.0", "0.9.0"));
     let _runner = spawn_runner(&engine);
     start(&engine, json!({ "default_region": "us-east" })).await;
     // The copy takes 2 s: the health checks, asked every second, pass meanwhile.
