@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
 use crate::error::AppError;
-use crate::model::{AuditRow, ErrorEntry, LoggedInUser, MigrationRow, SettingRow, UpgradeStatus};
+use crate::model::{AuditRow, ErrorEntry, LoggedInUser, MigrationDetails, MigrationRow, PlanView, SettingRow, UpgradeStatus};
 
 /// Where staff land after logging in.
 pub const STAFF_PAGE: &str = "/instance/async_migrations";
@@ -107,6 +107,22 @@ pub async fn get_migration_errors(name: String) -> Result<Vec<ErrorEntry>, AppEr
     let (engine, _) = require_staff().await?;
     let errors = engine.errors(&name).await?;
     Ok(errors.into_iter().map(|error| ErrorEntry::from_engine(error, engine.definition(&name))).collect())
+}
+
+/// What a run of the migration with these parameter values would send and touch now; changes nothing.
+#[server(endpoint = "plan_migration", input = Json)]
+pub async fn plan_migration(name: String, parameters: serde_json::Map<String, serde_json::Value>) -> Result<PlanView, AppError> {
+    let (engine, _) = require_staff().await?;
+    let parameters = engine.parameters_from_json(&name, &parameters)?;
+    Ok(engine.plan(&name, parameters).await?.into())
+}
+
+/// The migration's detail view: its plan, the partitions its operations work through, its attempts.
+#[server(endpoint = "get_migration_details", input = Json)]
+pub async fn get_migration_details(name: String) -> Result<MigrationDetails, AppError> {
+    let (engine, _) = require_staff().await?;
+    let detail = engine.detail(&name).await?;
+    Ok(MigrationDetails::from_engine(detail, engine.definition(&name)))
 }
 
 /// Reads every runtime setting with its current value.

@@ -43,6 +43,8 @@ pub struct Console {
     pub dialog: RwSignal<Option<Dialog>>,
     /// The migration whose errors the errors panel shows.
     pub errors_for: RwSignal<Option<String>>,
+    /// The migration whose plan, partitions and attempts the details panel shows.
+    pub details_for: RwSignal<Option<String>>,
     pub notice: RwSignal<Option<Notice>>,
     pub start: ServerAction<StartMigration>,
     pub stop: ServerAction<StopMigration>,
@@ -67,6 +69,7 @@ impl Console {
             open_menu: RwSignal::new(None),
             dialog: RwSignal::new(None),
             errors_for: RwSignal::new(None),
+            details_for: RwSignal::new(None),
             notice: RwSignal::new(None),
             start: ServerAction::new(),
             stop: ServerAction::new(),

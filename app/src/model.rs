@@ -241,6 +241,73 @@ pub struct LoggedInUser {
     pub is_staff: bool,
 }
 
+/// A plan as the page shows it: each operation with what it sends, then what it touches, the disk and the
+/// duration in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanView {
+    /// The parameter values it was made with, as compact JSON.
+    pub parameters: String,
+    pub operations: Vec<PlannedOperationView>,
+    /// One line per table: `events: 12 partitions, 1000000 rows, 40.1 MiB`.
+    pub tables: Vec<String>,
+    pub disk: String,
+    /// True when the disk free is less than the run needs.
+    pub disk_short: bool,
+    pub duration: String,
+}
+
+/// One operation of a [`PlanView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedOperationView {
+    pub description: String,
+    /// `ClickHouse`, `Postgres`, `recipe` or `code`.
+    pub kind: String,
+    pub statements: Vec<String>,
+    pub rollback: Vec<String>,
+    /// What depends on the run itself; empty when nothing does.
+    pub note: String,
+}
+
+/// The detail view of one migration: its plan, the partitions its operations work through, its attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationDetails {
+    pub plan: Result<PlanView, String>,
+    pub partitions: Vec<PartitionGroup>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// The partitions one operation works through on one shard (0 off a cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionGroup {
+    pub operation: String,
+    pub shard: i32,
+    pub partitions: Vec<PartitionRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRow {
+    pub partition_id: String,
+    pub rows: i64,
+    pub size: String,
+    /// How long it took, once done.
+    pub took: Option<String>,
+}
+
+/// One run a runner took up, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRow {
+    /// `start`, `resume` or `rollback`.
+    pub action: String,
+    pub requested_by: String,
+    pub started_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    /// The status it ended in; `None` while it runs.
+    pub outcome: Option<String>,
+    /// Operations, 1-based, where it began and where it ended.
+    pub from_operation: i32,
+    pub at_operation: Option<i32>,
+}
+
 #[cfg(feature = "ssr")]
 mod from_engine {
     use engine::parameters::{ParameterKind as EngineKind, ParameterValue};
@@ -354,6 +421,88 @@ mod from_engine {
                 operation,
                 query_id: error.query_id,
                 message: error.message,
+            }
+        }
+    }
+
+    impl From<engine::plan::Plan> for PlanView {
+        fn from(plan: engine::plan::Plan) -> Self {
+            use engine::plan::{bytes_text, PlannedWork};
+            let operations = plan
+                .operations
+                .iter()
+                .map(|operation| {
+                    let (kind, statements, rollback, note) = match &operation.work {
+                        PlannedWork::Clickhouse { sql, rollback, .. } => {
+                            ("ClickHouse", vec![sql.clone()], vec![rollback.clone()], String::new())
+                        }
+                        PlannedWork::Postgres { sql, rollback } => ("Postgres", vec![sql.clone()], vec![rollback.clone()], String::new()),
+                        PlannedWork::Recipe { statements, rollback, note } => {
+                            ("recipe", statements.clone(), rollback.clone(), note.clone())
+                        }
+                        PlannedWork::Code => ("code", Vec::new(), Vec::new(), "its statements depend on what it reads as it runs".into()),
+                    };
+                    let rollback = rollback.into_iter().filter(|sql| !sql.trim().is_empty()).collect();
+                    PlannedOperationView { description: operation.description.clone(), kind: kind.into(), statements, rollback, note }
+                })
+                .collect();
+            let tables = plan
+                .tables
+                .iter()
+                .map(|table| {
+                    let partitions = if table.partitions > 0 { format!("{} partitions, ", table.partitions) } else { String::new() };
+                    format!("{}: {partitions}{} rows, {}", table.table, table.rows, bytes_text(table.bytes))
+                })
+                .collect();
+            PlanView {
+                parameters: plan.parameters.to_string(),
+                operations,
+                tables,
+                disk: plan.disk_text(),
+                disk_short: plan.disk_free.is_some_and(|free| free < plan.disk_needed),
+                duration: plan.duration_text(),
+            }
+        }
+    }
+
+    impl MigrationDetails {
+        /// The detail view of `detail`, its operations described by `definition`.
+        pub fn from_engine(detail: engine::MigrationDetail, definition: Option<&engine::definition::MigrationDefinition>) -> Self {
+            let describe = |index: i32| {
+                let description =
+                    usize::try_from(index).ok().and_then(|index| Some(definition?.operations.get(index)?.description.clone()));
+                format!("{} · {}", index + 1, description.unwrap_or_default())
+            };
+            let mut partitions: Vec<PartitionGroup> = Vec::new();
+            for partition in detail.partitions {
+                let row = PartitionRow {
+                    partition_id: partition.partition_id,
+                    rows: partition.rows,
+                    size: engine::plan::bytes_text(u64::try_from(partition.bytes).unwrap_or_default()),
+                    took: partition.done_at.map(|_| engine::plan::duration_text(partition.seconds.unwrap_or_default())),
+                };
+                let operation = describe(partition.operation_index);
+                match partitions.last_mut() {
+                    Some(group) if group.operation == operation && group.shard == partition.shard => group.partitions.push(row),
+                    _ => partitions.push(PartitionGroup { operation, shard: partition.shard, partitions: vec![row] }),
+                }
+            }
+            MigrationDetails {
+                plan: detail.plan.map(PlanView::from),
+                partitions,
+                attempts: detail
+                    .attempts
+                    .into_iter()
+                    .map(|attempt| AttemptRow {
+                        action: attempt.action,
+                        requested_by: attempt.requested_by,
+                        started_at: attempt.started_at.timestamp_millis(),
+                        finished_at: attempt.finished_at.map(|at| at.timestamp_millis()),
+                        outcome: attempt.outcome,
+                        from_operation: attempt.from_operation + 1,
+                        at_operation: attempt.at_operation.map(|index| index + 1),
+                    })
+                    .collect(),
             }
         }
     }

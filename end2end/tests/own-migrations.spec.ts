@@ -48,9 +48,30 @@ test("run a product's own file migration from the page", async ({ page, shopInst
   await expect(dialog.getByLabel('max_threads')).toBeVisible();
   await expect(dialog.getByLabel('verify_checksums')).toBeVisible();
   await screenshot(page, 'own-migrations-run');
+
+  // The plan of a run with the values entered, before it runs: the recipe's statements, what they touch.
+  await dialog.getByRole('button', { name: 'Plan' }).click();
+  const plan = dialog.locator('[data-field=plan]');
+  await expect(plan).toContainText('CREATE TABLE IF NOT EXISTS');
+  await expect(plan).toContainText('ORDER BY (shop_id, created_at, order_id)');
+  await expect(plan.locator('pre.sql').filter({ hasText: /^INSERT INTO/ })).toHaveCount(7);
+  await expect(plan.locator('[data-field=plan-tables]')).toHaveText(/^orders: 7 partitions, 300000 rows, [\d.]+ [KM]iB$/);
+  await expect(plan.locator('[data-field=plan-duration]')).toHaveText(/^unknown: this instance has not copied a partition yet/);
+  await screenshot(page, 'own-migrations-plan');
+  expect(JSON.parse(shopInstance.amigo(['migrations', 'list', '--json']))[0].status, 'a plan changes nothing').toBe('not_started');
+
   await dialog.getByRole('button', { name: 'Run' }).click();
   await expect(migration.locator('[data-field=status]')).toHaveText('Completed', { timeout: 90_000 });
   await screenshot(page, 'own-migrations-completed');
+
+  // Its details: every partition copied, the attempt, and a plan that now estimates from the copies measured.
+  await choose(page, name, 'Details');
+  const details = page.locator('#details-panel');
+  await expect(details.locator('[data-field=partitions-done]')).toHaveText('7 of 7 partitions done');
+  await expect(details.locator('[data-field=attempt]')).toHaveCount(1);
+  await expect(details.locator('[data-field=attempt-outcome]')).toHaveText('completed at operation 5');
+  await expect(details.locator('[data-field=plan-duration]')).toContainText("as this instance's copies have measured");
+  await screenshot(page, 'own-migrations-details');
 
   const database = shopInstance.database;
   expect(await shopInstance.clickhouse(`SELECT sorting_key FROM system.tables WHERE database = '${database}' AND name = 'orders'`)).toBe(

@@ -18,10 +18,10 @@ test('run a migration and watch its progress reach 100% live', async ({ page }) 
   await page.getByRole('button', { name: `Actions for ${name}` }).focus();
   await page.keyboard.press('ArrowDown');
   await expect(page.getByRole('menu')).toBeVisible();
-  await expect(page.getByRole('menuitem')).toHaveText(['Run', 'View errors']);
+  await expect(page.getByRole('menuitem')).toHaveText(['Run', 'Details', 'View errors']);
   await expect(page.getByRole('menuitem', { name: 'Run' })).toBeFocused();
   await page.keyboard.press('ArrowDown');
-  await expect(page.getByRole('menuitem', { name: 'View errors' })).toBeFocused();
+  await expect(page.getByRole('menuitem', { name: 'Details' })).toBeFocused();
   await screenshot(page, 'run-menu');
   await page.keyboard.press('Home');
   await page.keyboard.press('Enter');

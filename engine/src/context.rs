@@ -1,7 +1,7 @@
 //! What a running operation, rollback or check can reach: the databases, its parameters, and the means to
 //! report progress, record query ids and save a checkpoint.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use crate::cluster::Cluster;
 use crate::definition::{CheckOutcome, StepFn};
 use crate::parameters::Parameters;
 use crate::pressure;
+use crate::preview::PartitionSize;
 use crate::settings::RuntimeSettings;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -190,6 +191,32 @@ impl MigrationContext {
             None => rows,
         };
         position.store.record_rows_copied(&self.migration, position.operation_index, rows).await
+    }
+
+    /// Records the partitions the current operation works through (on this shard, inside
+    /// [`MigrationContext::on_every_shard`]), those in `done` already done: the page shows them as its progress.
+    pub async fn track_partitions(&self, partitions: &[PartitionSize], done: &BTreeSet<String>) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        position.store.track_partitions(&self.migration, position.operation_index, self.shard_number(), partitions, done).await
+    }
+
+    /// Marks one of the partitions [`MigrationContext::track_partitions`] recorded done, in `took`.
+    pub async fn partition_done(&self, partition_id: &str, took: Duration) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        position
+            .store
+            .partition_done(&self.migration, position.operation_index, self.shard_number(), partition_id, took.as_secs_f64())
+            .await
+    }
+
+    /// Records one partition (or other unit) copied by `INSERT … SELECT`: its rows, its bytes on disk and how long
+    /// the statement took. Plans estimate a copy's duration from these; a sample that cannot be written is only
+    /// logged, since the copy itself succeeded.
+    pub async fn record_copy_sample(&self, rows: u64, bytes: u64, took: Duration) {
+        let Some(position) = &self.position else { return };
+        if let Err(error) = position.store.record_copy_sample(&self.migration, rows, bytes, took.as_secs_f64()).await {
+            tracing::warn!(%error, "the copy's speed was not recorded");
+        }
     }
 
     /// Reports how much of the current operation is done (0.0 to 1.0); written at most every 250 ms.

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use crate::clickhouse::quote_identifier;
 use crate::context::MigrationContext;
 use crate::parameters::{ParameterSpec, Parameters};
+use crate::preview::OperationPreview;
 use crate::record::Registration;
 use crate::version::{Version, VersionRange};
 use crate::{Error, Result};
@@ -48,6 +49,9 @@ pub struct Operation {
     /// Ends work the operation left running in the server when it is stopped, fails or fails a health check
     /// (see [`Operation::on_interrupt`]).
     pub on_interrupt: Option<StepFn<Option<String>>>,
+    /// What the operation would send and touch, read from the servers without changing them: how a plan shows
+    /// a recipe (see [`Operation::with_preview`]).
+    pub preview: Option<StepFn<OperationPreview>>,
 }
 
 /// What an operation runs. SQL may name `{database}` (the product's ClickHouse database, quoted) and
@@ -79,6 +83,7 @@ impl Operation {
             description: description.into(),
             action: OperationAction::ClickHouse { sql: sql.into(), rollback: rollback.into(), settings: Vec::new(), timeout: None },
             on_interrupt: None,
+            preview: None,
         }
     }
 
@@ -87,6 +92,7 @@ impl Operation {
             description: description.into(),
             action: OperationAction::Postgres { sql: sql.into(), rollback: rollback.into() },
             on_interrupt: None,
+            preview: None,
         }
     }
 
@@ -101,6 +107,7 @@ impl Operation {
             description: description.into(),
             action: OperationAction::Rust { run: step_fn(run), rollback: step_fn(rollback) },
             on_interrupt: None,
+            preview: None,
         }
     }
 
@@ -122,6 +129,17 @@ impl Operation {
         Fut: Future<Output = Result<Option<String>>> + Send + 'static,
     {
         self.on_interrupt = Some(step_fn(interrupt));
+        self
+    }
+
+    /// Adds how a plan shows this operation: the statements it would send and the tables it would touch as the
+    /// servers are now, read without changing anything. An operation without one is planned as code.
+    pub fn with_preview<F, Fut>(mut self, preview: F) -> Operation
+    where
+        F: Fn(MigrationContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<OperationPreview>> + Send + 'static,
+    {
+        self.preview = Some(step_fn(preview));
         self
     }
 

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod parameters;
 pub mod plan;
 pub mod pressure;
+pub mod preview;
 pub mod recipes;
 pub mod record;
 pub mod runner;
@@ -114,6 +115,16 @@ pub struct MigrationOverview {
     pub parameter_specs: Vec<ParameterSpec>,
     /// False when this binary has no definition for a recorded migration.
     pub defined: bool,
+}
+
+/// One migration as its detail view shows it ([`Engine::detail`]).
+#[derive(Debug, Clone)]
+pub struct MigrationDetail {
+    /// The plan, or why the servers could not give it now (a table missing, ClickHouse down).
+    pub plan: std::result::Result<plan::Plan, String>,
+    pub partitions: Vec<record::PartitionProgress>,
+    /// Newest first.
+    pub attempts: Vec<record::Attempt>,
 }
 
 /// The engine's handle: cheap to clone, shared by the web server, the runner and the CLI.
@@ -241,11 +252,26 @@ impl Engine {
     }
 
     /// What a run of `name` with `parameters` would send, operation by operation ([`plan::Plan`]); changes nothing.
-    pub fn plan(&self, name: &str, parameters: Parameters) -> Result<plan::Plan> {
+    pub async fn plan(&self, name: &str, parameters: Parameters) -> Result<plan::Plan> {
         let definition = self.require_definition(name)?;
         let context =
             MigrationContext::for_checks(name, self.clickhouse.clone(), self.cluster.clone(), self.store.pool().clone(), parameters);
-        plan::Plan::of(definition, &context)
+        plan::Plan::of(definition, &context, self.store.copy_throughput().await?).await
+    }
+
+    /// What the page's detail view shows of `name` beside its row: the plan of a run with the parameters of its
+    /// latest run (the defaults before one), the partitions its operations work through, and its attempts.
+    pub async fn detail(&self, name: &str) -> Result<MigrationDetail> {
+        let definition = self.require_definition(name)?;
+        let record = self.record(name).await?;
+        let values = record.parameters.as_object().cloned().unwrap_or_default();
+        let parameters = Parameters::from_json(name, &definition.parameters, &values)
+            .or_else(|_| Parameters::from_json(name, &definition.parameters, &serde_json::Map::new()))?;
+        Ok(MigrationDetail {
+            plan: self.plan(name, parameters).await.map_err(|error| error.to_string()),
+            partitions: self.store.partitions(name).await?,
+            attempts: self.store.attempts(name).await?,
+        })
     }
 
     /// Queues a fresh run of `name` with the given parameter values, after checking its status, the

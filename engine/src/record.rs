@@ -61,6 +61,37 @@ pub struct MigrationError {
     pub message: String,
 }
 
+/// One run of a migration a runner took up: a start, a resume or a rollback, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// `start`, `resume` or `rollback`.
+    pub action: String,
+    pub requested_by: String,
+    pub parameters: Option<serde_json::Value>,
+    /// The operation it began at (0-based).
+    pub from_operation: i32,
+    pub started_at: DateTime<Utc>,
+    /// `None` while it runs.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The status it ended in, and the operation it was at then.
+    pub outcome: Option<String>,
+    pub at_operation: Option<i32>,
+}
+
+/// One partition an operation works through, and whether it is done.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartitionProgress {
+    pub operation_index: i32,
+    /// 0 off a cluster.
+    pub shard: i32,
+    pub partition_id: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub done_at: Option<DateTime<Utc>>,
+    /// How long it took.
+    pub seconds: Option<f64>,
+}
+
 /// One entry of the audit log: who did what, when, with which parameters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {

@@ -3,14 +3,19 @@
 //! Status changes are written with the expected old status in the `WHERE` clause: a change that lost a race
 //! updates no row and is reported as [`Error::ChangedMeanwhile`].
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
-use crate::record::{AuditEntry, MigrationError, MigrationRecord, Registration, StaleLease};
+use crate::preview::PartitionSize;
+use crate::record::{Attempt, AuditEntry, MigrationError, MigrationRecord, PartitionProgress, Registration, StaleLease};
 use crate::status::{check_move, Status};
 use crate::{Error, Result};
+
+/// How many of the newest partition copies [`Store::copy_throughput`] reads.
+const COPY_SAMPLES_READ: i64 = 50;
 
 /// The columns of `async_migration` every read selects.
 const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_operation_index, current_query_id, \
@@ -247,6 +252,24 @@ impl Store {
             .bind(runner_id)
             .execute(&mut *transaction)
             .await?;
+        // A start clears `started_at` when it is requested; a resume keeps the first start's.
+        let action = match (record.requested_action.as_deref(), record.started_at) {
+            (Some("rollback"), _) => "rollback",
+            (_, Some(_)) => "resume",
+            (_, None) => "start",
+        };
+        sqlx::query(
+            "INSERT INTO async_migration_attempt (migration_name, runner_id, action, requested_by, parameters, from_operation)
+             VALUES ($1, $2, $3, coalesce($4, ''), $5, $6)",
+        )
+        .bind(&record.name)
+        .bind(runner_id)
+        .bind(action)
+        .bind(&record.requested_by)
+        .bind(&record.parameters)
+        .bind(record.current_operation_index)
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
         Ok(Some(record))
     }
@@ -415,10 +438,93 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets every shard's position: a fresh run or a rollback starts over on every shard.
+    /// Forgets every shard's position and the partitions worked through: a fresh run or a rollback starts over
+    /// on every shard.
     pub async fn clear_shards(&self, name: &str) -> Result<()> {
         sqlx::query("DELETE FROM async_migration_shard WHERE migration_name = $1").bind(name).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM async_migration_partition WHERE migration_name = $1").bind(name).execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Records the partitions operation `operation_index` works through on `shard` (0 off a cluster), replacing
+    /// those an earlier attempt recorded there; those in `done` are marked done.
+    pub async fn track_partitions(
+        &self,
+        name: &str,
+        operation_index: usize,
+        shard: u32,
+        partitions: &[PartitionSize],
+        done: &BTreeSet<String>,
+    ) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("DELETE FROM async_migration_partition WHERE migration_name = $1 AND operation_index = $2 AND shard = $3")
+            .bind(name)
+            .bind(operation_index as i32)
+            .bind(shard as i32)
+            .execute(&mut *transaction)
+            .await?;
+        let ids: Vec<&str> = partitions.iter().map(|partition| partition.partition_id.as_str()).collect();
+        let rows: Vec<i64> = partitions.iter().map(|partition| i64::try_from(partition.rows).unwrap_or(i64::MAX)).collect();
+        let bytes: Vec<i64> = partitions.iter().map(|partition| i64::try_from(partition.bytes_on_disk).unwrap_or(i64::MAX)).collect();
+        let done: Vec<&str> = done.iter().map(String::as_str).collect();
+        sqlx::query(
+            "INSERT INTO async_migration_partition (migration_name, operation_index, shard, partition_id, rows, bytes, done_at)
+             SELECT $1, $2, $3, id, partition_rows, partition_bytes, CASE WHEN id = ANY($7) THEN now() END
+             FROM unnest($4::text[], $5::bigint[], $6::bigint[]) AS partition (id, partition_rows, partition_bytes)",
+        )
+        .bind(name)
+        .bind(operation_index as i32)
+        .bind(shard as i32)
+        .bind(&ids)
+        .bind(&rows)
+        .bind(&bytes)
+        .bind(&done)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Marks partition `partition_id` of operation `operation_index` on `shard` done, in `seconds`.
+    pub async fn partition_done(&self, name: &str, operation_index: usize, shard: u32, partition_id: &str, seconds: f64) -> Result<()> {
+        retry_while_unreachable("recording a partition done", || {
+            sqlx::query(
+                "UPDATE async_migration_partition SET done_at = now(), seconds = $5
+                 WHERE migration_name = $1 AND operation_index = $2 AND shard = $3 AND partition_id = $4",
+            )
+            .bind(name)
+            .bind(operation_index as i32)
+            .bind(shard as i32)
+            .bind(partition_id)
+            .bind(seconds)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The partitions migration `name`'s operations work through, by operation, shard and partition id.
+    pub async fn partitions(&self, name: &str) -> Result<Vec<PartitionProgress>> {
+        let rows = sqlx::query(
+            "SELECT operation_index, shard, partition_id, rows, bytes, done_at, seconds FROM async_migration_partition
+             WHERE migration_name = $1 ORDER BY operation_index, shard, partition_id",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PartitionProgress {
+                    operation_index: row.try_get("operation_index")?,
+                    shard: row.try_get("shard")?,
+                    partition_id: row.try_get("partition_id")?,
+                    rows: row.try_get("rows")?,
+                    bytes: row.try_get("bytes")?,
+                    done_at: row.try_get("done_at")?,
+                    seconds: row.try_get("seconds")?,
+                })
+            })
+            .collect()
     }
 
     /// Records that operation `operation_index` begins a fresh attempt (its earlier attempt's times and rows are
@@ -540,6 +646,7 @@ impl Store {
             .bind(runner_id)
             .execute(&mut *transaction)
             .await?;
+        end_attempt(&mut transaction, name, runner_id).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -564,9 +671,63 @@ impl Store {
             let message =
                 format!("runner {} died during operation {}; resume it, or roll it back", lease.runner_id, record.current_operation_index);
             insert_error(&mut transaction, &record.name, Some(record.current_operation_index), None, &message).await?;
+            end_attempt(&mut transaction, &record.name, &lease.runner_id).await?;
         }
         transaction.commit().await?;
         Ok(record)
+    }
+
+    /// The runs of migration `name` runners took up, newest first.
+    pub async fn attempts(&self, name: &str) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query(
+            "SELECT action, requested_by, parameters, from_operation, started_at, finished_at, outcome, at_operation
+             FROM async_migration_attempt WHERE migration_name = $1 ORDER BY started_at DESC, id DESC",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Attempt {
+                    action: row.try_get("action")?,
+                    requested_by: row.try_get("requested_by")?,
+                    parameters: row.try_get("parameters")?,
+                    from_operation: row.try_get("from_operation")?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    outcome: row.try_get("outcome")?,
+                    at_operation: row.try_get("at_operation")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records one partition copied by migration `name`: its bytes on disk, rows and the statement's duration.
+    pub async fn record_copy_sample(&self, name: &str, rows: u64, bytes: u64, seconds: f64) -> Result<()> {
+        sqlx::query("INSERT INTO clickhouse_copy_sample (migration_name, rows, bytes, seconds) VALUES ($1, $2, $3, $4)")
+            .bind(name)
+            .bind(i64::try_from(rows).unwrap_or(i64::MAX))
+            .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+            .bind(seconds)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The bytes per second the newest [`COPY_SAMPLES_READ`] partition copies achieved together, if any copied a
+    /// byte in measurable time.
+    pub async fn copy_throughput(&self) -> Result<Option<f64>> {
+        let (bytes, seconds): (Option<f64>, Option<f64>) = sqlx::query_as(
+            "SELECT sum(bytes)::double precision, sum(seconds) FROM
+                 (SELECT bytes, seconds FROM clickhouse_copy_sample ORDER BY measured_at DESC, id DESC LIMIT $1) AS newest",
+        )
+        .bind(COPY_SAMPLES_READ)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match (bytes, seconds) {
+            (Some(bytes), Some(seconds)) if bytes > 0.0 && seconds > 0.0 => Some(bytes / seconds),
+            _ => None,
+        })
     }
 
     /// Adds an entry to a migration's error log; retried while Postgres is unreachable, since a run that ends
@@ -650,6 +811,23 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Ends the open attempt of runner `runner_id` at migration `name` with the migration's status and operation as
+/// they are now (inside the transaction that set them).
+async fn end_attempt(connection: &mut sqlx::PgConnection, name: &str, runner_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE async_migration_attempt AS attempt SET finished_at = now(), outcome = migration.status,
+             at_operation = migration.current_operation_index
+         FROM async_migration AS migration
+         WHERE migration.name = attempt.migration_name AND attempt.migration_name = $1 AND attempt.runner_id = $2
+             AND attempt.finished_at IS NULL",
+    )
+    .bind(name)
+    .bind(runner_id)
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 async fn insert_error(

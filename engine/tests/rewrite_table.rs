@@ -262,6 +262,8 @@ async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving(
     seed_orders(&engine).await;
     let _runner = spawn_runner(&engine);
     let original = definition_of(&engine, "orders").await;
+    let planned = plan_of_orders(&engine).await;
+    assert_planned_before_any_copy(&engine, &planned).await;
     let product = Product::start(&engine);
     let merges_stopped = stop_merges_on_the_copy(&engine);
     engine.start(ORDERS, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
@@ -271,6 +273,14 @@ async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving(
     assert_eq!(stopped.record.status, Status::Errored);
     assert_eq!(stopped.record.current_operation_index, 1, "stopped during the copy");
     let copied_before = copied_partitions(&stopped);
+    let detail = engine.detail(ORDERS).await.unwrap();
+    assert_eq!(detail.partitions.len(), 30, "the copy lists every partition: {:?}", detail.partitions);
+    let done_before = detail.partitions.iter().filter(|partition| partition.done_at.is_some()).count();
+    // A partition is marked done as soon as it is copied, and its checkpoint is saved next: a stop between the two
+    // leaves one partition done that the resume copies again.
+    assert!((copied_before..=copied_before + 1).contains(&done_before), "{done_before} done, {copied_before} in the checkpoint");
+    assert!(detail.partitions.iter().all(|partition| partition.operation_index == 1 && partition.shard == 0));
+    assert_eq!(attempt_outcomes(&detail), [("start", 0, Some(("errored", 1)))]);
 
     engine.resume(ORDERS, TESTER).await.unwrap();
     let done = settled(&engine, ORDERS).await;
@@ -280,6 +290,52 @@ async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving(
     assert!((3..30).contains(&copied_before), "stopped after {copied_before} of 30 partitions");
     assert_every_acknowledged_row_once(&engine, acknowledged).await;
     assert_rewritten(&engine, &original).await;
+    let detail = engine.detail(ORDERS).await.unwrap();
+    assert!(detail.partitions.iter().filter(|partition| partition.operation_index == 1).all(|partition| partition.done_at.is_some()));
+    assert_eq!(attempt_outcomes(&detail), [("resume", 1, Some(("completed", 4))), ("start", 0, Some(("errored", 1)))]);
+    let measured = plan_of_orders(&engine).await;
+    let speed = measured.measured_bytes_per_second.expect("the copies measured their speed");
+    assert!(speed > 0.0);
+    assert_eq!(measured.estimated_seconds, Some(measured.copied_bytes as f64 / speed), "{}", measured.duration_text());
+}
+
+/// The plan of the orders rewrite with its defaults.
+async fn plan_of_orders(engine: &Engine) -> engine::plan::Plan {
+    engine.plan(ORDERS, engine.parameters_from_json(ORDERS, &serde_json::Map::new()).unwrap()).await.unwrap()
+}
+
+/// A plan made before any copy on this instance: the statements of the recipe expanded, each of the 30
+/// partitions dropped then copied; the table's partitions, rows and bytes; the duration unknown; nothing changed.
+async fn assert_planned_before_any_copy(engine: &Engine, plan: &engine::plan::Plan) {
+    use engine::plan::PlannedWork;
+    let statements = |index: usize| match &plan.operations[index].work {
+        PlannedWork::Recipe { statements, .. } => statements.clone(),
+        other => panic!("operation {index} is planned as {other:?}"),
+    };
+    assert!(statements(0)[0].starts_with("CREATE TABLE IF NOT EXISTS "), "{:?}", statements(0));
+    assert!(statements(0)[0].contains("ORDER BY (team_id, day, id)"), "{:?}", statements(0));
+    let copy = statements(1);
+    assert_eq!(copy.len(), 60, "a drop and a copy per partition: {:?}", plan.operations[1]);
+    assert!(copy[0].contains("DROP PARTITION ID") && copy[1].starts_with("INSERT INTO "), "{copy:?}");
+    let table = &plan.tables[0];
+    assert_eq!((table.table.as_str(), table.partitions, table.rows), ("orders", 30, SEEDED_ORDERS));
+    assert!(table.bytes > 0 && plan.disk_needed >= table.bytes && plan.copied_bytes >= table.bytes, "{plan:?}");
+    assert_eq!(plan.disk_free.is_some(), engine.clickhouse().capabilities().reports_disks());
+    assert_eq!(plan.estimated_seconds, None);
+    assert!(plan.duration_text().starts_with("unknown: this instance has not copied a partition yet"), "{}", plan.duration_text());
+    assert_eq!(table_names(engine).await, ["orders", "orders_source", "orders_view"], "a plan changes nothing");
+}
+
+/// An attempt's action, first operation and (outcome, operation) where it ended, 0-based.
+type AttemptOutcome<'a> = (&'a str, i32, Option<(&'a str, i32)>);
+
+/// Each attempt's [`AttemptOutcome`], newest first.
+fn attempt_outcomes(detail: &engine::MigrationDetail) -> Vec<AttemptOutcome<'_>> {
+    detail
+        .attempts
+        .iter()
+        .map(|attempt| (attempt.action.as_str(), attempt.from_operation, attempt.outcome.as_deref().zip(attempt.at_operation)))
+        .collect()
 }
 
 #[tokio::test]

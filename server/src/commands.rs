@@ -38,7 +38,7 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             finish_request(engine, name, "started", *wait).await
         }
         MigrationsCommand::Plan { name, parameters, json } => {
-            let plan = engine.plan(name, engine.parameters_from_assignments(name, parameters)?)?;
+            let plan = engine.plan(name, engine.parameters_from_assignments(name, parameters)?).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
@@ -103,25 +103,51 @@ pub fn new_migration(config: &engine::EngineConfig, name: &str, recipe: engine::
     Ok(ExitCode::SUCCESS)
 }
 
-/// A plan as text: the migration, its parameters, then each operation with what it sends and its rollback.
+/// How many of a recipe's statements the text plan prints (`--json` lists every one).
+const PLAN_STATEMENTS_SHOWN: usize = 6;
+
+/// A plan as text: the migration, its parameters, each operation with what it sends and its rollback, then the
+/// tables it touches, the disk it needs and how long it should take.
 fn print_plan(plan: &engine::plan::Plan) {
-    use engine::plan::PlannedWork;
+    use engine::plan::{bytes_text, PlannedWork};
     println!("{}: {}", plan.migration, plan.description);
     println!("parameters: {}", plan.parameters);
     let count = plan.operations.len();
     for (index, operation) in plan.operations.iter().enumerate() {
         println!("operation {}/{count}: {}", index + 1, operation.description);
-        let (database, sql, rollback) = match &operation.work {
-            PlannedWork::Clickhouse { sql, rollback, .. } => ("ClickHouse", sql.as_str(), rollback.as_str()),
-            PlannedWork::Postgres { sql, rollback } => ("Postgres", sql.as_str(), rollback.as_str()),
-            PlannedWork::Code => {
-                println!("  code (a recipe or Rust): its statements depend on what it reads as it runs");
-                continue;
+        match &operation.work {
+            PlannedWork::Clickhouse { sql, rollback, .. } | PlannedWork::Postgres { sql, rollback } => {
+                let server = if matches!(operation.work, PlannedWork::Postgres { .. }) { "Postgres" } else { "ClickHouse" };
+                println!("  {server}: {sql}");
+                println!("  rollback: {}", if rollback.trim().is_empty() { "nothing to undo" } else { rollback });
             }
-        };
-        println!("  {database}: {sql}");
-        println!("  rollback: {}", if rollback.trim().is_empty() { "nothing to undo" } else { rollback });
+            PlannedWork::Recipe { statements, rollback, note } => {
+                for sql in statements.iter().take(PLAN_STATEMENTS_SHOWN) {
+                    println!("  sends: {sql}");
+                }
+                if statements.len() > PLAN_STATEMENTS_SHOWN {
+                    println!(
+                        "  … and {} more statements of the same shape (--json lists them all)",
+                        statements.len() - PLAN_STATEMENTS_SHOWN
+                    );
+                }
+                if !note.is_empty() {
+                    println!("  {note}");
+                }
+                match rollback.as_slice() {
+                    [] => println!("  rollback: nothing to undo"),
+                    rollback => rollback.iter().for_each(|sql| println!("  rollback sends: {sql}")),
+                }
+            }
+            PlannedWork::Code => println!("  code (a product's Rust): its statements depend on what it reads as it runs"),
+        }
     }
+    for table in &plan.tables {
+        let partitions = if table.partitions > 0 { format!("{} partitions, ", table.partitions) } else { String::new() };
+        println!("touches {}: {partitions}{} rows, {}", table.table, table.rows, bytes_text(table.bytes));
+    }
+    println!("disk: {}", plan.disk_text());
+    println!("duration: {}", plan.duration_text());
 }
 
 /// Prints what was queued; with `--wait`, runs a runner here until the migration's run ends.

@@ -313,8 +313,12 @@ rollback = ""
     let output = plan(&["migrations", "plan", "0100_orders_currency", "--param", "currency=US'D"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let database = &config.clickhouse_database;
+    let text = stdout(&output);
+    let (operations, figures) = text.split_at(text.find("disk: ").expect("the plan ends with its figures"));
+    assert!(figures.starts_with("disk: needs 0 B; "), "{figures}");
+    assert!(figures.ends_with("\nduration: under a second\n"), "two column changes are brief: {figures}");
     assert_eq!(
-        stdout(&output),
+        operations,
         format!(
             "0100_orders_currency: Give every order a currency\n\
              parameters: {{\"currency\":\"US'D\"}}\n\
@@ -326,8 +330,13 @@ rollback = ""
              rollback: nothing to undo\n"
         )
     );
+    let seeded = plan(&["seed", "--events", "2000"]);
+    assert!(seeded.status.success(), "{}", String::from_utf8_lossy(&seeded.stderr));
     let json: serde_json::Value = serde_json::from_slice(&plan(&["migrations", "plan", "0001_events_sort_key", "--json"]).stdout).unwrap();
-    assert_eq!(json["operations"][1]["kind"], "code", "{json}");
+    assert_eq!(json["operations"][1]["kind"], "recipe", "{json}");
+    let copy = json["operations"][1]["statements"].as_array().expect("the copy's statements");
+    assert!(copy.iter().any(|sql| sql.as_str().unwrap().starts_with("INSERT INTO ")), "{json}");
+    assert_eq!(json["tables"][0]["table"], "events", "{json}");
     let refused = plan(&["migrations", "plan", "0100_orders_currency", "--param", "currency=EUROS"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("currency"), "{}", String::from_utf8_lossy(&refused.stderr));

@@ -1,11 +1,13 @@
-//! The console's dialogs: the Run form with each parameter's default and description, and the confirmation
+//! The console's dialogs: the Run form with each parameter's default and description and the plan of a run
+//! with the values entered, and the confirmation
 //! that destructive actions ask for, naming the migration.
 
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::api::StartMigration;
+use crate::api::{PlanMigration, StartMigration};
+use crate::components::details::Plan;
 use crate::console::{use_console, Dialog};
 use crate::dom::{self, MenuMove};
 use crate::model::{MigrationAction, ParameterField, ParameterKind};
@@ -92,6 +94,21 @@ fn RunDialog(name: String) -> impl IntoView {
             console.start.dispatch(StartMigration { name: name.clone(), parameters });
         }
     };
+    let plan = ServerAction::<PlanMigration>::new();
+    let show_plan = {
+        let name = name.clone();
+        move |_| {
+            let parameters = values.get_untracked().into_iter().map(|(key, value)| (key, serde_json::Value::String(value))).collect();
+            plan.dispatch(PlanMigration { name: name.clone(), parameters });
+        }
+    };
+    let planning = plan.pending();
+    let planned = move || {
+        plan.value().get().map(|answer| match answer {
+            Ok(plan) => view! { <Plan plan/> }.into_any(),
+            Err(error) => view! { <p class="form-error" role="alert">{error.to_string()}</p> }.into_any(),
+        })
+    };
     let fields = row.parameters.clone().into_iter().map(|field| view! { <ParameterInput field values/> }).collect_view();
     let close_name = name.clone();
     view! {
@@ -101,11 +118,15 @@ fn RunDialog(name: String) -> impl IntoView {
                 {row.parameters.is_empty().then(|| view! { <p>"This migration takes no parameters."</p> })}
                 {fields}
                 {move || refusal().map(|text| view! { <p class="form-error" role="alert">{text}</p> })}
+                {planned}
                 <div class="dialog-actions">
                     <button type="button" class="button" on:click=move |_| {
                         console.dialog.set(None);
                         dom::focus_id(&format!("actions-{close_name}"));
                     }>"Cancel"</button>
+                    <button type="button" class="button" on:click=show_plan disabled=move || planning.get()>
+                        {move || if planning.get() { "Planning…" } else { "Plan" }}
+                    </button>
                     <button type="submit" class="button primary button-default" disabled=move || pending.get()>
                         {move || if pending.get() { "Starting…" } else { "Run" }}
                     </button>

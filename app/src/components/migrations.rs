@@ -331,6 +331,7 @@ fn ActionMenu(name: String, row: Memo<MigrationRow>) -> impl IntoView {
         move || {
             let mut items: Vec<(&'static str, Option<crate::model::MigrationAction>)> =
                 row.with(|row| row.allowed_actions.iter().map(|action| (action.label(), Some(*action))).collect());
+            items.push(("Details", None));
             items.push(("View errors", None));
             items
                 .into_iter()
@@ -340,7 +341,8 @@ fn ActionMenu(name: String, row: Memo<MigrationRow>) -> impl IntoView {
                         Some(action) => console.request(&name, action),
                         None => {
                             console.open_menu.set(None);
-                            console.errors_for.set(Some(name.clone()));
+                            let panel = if label == "Details" { console.details_for } else { console.errors_for };
+                            panel.set(Some(name.clone()));
                         }
                     };
                     let destructive = action.is_some_and(|action| action.is_destructive());

@@ -1,6 +1,7 @@
 //! The staff console's parts, and the small pieces several pages share.
 
 pub mod audit;
+pub mod details;
 pub mod dialogs;
 pub mod errors_panel;
 pub mod migrations;

@@ -11,6 +11,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::{current_user, list_migrations, Logout, STAFF_PAGE};
 use crate::components::audit::AuditTab;
+use crate::components::details::DetailsPanel;
 use crate::components::dialogs::Dialogs;
 use crate::components::errors_panel::ErrorsPanel;
 use crate::components::migrations::MigrationsPanel;
@@ -130,7 +131,7 @@ fn StaffConsole(user: LoggedInUser) -> impl IntoView {
             </nav>
             <NoticeBar/>
             {move || match tab.get() {
-                Tab::Management => view! { <MigrationsPanel/> <ErrorsPanel/> }.into_any(),
+                Tab::Management => view! { <MigrationsPanel/> <DetailsPanel/> <ErrorsPanel/> }.into_any(),
                 Tab::Settings => view! { <SettingsTab/> }.into_any(),
                 Tab::Audit => view! { <AuditTab/> }.into_any(),
             }}

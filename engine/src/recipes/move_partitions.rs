@@ -20,6 +20,7 @@ use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::Operation;
 use crate::parameters::quote_string;
+use crate::preview::{clickhouse_footprint, partition_sizes, DurationKind, OperationPreview, PartitionSize};
 use crate::tables::{identities_missing, partition_filter, row_hash, strip_enclosing_parentheses};
 use crate::{Error, Result};
 
@@ -53,7 +54,7 @@ impl PartitionMove {
     /// that satisfies the condition.
     pub fn operation(self, description: &str) -> Operation {
         let recipe = Arc::new(self);
-        let rollback = recipe.clone();
+        let (rollback, preview) = (recipe.clone(), recipe.clone());
         Operation::rust(
             description,
             move |context| {
@@ -65,6 +66,49 @@ impl PartitionMove {
                 async move { recipe.move_back(&context).await }
             },
         )
+        .with_preview(move |context| {
+            let recipe = preview.clone();
+            async move { recipe.preview(&context).await }
+        })
+    }
+
+    /// What a plan shows: the partitions the condition chooses now, with their rows and bytes, and the
+    /// statements that move each (`MOVE PARTITION` into an empty partition where the server has it, else
+    /// `REPLACE PARTITION` and `DROP PARTITION`). Each partition is read in full to verify it, so the estimate
+    /// counts it as a copy.
+    pub async fn preview(&self, context: &MigrationContext) -> Result<OperationPreview> {
+        let clickhouse = &context.clickhouse;
+        let chosen = self.partitions_of(context, &self.from).await?;
+        let partitions: Vec<PartitionSize> = partition_sizes(clickhouse, &self.from)
+            .await?
+            .into_iter()
+            .filter(|partition| chosen.contains(&partition.partition_id))
+            .collect();
+        let in_target: Vec<String> =
+            partition_sizes(clickhouse, &self.to).await?.into_iter().map(|partition| partition.partition_id).collect();
+        let (from_table, to_table) = (clickhouse.qualified(&self.from), clickhouse.qualified(&self.to));
+        let mut statements = Vec::new();
+        for partition in &partitions {
+            let id = quote_string(&partition.partition_id);
+            if clickhouse.capabilities().moves_partitions_to_tables() && !in_target.contains(&partition.partition_id) {
+                statements.push(format!("ALTER TABLE {from_table} MOVE PARTITION ID {id} TO TABLE {to_table}"));
+            } else {
+                statements.push(format!("ALTER TABLE {to_table} REPLACE PARTITION ID {id} FROM {from_table}"));
+                statements.push(format!("ALTER TABLE {from_table} DROP PARTITION ID {id}"));
+            }
+        }
+        let footprint = clickhouse_footprint(&self.from, &partitions);
+        Ok(OperationPreview {
+            statements,
+            note: format!(
+                "each partition is verified by row counts and checksums before it leaves {}; the rollback moves back every partition of {} the condition chooses",
+                self.from, self.to
+            ),
+            copied_bytes: footprint.bytes,
+            tables: vec![footprint],
+            duration: DurationKind::Copy,
+            ..OperationPreview::default()
+        })
     }
 
     /// Moves the partitions chosen at the first attempt, skipping none: a partition already moved is empty in
@@ -77,12 +121,27 @@ impl PartitionMove {
         };
         let mut moved: Vec<String> = serde_json::from_value(checkpoint["moved"].clone()).unwrap_or_default();
         context.save_checkpoint(json!({ "partitions": chosen, "moved": moved })).await?;
+        let sizes = partition_sizes(&context.clickhouse, &self.from).await?;
+        let tracked: Vec<PartitionSize> = chosen
+            .iter()
+            .map(|id| {
+                let size = sizes.iter().find(|size| &size.partition_id == id);
+                PartitionSize {
+                    partition_id: id.clone(),
+                    rows: size.map_or(0, |size| size.rows),
+                    bytes_on_disk: size.map_or(0, |size| size.bytes_on_disk),
+                }
+            })
+            .collect();
+        context.track_partitions(&tracked, &moved.iter().cloned().collect()).await?;
         let total = chosen.len().max(1) as f64;
         for (index, partition_id) in chosen.iter().enumerate() {
             context.pause_while_under_pressure().await?;
+            let started = std::time::Instant::now();
             self.moves
                 .move_partition(context, &self.from, &self.to, partition_id, index as f64 / total..(index + 1) as f64 / total)
                 .await?;
+            context.partition_done(partition_id, started.elapsed()).await?;
             if !moved.contains(partition_id) {
                 moved.push(partition_id.clone());
             }

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::clickhouse::{MutationStatus, QueryOptions};
+use crate::clickhouse::{ClickHouse, MutationStatus, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::Operation;
+use crate::preview::{clickhouse_footprint, partition_sizes, DurationKind, OperationPreview};
 use crate::{Error, Result};
 
 /// How long an issued mutation may take to appear in `system.mutations` (a replicated table's replica lists
@@ -53,7 +54,7 @@ impl Mutation {
     /// rollback ends it ([`Mutation::end`]) and undoes nothing else (what the mutation changed stays changed).
     pub fn operation(self, description: &str) -> Operation {
         let mutation = Arc::new(self);
-        let (run, interrupt, end) = (mutation.clone(), mutation.clone(), mutation);
+        let (run, interrupt, end, preview) = (mutation.clone(), mutation.clone(), mutation.clone(), mutation);
         Operation::rust(
             description,
             move |context| {
@@ -69,6 +70,34 @@ impl Mutation {
             let mutation = interrupt.clone();
             async move { mutation.interrupt(&context).await }
         })
+        .with_preview(move |context| {
+            let mutation = preview.clone();
+            async move { mutation.preview(&context).await }
+        })
+    }
+
+    /// What a plan shows: the `ALTER` as it would be sent, and the table it rewrites part by part (the disk
+    /// needed is at most the table again, while rewritten parts wait to be removed).
+    pub async fn preview(&self, context: &MigrationContext) -> Result<OperationPreview> {
+        let footprint = clickhouse_footprint(&self.table, &partition_sizes(&context.clickhouse, &self.table).await?);
+        let mut note =
+            "the server rewrites every part the condition touches in the background; progress is read from system.mutations".to_string();
+        if context.cluster.is_some() {
+            note.push_str("; issued on every shard (the figures are this node's shard)");
+        }
+        Ok(OperationPreview {
+            statements: vec![self.sql(&context.clickhouse)],
+            note,
+            disk_needed: footprint.bytes,
+            tables: vec![footprint],
+            duration: DurationKind::Unknown,
+            ..OperationPreview::default()
+        })
+    }
+
+    /// The `ALTER TABLE` statement.
+    fn sql(&self, clickhouse: &ClickHouse) -> String {
+        format!("ALTER TABLE {} {}", clickhouse.qualified(&self.table), self.command)
     }
 
     /// Runs the mutation on every shard and waits until it has rewritten every part: adopts one of its own still
@@ -109,7 +138,7 @@ impl Mutation {
 
     /// Issues the mutation and finds its id: the one of ours that `before` did not list.
     async fn issue(&self, context: &MigrationContext, before: &[MutationStatus]) -> Result<MutationStatus> {
-        let sql = format!("ALTER TABLE {} {}", context.clickhouse.qualified(&self.table), self.command);
+        let sql = self.sql(&context.clickhouse);
         if self.from_server_default_database {
             // On the node of this shard: `context` is the shard's inside `on_every_shard`.
             context.clickhouse.server_default_database_client().query_raw(&sql).execute().await?;

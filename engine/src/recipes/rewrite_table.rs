@@ -33,6 +33,7 @@ use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::parameters::{quote_string, ParameterSpec, ParameterValue};
 use crate::pressure::busiest_partition;
+use crate::preview::{clickhouse_footprint, least_free_disk_space, partition_sizes, DurationKind, OperationPreview, PartitionSize};
 use crate::tables::{
     identities_missing, partition_checksums, partition_filter, partition_row_counts, split_top_level, strip_enclosing_parentheses,
     table_exists, top_level_positions,
@@ -175,28 +176,121 @@ impl RewriteTable {
                 &format!("create {} with the new {}", recipe.new_table, recipe.changes()),
                 bound(&recipe, |recipe, context| async move { recipe.create_new_table(&context).await }),
                 bound(&recipe, |recipe, context| async move { recipe.drop_new_table(&context).await }),
-            ),
+            )
+            .with_preview(bound(&recipe, |recipe, context| async move { recipe.preview_create(&context).await })),
             Operation::rust(
                 &format!("copy {} into it, partition by partition", recipe.table),
                 bound(&recipe, |recipe, context| async move { recipe.copy_partitions(&context).await }),
                 nothing_to_undo,
-            ),
+            )
+            .with_preview(bound(&recipe, |recipe, context| async move { recipe.preview_copy(&context).await })),
             Operation::rust(
                 "copy again the partitions that received inserts meanwhile",
                 bound(&recipe, |recipe, context| async move { recipe.catch_up(&context).await }),
                 nothing_to_undo,
-            ),
+            )
+            .with_preview(bound(&recipe, |recipe, context| async move { recipe.preview_catch_up(&context).await })),
             Operation::rust(
                 &format!("swap the tables, keeping the original as {}", recipe.backup_table),
                 bound(&recipe, |recipe, context| async move { recipe.swap(&context).await }),
                 bound(&recipe, |recipe, context| async move { recipe.swap_back(&context).await }),
-            ),
+            )
+            .with_preview(bound(&recipe, |recipe, context| async move { recipe.preview_swap(&context).await })),
             Operation::rust(
                 "verify every partition of the original is whole in the new table",
                 bound(&recipe, |recipe, context| async move { recipe.verify(&context).await }),
                 nothing_to_undo,
-            ),
+            )
+            .with_preview(bound(&recipe, |recipe, context| async move { recipe.preview_verify(&context).await })),
         ]
+    }
+
+    /// Plan of operation 0: the `CREATE TABLE` as it would be sent, and the drop of its rollback.
+    async fn preview_create(&self, context: &MigrationContext) -> Result<OperationPreview> {
+        let clickhouse = &context.clickhouse;
+        let table = self.storage_table(clickhouse).await?;
+        let shape = table_shape(clickhouse, &table).await?.ok_or_else(|| Error::Migration(format!("{table} does not exist")))?;
+        Ok(OperationPreview {
+            statements: vec![self.create_sql(clickhouse, &table, &shape)],
+            rollback: vec![clickhouse.drop_table_sql(&clickhouse.qualified(&self.new_table))],
+            duration: DurationKind::Brief,
+            ..OperationPreview::default()
+        })
+    }
+
+    /// Plan of operation 1: each partition's drop and copy, and the table's partitions, rows and bytes (of this
+    /// server's shard on a cluster).
+    async fn preview_copy(&self, context: &MigrationContext) -> Result<OperationPreview> {
+        let clickhouse = &context.clickhouse;
+        let table = self.storage_table(clickhouse).await?;
+        let columns = copied_columns(clickhouse, &table).await?;
+        let partitions = partition_sizes(clickhouse, &table).await?;
+        let mut statements = Vec::with_capacity(partitions.len() * 2);
+        for partition in &partitions {
+            statements.extend(self.partition_copy_sql(clickhouse, &table, &columns, &partition.partition_id).await?);
+        }
+        let footprint = clickhouse_footprint(&table, &partitions);
+        let mut note =
+            "pauses before each partition while ClickHouse is under pressure; the max_threads parameter is sent as the copy's max_threads"
+                .to_string();
+        if context.cluster.is_some() {
+            note.push_str("; on a cluster every shard copies its own partitions at once (the figures are this node's shard)");
+        }
+        Ok(OperationPreview {
+            statements,
+            note,
+            disk_needed: footprint.bytes,
+            copied_bytes: footprint.bytes,
+            tables: vec![footprint],
+            duration: DurationKind::Copy,
+            ..OperationPreview::default()
+        })
+    }
+
+    /// Plan of operation 2: what it copies again depends on the inserts during the copy; its time is estimated
+    /// as the newest partition's copy, the one a product's inserts usually land in.
+    async fn preview_catch_up(&self, context: &MigrationContext) -> Result<OperationPreview> {
+        let table = self.storage_table(&context.clickhouse).await?;
+        let newest = partition_sizes(&context.clickhouse, &table).await?.pop();
+        let passes = integer_parameter(context, CATCH_UP_PASSES, DEFAULT_CATCH_UP_PASSES).max(1);
+        Ok(OperationPreview {
+            note: format!(
+                "copies again, as the copy does, each partition whose row count changed during the copy, at most {passes} passes; the estimate counts the newest partition once"
+            ),
+            copied_bytes: newest.map_or(0, |partition| partition.bytes_on_disk),
+            duration: DurationKind::Copy,
+            ..OperationPreview::default()
+        })
+    }
+
+    /// Plan of operation 3: the renames, and the renames back of its rollback.
+    async fn preview_swap(&self, context: &MigrationContext) -> Result<OperationPreview> {
+        let clickhouse = &context.clickhouse;
+        let table = self.storage_table(clickhouse).await?;
+        Ok(OperationPreview {
+            statements: rotation_sql(clickhouse, &table, &self.backup_table, &self.new_table),
+            rollback: rotation_sql(clickhouse, &table, &self.new_table, &self.backup_table),
+            note: format!(
+                "then waits for the inserts begun before the swap and copies into the new table the rows {} received since the catch-up that it lacks (by {})",
+                self.backup_table, self.row_identity
+            ),
+            duration: DurationKind::Brief,
+            ..OperationPreview::default()
+        })
+    }
+
+    /// Plan of operation 4: reads only, a checksum of every row with `verify_checksums`.
+    async fn preview_verify(&self, context: &MigrationContext) -> Result<OperationPreview> {
+        let checksums = self.row_checksum.is_some() && boolean_parameter(context, VERIFY_CHECKSUMS);
+        Ok(OperationPreview {
+            note: if checksums {
+                "compares row counts per partition, row identities where they differ, and a checksum of every row (reads both tables in full)".into()
+            } else {
+                "compares row counts per partition from system.parts, and row identities where they differ".into()
+            },
+            duration: if checksums { DurationKind::Unknown } else { DurationKind::Brief },
+            ..OperationPreview::default()
+        })
     }
 
     /// True when `table` (on the server `clickhouse` speaks to) has every clause the rewrite changes: it is the
@@ -235,9 +329,9 @@ impl RewriteTable {
         if self.has_changes(&shape) {
             return Ok(CheckOutcome::Fail(format!("{table} already has the {}: there is nothing to rewrite", self.changes())));
         }
-        if !clickhouse.capabilities().reports_disks() {
+        let Some(free) = least_free_disk_space(clickhouse).await? else {
             return Ok(CheckOutcome::Pass);
-        }
+        };
         let needed: u64 = clickhouse
             .client()
             .query("SELECT toUInt64(sum(bytes_on_disk) * 1.2) FROM system.parts WHERE database = ? AND table = ? AND active")
@@ -245,7 +339,6 @@ impl RewriteTable {
             .bind(&table)
             .fetch_one()
             .await?;
-        let free: u64 = clickhouse.client().query("SELECT min(free_space) FROM system.disks").fetch_one().await?;
         Ok(if free >= needed {
             CheckOutcome::Pass
         } else {
@@ -289,14 +382,7 @@ impl RewriteTable {
         let clickhouse = &context.clickhouse;
         let table = self.storage_table(clickhouse).await?;
         let shape = table_shape(clickhouse, &table).await?.ok_or_else(|| Error::Migration(format!("{table} does not exist")))?;
-        let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = {}",
-            clickhouse.qualified(&self.new_table),
-            clickhouse.on_cluster(),
-            clickhouse.qualified(&table),
-            self.new_storage(&shape, clickhouse.capabilities(), clickhouse.database())
-        );
-        context.clickhouse_execute(&sql, &QueryOptions::default()).await?;
+        context.clickhouse_execute(&self.create_sql(clickhouse, &table, &shape), &QueryOptions::default()).await?;
         let created = table_shape(clickhouse, &self.new_table)
             .await?
             .ok_or_else(|| Error::Migration(format!("{} is missing right after it was created", self.new_table)))?;
@@ -314,6 +400,17 @@ impl RewriteTable {
         Ok(())
     }
 
+    /// The statement of operation 0.
+    fn create_sql(&self, clickhouse: &ClickHouse, table: &str, shape: &TableShape) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = {}",
+            clickhouse.qualified(&self.new_table),
+            clickhouse.on_cluster(),
+            clickhouse.qualified(table),
+            self.new_storage(shape, clickhouse.capabilities(), clickhouse.database())
+        )
+    }
+
     /// Rollback of operation 0: the new table dropped (on every node), at once in an Atomic database.
     async fn drop_new_table(&self, context: &MigrationContext) -> Result<()> {
         let sql = context.clickhouse.drop_table_sql(&context.clickhouse.qualified(&self.new_table));
@@ -329,19 +426,30 @@ impl RewriteTable {
     async fn copy_partitions_of_shard(&self, context: &MigrationContext) -> Result<()> {
         let table = self.storage_table(&context.clickhouse).await?;
         let columns = copied_columns(&context.clickhouse, &table).await?;
-        let source_rows = row_counts(context, &table).await?;
+        let source: BTreeMap<String, PartitionSize> = partition_sizes(&context.clickhouse, &table)
+            .await?
+            .into_iter()
+            .map(|partition| (partition.partition_id.clone(), partition))
+            .collect();
         let mut copied: BTreeSet<String> =
             context.checkpoint().and_then(|checkpoint| serde_json::from_value(checkpoint["copied"].clone()).ok()).unwrap_or_default();
-        let total = source_rows.len().max(1) as f64;
-        for (index, partition_id) in source_rows.keys().enumerate() {
+        let sizes: Vec<PartitionSize> = source.values().cloned().collect();
+        context.track_partitions(&sizes, &copied).await?;
+        let total = source.len().max(1) as f64;
+        for (index, (partition_id, size)) in source.iter().enumerate() {
             if copied.contains(partition_id) {
                 continue;
             }
             context.pause_while_under_pressure().await?;
+            let started = Instant::now();
             self.copy_partition(context, &table, &columns, partition_id, index as f64 / total..(index + 1) as f64 / total).await?;
+            context.record_copy_sample(size.rows, size.bytes_on_disk, started.elapsed()).await;
+            context.partition_done(partition_id, started.elapsed()).await?;
             copied.insert(partition_id.clone());
             context.save_checkpoint(json!({ "copied": copied })).await?;
-            context.record_rows_copied(copied.iter().filter_map(|partition_id| source_rows.get(partition_id)).sum()).await?;
+            context
+                .record_rows_copied(copied.iter().filter_map(|partition_id| source.get(partition_id)).map(|size| size.rows).sum())
+                .await?;
             context.report_progress((index + 1) as f64 / total).await?;
         }
         Ok(())
@@ -357,16 +465,29 @@ impl RewriteTable {
         partition_id: &str,
         span: std::ops::Range<f64>,
     ) -> Result<()> {
-        let new_table = context.clickhouse.qualified(&self.new_table);
-        let drop = format!("ALTER TABLE {new_table} DROP PARTITION ID {}", quote_string(partition_id));
+        let [drop, copy] = self.partition_copy_sql(&context.clickhouse, table, columns, partition_id).await?;
         context.clickhouse_execute_part(&drop, &QueryOptions::default(), span.start..span.start).await?;
-        let filter = partition_filter(&context.clickhouse, table, partition_id).await?;
-        let copy = format!(
-            "INSERT INTO {new_table} ({list}) SELECT {list} FROM {} WHERE {filter}",
-            context.clickhouse.qualified(table),
-            list = columns.list
-        );
         context.clickhouse_execute_part(&copy, &copy_options(context, columns), span).await
+    }
+
+    /// The two statements of a partition's copy: the copy's partition dropped, the original's inserted.
+    async fn partition_copy_sql(
+        &self,
+        clickhouse: &ClickHouse,
+        table: &str,
+        columns: &CopiedColumns,
+        partition_id: &str,
+    ) -> Result<[String; 2]> {
+        let new_table = clickhouse.qualified(&self.new_table);
+        let filter = partition_filter(clickhouse, table, partition_id).await?;
+        Ok([
+            format!("ALTER TABLE {new_table} DROP PARTITION ID {}", quote_string(partition_id)),
+            format!(
+                "INSERT INTO {new_table} ({list}) SELECT {list} FROM {} WHERE {filter}",
+                clickhouse.qualified(table),
+                list = columns.list
+            ),
+        ])
     }
 
     /// Partitions whose row counts differ between `table` and the new table.
@@ -436,22 +557,9 @@ impl RewriteTable {
     /// insert already running when the names swap still ends in the table swapped away: the caller waits for such
     /// inserts ([`MigrationContext::wait_for_inserts_begun_before`]) before copying what that table received.
     async fn rotate_names(&self, context: &MigrationContext, table: &str, table_to: &str, becomes_table: &str) -> Result<Instant> {
-        let clickhouse = &context.clickhouse;
-        let on_cluster = clickhouse.on_cluster();
         let sent = Instant::now();
-        if clickhouse.capabilities().exchanges_tables() {
-            let exchange =
-                format!("EXCHANGE TABLES {} AND {}{on_cluster}", clickhouse.qualified(table), clickhouse.qualified(becomes_table));
-            context.clickhouse_execute_part(&exchange, &QueryOptions::default(), 0.0..0.0).await?;
-            rename(context, becomes_table, table_to).await?;
-        } else {
-            let both = format!(
-                "RENAME TABLE {table} TO {table_to}, {becomes_table} TO {table}{on_cluster}",
-                table = clickhouse.qualified(table),
-                table_to = clickhouse.qualified(table_to),
-                becomes_table = clickhouse.qualified(becomes_table),
-            );
-            context.clickhouse_execute_part(&both, &QueryOptions::default(), 0.0..0.0).await?;
+        for sql in rotation_sql(&context.clickhouse, table, table_to, becomes_table) {
+            context.clickhouse_execute_part(&sql, &QueryOptions::default(), 0.0..0.0).await?;
         }
         Ok(sent)
     }
@@ -761,9 +869,30 @@ async fn table_shape(clickhouse: &ClickHouse, table: &str) -> Result<Option<Tabl
 
 /// Renames `from` to `to` (on every node of a cluster).
 async fn rename(context: &MigrationContext, from: &str, to: &str) -> Result<()> {
-    let clickhouse = &context.clickhouse;
-    let sql = format!("RENAME TABLE {} TO {}{}", clickhouse.qualified(from), clickhouse.qualified(to), clickhouse.on_cluster());
-    context.clickhouse_execute_part(&sql, &QueryOptions::default(), 0.0..0.0).await
+    context.clickhouse_execute_part(&rename_sql(&context.clickhouse, from, to), &QueryOptions::default(), 0.0..0.0).await
+}
+
+fn rename_sql(clickhouse: &ClickHouse, from: &str, to: &str) -> String {
+    format!("RENAME TABLE {} TO {}{}", clickhouse.qualified(from), clickhouse.qualified(to), clickhouse.on_cluster())
+}
+
+/// The statements of [`RewriteTable::rotate_names`]: `EXCHANGE TABLES` and a rename in an Atomic database, one
+/// two-table `RENAME` elsewhere.
+fn rotation_sql(clickhouse: &ClickHouse, table: &str, table_to: &str, becomes_table: &str) -> Vec<String> {
+    let on_cluster = clickhouse.on_cluster();
+    if clickhouse.capabilities().exchanges_tables() {
+        vec![
+            format!("EXCHANGE TABLES {} AND {}{on_cluster}", clickhouse.qualified(table), clickhouse.qualified(becomes_table)),
+            rename_sql(clickhouse, becomes_table, table_to),
+        ]
+    } else {
+        vec![format!(
+            "RENAME TABLE {table} TO {table_to}, {becomes_table} TO {table}{on_cluster}",
+            table = clickhouse.qualified(table),
+            table_to = clickhouse.qualified(table_to),
+            becomes_table = clickhouse.qualified(becomes_table),
+        )]
+    }
 }
 
 /// Rows per partition id, from active parts (no data read).
