@@ -290,7 +290,7 @@ pub struct PartitionRow {
     pub rows: i64,
     pub size: String,
     /// How long it took, once done.
-    pub took: Option<String>,
+    pub took_millis: Option<i64>,
 }
 
 /// One run a runner took up, and how it ended.
@@ -479,7 +479,7 @@ mod from_engine {
                     partition_id: partition.partition_id,
                     rows: partition.rows,
                     size: engine::plan::bytes_text(u64::try_from(partition.bytes).unwrap_or_default()),
-                    took: partition.done_at.map(|_| engine::plan::duration_text(partition.seconds.unwrap_or_default())),
+                    took_millis: partition.done_at.map(|_| (partition.seconds.unwrap_or_default() * 1000.0).round() as i64),
                 };
                 let operation = describe(partition.operation_index);
                 match partitions.last_mut() {

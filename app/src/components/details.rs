@@ -128,14 +128,14 @@ pub fn Plan(plan: PlanView) -> impl IntoView {
 /// One operation's partitions on one shard: how many are done, then each with its size and time.
 #[component]
 fn Partitions(group: PartitionGroup) -> impl IntoView {
-    let done = group.partitions.iter().filter(|partition| partition.took.is_some()).count();
+    let done = group.partitions.iter().filter(|partition| partition.took_millis.is_some()).count();
     let shard = if group.shard > 0 { format!(" on shard {}", group.shard) } else { String::new() };
     let total = group.partitions.len();
     let rows = group
         .partitions
         .into_iter()
         .map(|partition| {
-            let state = partition.took.map_or_else(|| "pending".to_string(), |took| format!("done in {took}"));
+            let state = partition.took_millis.map_or_else(|| "pending".to_string(), |took| format!("done in {}", time::duration(took)));
             let id = partition.partition_id;
             let shown_id = id.clone();
             view! {
