@@ -115,6 +115,12 @@ impl Capabilities {
         self.version.at_least(19, 15)
     }
 
+    /// `EXPLAIN AST` of any statement, which parses it without running it (21.1, ClickHouse PR #18136; of a
+    /// `SELECT` only since 20.6): what `amigo migrations check --servers` asks.
+    pub fn explains_syntax(&self) -> bool {
+        self.version.at_least(21, 1)
+    }
+
     /// `KILL MUTATION`, and `system.mutations.latest_fail_reason` (both 19.3).
     pub fn kills_mutations(&self) -> bool {
         self.version.at_least(19, 3)
@@ -149,11 +155,6 @@ impl Capabilities {
     /// `insert_deduplication_token` (22.x): a retried insert with the same token is written once.
     pub fn deduplicates_inserts_by_token(&self) -> bool {
         self.knows_setting(INSERT_DEDUPLICATION_TOKEN)
-    }
-
-    /// Lightweight `DELETE FROM` (generally available in 23.3).
-    pub fn lightweight_deletes(&self) -> bool {
-        self.version.at_least(23, 3)
     }
 
     /// `system.processes.query_kind` (22.1): inserts in flight can be told by kind rather than by their text.
@@ -212,7 +213,7 @@ mod tests {
         assert!(!old.qualified_join_get_in_mutations());
         assert!(old.join_get_mutation_settings().is_empty());
         assert!(!old.deduplicates_inserts_by_token());
-        assert!(!old.lightweight_deletes());
+        assert!(!old.explains_syntax());
         assert!(!old.reports_query_kind());
         assert!(!old.prunes_by_partition_id());
         assert!(!old.table_ttl() && !old.skip_indexes() && !old.projections());
@@ -231,7 +232,7 @@ mod tests {
         assert!(current.has_datetime64() && current.qualified_join_get_in_mutations());
         assert_eq!(current.join_get_mutation_settings(), [("allow_nondeterministic_mutations".to_string(), "1".to_string())]);
         assert!(current.deduplicates_inserts_by_token());
-        assert!(current.lightweight_deletes() && current.reports_query_kind());
+        assert!(current.explains_syntax() && current.reports_query_kind());
         assert!(current.prunes_by_partition_id());
         assert!(current.table_ttl() && current.skip_indexes() && current.projections());
     }

@@ -168,6 +168,28 @@ impl ClickHouse {
         }
     }
 
+    /// What the server says when it parses `sql` with `EXPLAIN AST`, which runs nothing (ask
+    /// [`Capabilities::explains_syntax`] first): `None` when it parses, else the server's refusal, shortened.
+    /// An error that is not the server's answer (no connection) is an error.
+    pub async fn refusal_to_parse(&self, sql: &str) -> Result<Option<String>> {
+        const EXPLAIN: &str = "EXPLAIN AST ";
+        let Err(error) = self.client.query_raw(&format!("{EXPLAIN}{sql}")).execute().await else { return Ok(None) };
+        let message = error.to_string();
+        let Some((_, refusal)) = message.split_once("DB::Exception: ") else { return Err(error.into()) };
+        // The list of what the parser expected runs to hundreds of words; the position and the text at it say enough.
+        let refusal = refusal.split(" Expected one of").next().unwrap_or(refusal);
+        let mut refusal = refusal.split(" (version ").next().unwrap_or(refusal).trim_end_matches(['.', ':', ' ', '\n']).to_string();
+        // The server counts the position from the start of what it was sent: make it the statement's.
+        const AT: &str = "failed at position ";
+        if let Some(start) = refusal.find(AT).map(|found| found + AT.len()) {
+            let digits = refusal[start..].find(|character: char| !character.is_ascii_digit()).map_or(refusal.len(), |end| start + end);
+            if let Ok(position) = refusal[start..digits].parse::<usize>() {
+                refusal.replace_range(start..digits, &position.saturating_sub(EXPLAIN.len()).to_string());
+            }
+        }
+        Ok(Some(refusal))
+    }
+
     /// Kills the query with this id and waits until it is gone (`KILL QUERY ... SYNC`). Killing a query that
     /// already ended is not an error; no answer within a few seconds is.
     pub async fn kill_query(&self, query_id: &str) -> Result<()> {

@@ -297,15 +297,14 @@ impl MigrationDefinition {
 
     /// Replaces every placeholder ([`placeholders`]); other braces are left as written.
     fn render(&self, template: &str, context: &MigrationContext, dialect: Dialect) -> Result<String> {
-        let mut rendered = String::with_capacity(template.len());
-        let mut copied = 0;
-        for (offset, name) in placeholders(template) {
-            rendered.push_str(&template[copied..offset]);
-            rendered.push_str(&self.placeholder_value(name, context, dialect)?);
-            copied = offset + name.len() + 2;
-        }
-        rendered.push_str(&template[copied..]);
-        Ok(rendered)
+        let mut failure = None;
+        let rendered = fill_placeholders(template, |name| {
+            self.placeholder_value(name, context, dialect).unwrap_or_else(|error| {
+                failure.get_or_insert(error);
+                String::new()
+            })
+        });
+        failure.map_or(Ok(rendered), Err)
     }
 
     fn placeholder_value(&self, name: &str, context: &MigrationContext, dialect: Dialect) -> Result<String> {
@@ -321,6 +320,19 @@ impl MigrationDefinition {
             Dialect::Postgres => Parameters::postgres_literal(&spec.kind, value),
         })
     }
+}
+
+/// `template` with each of its [`placeholders`] replaced by `value_of` its name.
+pub(crate) fn fill_placeholders(template: &str, mut value_of: impl FnMut(&str) -> String) -> String {
+    let mut rendered = String::with_capacity(template.len());
+    let mut copied = 0;
+    for (offset, name) in placeholders(template) {
+        rendered.push_str(&template[copied..offset]);
+        rendered.push_str(&value_of(name));
+        copied = offset + name.len() + 2;
+    }
+    rendered.push_str(&template[copied..]);
+    rendered
 }
 
 /// The placeholders of a SQL template, in order, each with the byte offset of its `{`: every `{name}` whose

@@ -32,6 +32,7 @@ pub mod scaffold;
 pub mod settings;
 pub mod status;
 pub mod store;
+pub mod syntax;
 pub mod tables;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -13,9 +13,10 @@ use serde::Deserialize;
 use sqlx::Row;
 use toml::Spanned;
 
+use crate::clickhouse::quote_identifier;
 use crate::context::MigrationContext;
-use crate::definition::{placeholders, CheckOutcome, MigrationDefinition, Operation, OperationAction, StepFn};
-use crate::parameters::{ParameterKind, ParameterSpec, ParameterValue, MAX_TEXT_LENGTH};
+use crate::definition::{fill_placeholders, placeholders, CheckOutcome, MigrationDefinition, Operation, OperationAction, StepFn};
+use crate::parameters::{ParameterKind, ParameterSpec, ParameterValue, Parameters, MAX_TEXT_LENGTH};
 use crate::recipes::move_partitions::{MovePartitions, PartitionMove};
 use crate::recipes::mutation::Mutation;
 use crate::recipes::postgres_batches::PostgresBatches;
@@ -54,10 +55,7 @@ pub fn load_folder(folder: &Path, alongside: &[MigrationDefinition]) -> Result<V
         }
         Err(error) => problems.push(Problem::in_file(folder, format!("cannot read the migrations folder (AMIGO_MIGRATIONS_DIR): {error}"))),
     }
-    files.retain(|path| {
-        let hidden = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'));
-        path.extension().is_some_and(|extension| extension == "toml") && !hidden && !path.is_dir()
-    });
+    files.retain(|path| is_migration_file(path));
     files.sort();
 
     let mut loaded = Vec::new();
@@ -84,6 +82,97 @@ pub fn load_folder(folder: &Path, alongside: &[MigrationDefinition]) -> Result<V
     } else {
         Err(Error::InvalidMigrations(problems))
     }
+}
+
+/// One migration file compiled into the product's binary (`include_str!`), read as a file of the migrations
+/// folder is: `path` (ending in `NAME.toml`) names it in problems and gives the migration its name. The set it
+/// joins is checked when the engine connects, as for every definition compiled in.
+///
+/// ```
+/// let definition = engine::loader::read_text(
+///     "migrations/0100_orders_note.toml",
+///     r#"
+/// description = "Give every order a note"
+/// [[operations]]
+/// description = "add the column note"
+/// clickhouse = "ALTER TABLE {database}.orders ADD COLUMN IF NOT EXISTS note String"
+/// rollback = "ALTER TABLE {database}.orders DROP COLUMN IF EXISTS note"
+/// "#,
+/// )
+/// .unwrap();
+/// assert_eq!(definition.name, "0100_orders_note");
+/// ```
+pub fn read_text(path: &str, text: &str) -> Result<MigrationDefinition> {
+    let path = Path::new(path);
+    let stem = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = MigrationFileReader::parse(path, &stem, text.to_string());
+    match file.definition {
+        Some(definition) if file.problems.is_empty() => Ok(definition),
+        _ => Err(Error::InvalidMigrations(file.problems)),
+    }
+}
+
+/// A whole statement a migration file writes (an operation's, a rollback, a check or `is_required`), with
+/// where it is: what `amigo migrations check --servers` has the servers parse.
+#[derive(Debug, Clone)]
+pub struct WrittenSql {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// The key it is written under: `clickhouse`, `postgres`, `rollback`, `prechecks`, …
+    pub field: String,
+    pub database: Database,
+    /// As written, with its `{placeholders}`.
+    pub template: String,
+    /// The migration's parameters, whose defaults fill the placeholders.
+    parameters: Vec<ParameterSpec>,
+}
+
+impl WrittenSql {
+    /// The statement as a run with the default parameters would send it to a ClickHouse database named
+    /// `clickhouse_database`.
+    pub fn with_defaults(&self, clickhouse_database: &str) -> String {
+        fill_placeholders(&self.template, |name| {
+            if name == "database" && self.database == Database::ClickHouse {
+                return quote_identifier(clickhouse_database);
+            }
+            let Some(spec) = self.parameters.iter().find(|spec| spec.name == name) else {
+                return format!("{{{name}}}");
+            };
+            match self.database {
+                Database::ClickHouse => Parameters::sql_literal(&spec.kind, &spec.default),
+                Database::Postgres => Parameters::postgres_literal(&spec.kind, &spec.default),
+            }
+        })
+    }
+
+    /// A problem at this statement's place in its file.
+    pub fn problem(&self, message: String) -> Problem {
+        Problem { path: Some(self.path.clone()), line: Some(self.line), column: Some(self.column), message }
+    }
+}
+
+/// The whole statements of every file of `folder` that reads without a problem, file by file in name order.
+pub fn written_sql(folder: &Path) -> Vec<WrittenSql> {
+    let Ok(entries) = std::fs::read_dir(folder) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect();
+    files.retain(|path| is_migration_file(path));
+    files.sort();
+    let mut written = Vec::new();
+    for path in files {
+        let stem = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = MigrationFileReader::read(&path, &stem);
+        if file.definition.is_some() {
+            written.extend(file.written);
+        }
+    }
+    written
+}
+
+/// A `*.toml` file (not a folder, nor a name starting with `.`): what the migrations folder's loader reads.
+fn is_migration_file(path: &Path) -> bool {
+    let hidden = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'));
+    path.extension().is_some_and(|extension| extension == "toml") && !hidden && !path.is_dir()
 }
 
 /// Checks a whole set of definitions: no two share a name, every dependency is one of them, and no migration
@@ -394,7 +483,7 @@ struct RewriteTableEntry {
 
 /// The database a statement or check is sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Database {
+pub enum Database {
     ClickHouse,
     Postgres,
 }
@@ -420,6 +509,8 @@ struct MigrationFileReader<'a> {
     origin: Option<Origin>,
     /// Set when nothing in it is wrong.
     definition: Option<MigrationDefinition>,
+    /// The whole statements it writes, as written, for the servers to parse.
+    written: Vec<WrittenSql>,
 }
 
 /// Keys of the file's top level only: met in a `[[...]]` table, they were written after its header.
@@ -428,18 +519,31 @@ const TOP_LEVEL_ONLY: [&str; 4] = ["versions", "depends_on", "requires", "is_req
 impl<'a> MigrationFileReader<'a> {
     /// Reads the file at `path`, whose name without `.toml` is `stem`.
     fn read(path: &'a Path, stem: &str) -> MigrationFileReader<'a> {
-        let mut reader = MigrationFileReader { path, text: String::new(), problems: Vec::new(), origin: None, definition: None };
         match std::fs::read_to_string(path) {
-            Ok(text) => reader.text = text,
-            Err(error) => {
-                reader.problems.push(Problem::in_file(path, format!("cannot read it: {error}")));
-                return reader;
-            }
+            Ok(text) => MigrationFileReader::parse(path, stem, text),
+            Err(error) => MigrationFileReader {
+                path,
+                text: String::new(),
+                problems: vec![Problem::in_file(path, format!("cannot read it: {error}"))],
+                origin: None,
+                definition: None,
+                written: Vec::new(),
+            },
         }
+    }
+
+    /// Reads `text`, the content of the file `path` whose name without `.toml` is `stem`.
+    fn parse(path: &'a Path, stem: &str, text: String) -> MigrationFileReader<'a> {
+        let mut reader = MigrationFileReader { path, text, problems: Vec::new(), origin: None, definition: None, written: Vec::new() };
         match toml::from_str::<MigrationFile>(&reader.text) {
             Ok(file) => {
                 reader.origin = Some(reader.origin_of(stem, &file));
                 reader.definition = reader.convert(stem, file);
+                if let Some(definition) = &reader.definition {
+                    for written in &mut reader.written {
+                        written.parameters.clone_from(&definition.parameters);
+                    }
+                }
             }
             Err(error) => {
                 let span = error.span().unwrap_or(0..0);
@@ -721,9 +825,13 @@ impl<'a> MigrationFileReader<'a> {
         let (database, sql) =
             self.exactly_one(operation.clickhouse.as_ref(), operation.postgres.as_ref(), &entry.span(), "an operation")?;
         self.placeholders_known(sql, database, parameters, database_field(database));
+        self.write_down(sql, database, database_field(database));
         let rollback = operation.rollback.as_ref();
         if let Some(rollback) = rollback {
             self.placeholders_known(rollback, database, parameters, "rollback");
+            if !rollback.get_ref().trim().is_empty() {
+                self.write_down(rollback, database, "rollback");
+            }
         }
         let rollback = rollback.map_or("", |rollback| rollback.get_ref().as_str());
         let description = operation.description.get_ref().trim();
@@ -935,6 +1043,7 @@ impl<'a> MigrationFileReader<'a> {
         parameters: &[&str],
     ) -> Option<CheckQuery> {
         let (database, sql) = self.exactly_one(clickhouse, postgres, span, &format!("each of {field}"))?;
+        self.write_down(sql, database, field);
         self.placeholders_known(sql, database, parameters, database_field(database))
             .then(|| CheckQuery { database, sql: sql.get_ref().clone() })
     }
@@ -964,6 +1073,20 @@ impl<'a> MigrationFileReader<'a> {
             return None;
         }
         Some((database, sql))
+    }
+
+    /// Notes a whole statement the file writes (its parameters are filled in once the file is read).
+    fn write_down(&mut self, sql: &Spanned<String>, database: Database, field: &str) {
+        let at = self.position(sql.span().start);
+        self.written.push(WrittenSql {
+            path: self.path.to_path_buf(),
+            line: at.line,
+            column: at.column,
+            field: field.to_string(),
+            database,
+            template: sql.get_ref().clone(),
+            parameters: Vec::new(),
+        });
     }
 
     /// Whether every placeholder of `sql` is `{database}` (ClickHouse SQL only) or a declared parameter; records a

@@ -61,7 +61,7 @@ pub struct Settings {
 /// Which of the demo product's migrations the binary registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoMigrations {
-    /// The demo's four migrations (demo/src/migrations/).
+    /// The demo's four migrations (demo/migrations/ and demo/src/migrations/).
     On,
     /// Those and the end-to-end specs' set (demo/src/migrations/e2e.rs).
     E2e,
@@ -189,8 +189,13 @@ pub enum MigrationsCommand {
         json: bool,
     },
     /// Read every migration (AMIGO_MIGRATIONS_DIR's files and those compiled in) and print each, or every problem;
-    /// needs neither database.
-    Check,
+    /// needs neither database unless --servers.
+    Check {
+        /// Also have ClickHouse and Postgres parse every statement of the files (default parameters), running
+        /// none of it.
+        #[arg(long)]
+        servers: bool,
+    },
     /// Write a commented starting file AMIGO_MIGRATIONS_DIR/NAME.toml (never replacing one); needs neither database.
     New {
         /// The migration's name: lowercase letters, digits and _, beginning with a number (0100_orders_currency).

@@ -59,7 +59,7 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             engine.resume(name, &actor).await?;
             finish_request(engine, name, "resume requested", *wait).await
         }
-        MigrationsCommand::Check | MigrationsCommand::New { .. } => {
+        MigrationsCommand::Check { .. } | MigrationsCommand::New { .. } => {
             unreachable!("`amigo migrations check` and `new` run without connecting (server::run)")
         }
         MigrationsCommand::Errors { name, json } => {
@@ -82,15 +82,35 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
 
 /// `amigo migrations check`: reads the migration files and checks them with those compiled in, without any
 /// database; a line per migration in name order (the order `list` shows and auto-run starts them in), or the
-/// problems (and exit code 1).
-pub fn check_migrations(config: &engine::EngineConfig, compiled_in: Vec<engine::definition::MigrationDefinition>) -> Result<ExitCode> {
+/// problems (and exit code 1). With `servers`, ClickHouse and Postgres then parse the files' statements.
+pub async fn check_migrations(
+    config: &engine::EngineConfig,
+    compiled_in: Vec<engine::definition::MigrationDefinition>,
+    servers: bool,
+) -> Result<ExitCode> {
     let mut definitions = engine::loader::assemble(compiled_in, config.migrations_dir.as_deref())?;
     definitions.sort_by(|a, b| a.name.cmp(&b.name));
     for definition in definitions {
         let count = definition.operations.len();
         println!("ok {} ({count} operation{})", definition.name, if count == 1 { "" } else { "s" });
     }
-    Ok(ExitCode::SUCCESS)
+    if !servers {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(folder) = config.migrations_dir.as_deref() else {
+        println!("no migrations folder (AMIGO_MIGRATIONS_DIR): no statements of files for the servers to parse");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let check = engine::syntax::parse_on_servers(config, &engine::loader::written_sql(folder)).await?;
+    if check.problems.is_empty() {
+        println!("{check}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &check.problems {
+        eprintln!("{problem}");
+    }
+    eprintln!("{check}");
+    Ok(ExitCode::FAILURE)
 }
 
 /// `amigo migrations new NAME --recipe R`: writes the starting file into the migrations folder and says what next.

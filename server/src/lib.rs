@@ -49,7 +49,9 @@ async fn run_command(cli: &Cli, mut definitions: Vec<MigrationDefinition>) -> Re
     let config = cli.settings.engine_config()?;
     definitions.extend(cli.settings.demo_definitions());
     match &cli.command {
-        Command::Migrations(MigrationsCommand::Check) => return commands::check_migrations(&config, definitions),
+        Command::Migrations(MigrationsCommand::Check { servers }) => {
+            return commands::check_migrations(&config, definitions, *servers).await;
+        }
         Command::Migrations(MigrationsCommand::New { name, recipe }) => return commands::new_migration(&config, name, *recipe),
         _ => {}
     }

@@ -282,6 +282,83 @@ fn migrations_new_writes_a_file_that_checks_and_never_replaces_one() {
 }
 
 #[tokio::test]
+async fn migrations_check_with_servers_has_them_parse_every_statement_and_runs_none() {
+    let config = engine::testing::fresh_databases().await;
+    let clickhouse = engine::clickhouse::ClickHouse::connect(&config.clickhouse_url, &config.clickhouse_database).await.unwrap();
+    let explains = clickhouse.capabilities().explains_syntax();
+    // Tables that do not exist are no problem (an earlier operation may create them); nothing written is run.
+    let good = r#"description = "Give every order a note"
+
+[[parameters]]
+name = "note"
+kind = "text"
+description = "The note"
+default = "it's new"
+
+[[prechecks]]
+postgres = "SELECT to_regclass('shop') IS NOT NULL"
+message = "no shop table"
+
+[[operations]]
+description = "a ClickHouse probe table"
+clickhouse = "CREATE TABLE {database}.parse_probe (note String DEFAULT {note}) ENGINE = Memory"
+rollback = "DROP TABLE IF EXISTS {database}.parse_probe"
+
+[[operations]]
+description = "a Postgres probe table, then a note for every shop"
+postgres = """
+    CREATE TABLE parse_probe (note text);
+    UPDATE shop SET note = {note} WHERE note IS NULL"""
+"#;
+    let broken = good
+        .replace("ENGINE = Memory\"", "ENGINE = Memory SETTINGS\"")
+        .replace("UPDATE shop SET note", "UPDATE shop SETT note")
+        .replace("a Postgres probe", "another Postgres probe");
+    let folder = MigrationsFolder::with("servers", &[("0100_orders_note.toml", good), ("0101_broken.toml", &broken)]);
+    let output = amigo_command(&config, &["migrations", "check", "--servers"])
+        .env("AMIGO_MIGRATIONS_DIR", &folder.0)
+        .env_remove("AMIGO_DEMO")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "ok 0100_orders_note (2 operations)\nok 0101_broken (2 operations)\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let broken_path = folder.0.join("0101_broken.toml").display().to_string();
+    let postgres_refusal = format!("{broken_path}:20:12: Postgres cannot parse it: syntax error at or near \"note\"");
+    if explains {
+        assert_eq!(lines.len(), 3, "{stderr}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "{broken_path}:15:14: ClickHouse cannot parse it: Syntax error: failed at position 130 (end of query)"
+            )),
+            "{stderr}"
+        );
+        assert_eq!(lines[1], postgres_refusal);
+        assert_eq!(lines[2], "the servers parsed 3 ClickHouse and 3 Postgres statements of the migration files without running them");
+    } else {
+        assert_eq!(lines.len(), 3, "{stderr}");
+        assert_eq!(lines[0], postgres_refusal);
+        assert_eq!(lines[1], "the servers parsed 0 ClickHouse and 3 Postgres statements of the migration files without running them");
+        assert!(lines[2].starts_with("not parsed: 4 ClickHouse statements (ClickHouse 18.16"), "{stderr}");
+    }
+
+    let probe: u64 = clickhouse.client().query("SELECT count() FROM system.tables WHERE name = 'parse_probe'").fetch_one().await.unwrap();
+    let pool = sqlx::PgPool::connect(&config.database_url).await.unwrap();
+    let postgres_probe: bool = sqlx::query_scalar("SELECT to_regclass('parse_probe') IS NULL").fetch_one(&pool).await.unwrap();
+    assert_eq!((probe, postgres_probe), (0, true), "nothing a file writes was run");
+
+    std::fs::remove_file(folder.0.join("0101_broken.toml")).unwrap();
+    let output = amigo_command(&config, &["migrations", "check", "--servers"])
+        .env("AMIGO_MIGRATIONS_DIR", &folder.0)
+        .env_remove("AMIGO_DEMO")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).contains("the servers parsed "), "{}", stdout(&output));
+}
+
+#[tokio::test]
 async fn migrations_plan_shows_the_sql_as_it_will_be_sent_and_changes_nothing() {
     let config = engine::testing::fresh_databases().await;
     let folder = MigrationsFolder::with(

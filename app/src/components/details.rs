@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use crate::api::get_migration_details;
-use crate::components::LoadError;
+use crate::components::{LoadError, MigrationPanel};
 use crate::console::use_console;
 use crate::model::{AttemptRow, MigrationDetails, PartitionGroup, PlanView};
 use crate::time;
@@ -28,31 +28,16 @@ pub fn DetailsPanel() -> impl IntoView {
             None => Ok(None),
         }
     });
-    let panel_ref = NodeRef::<leptos::html::Section>::new();
-    Effect::new(move |_| {
-        if let Some(panel) = panel_ref.get() {
-            panel.scroll_into_view();
-            let _ = panel.focus();
-        }
-    });
-    move || {
-        console.details_for.get().map(|name| {
-            view! {
-                <section class="panel details-panel" id="details-panel" aria-labelledby="details-title" tabindex="-1" node_ref=panel_ref>
-                    <div class="panel-header">
-                        <h2 id="details-title">"Details of " <span class="mono">{name}</span></h2>
-                        <button type="button" class="button ghost small" on:click=move |_| console.details_for.set(None)>"Close"</button>
-                    </div>
-                    <Transition fallback=|| view! { <p class="loading">"Loading details…"</p> }>
-                        {move || details.get().map(|loaded| match loaded {
-                            Ok(Some(details)) => view! { <Details details/> }.into_any(),
-                            Ok(None) => ().into_any(),
-                            Err(error) => view! { <LoadError error/> }.into_any(),
-                        })}
-                    </Transition>
-                </section>
-            }
-        })
+    view! {
+        <MigrationPanel kind="details" title="Details" open_for=console.details_for>
+            <Transition fallback=|| view! { <p class="loading">"Loading details…"</p> }>
+                {move || details.get().map(|loaded| match loaded {
+                    Ok(Some(details)) => view! { <Details details/> }.into_any(),
+                    Ok(None) => ().into_any(),
+                    Err(error) => view! { <LoadError error/> }.into_any(),
+                })}
+            </Transition>
+        </MigrationPanel>
     }
 }
 

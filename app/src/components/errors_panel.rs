@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use crate::api::get_migration_errors;
-use crate::components::LoadError;
+use crate::components::{LoadError, MigrationPanel};
 use crate::console::use_console;
 use crate::model::ErrorEntry;
 use crate::time;
@@ -24,34 +24,19 @@ pub fn ErrorsPanel() -> impl IntoView {
             None => Ok(None),
         }
     });
-    let panel_ref = NodeRef::<leptos::html::Section>::new();
-    Effect::new(move |_| {
-        if let Some(panel) = panel_ref.get() {
-            panel.scroll_into_view();
-            let _ = panel.focus();
-        }
-    });
-    move || {
-        console.errors_for.get().map(|name| {
-            view! {
-                <section class="panel errors-panel" id="errors-panel" aria-labelledby="errors-title" tabindex="-1" node_ref=panel_ref>
-                    <div class="panel-header">
-                        <h2 id="errors-title">"Errors of " <span class="mono">{name}</span></h2>
-                        <button type="button" class="button ghost small" on:click=move |_| console.errors_for.set(None)>"Close"</button>
-                    </div>
-                    <Transition fallback=|| view! { <p class="loading">"Loading errors…"</p> }>
-                        {move || errors.get().map(|loaded| match loaded {
-                            Ok(Some(entries)) if entries.is_empty() => {
-                                view! { <p class="empty">"No errors recorded for this migration."</p> }.into_any()
-                            }
-                            Ok(Some(entries)) => view! { <ErrorsTable entries/> }.into_any(),
-                            Ok(None) => ().into_any(),
-                            Err(error) => view! { <LoadError error/> }.into_any(),
-                        })}
-                    </Transition>
-                </section>
-            }
-        })
+    view! {
+        <MigrationPanel kind="errors" title="Errors" open_for=console.errors_for>
+            <Transition fallback=|| view! { <p class="loading">"Loading errors…"</p> }>
+                {move || errors.get().map(|loaded| match loaded {
+                    Ok(Some(entries)) if entries.is_empty() => {
+                        view! { <p class="empty">"No errors recorded for this migration."</p> }.into_any()
+                    }
+                    Ok(Some(entries)) => view! { <ErrorsTable entries/> }.into_any(),
+                    Ok(None) => ().into_any(),
+                    Err(error) => view! { <LoadError error/> }.into_any(),
+                })}
+            </Transition>
+        </MigrationPanel>
     }
 }
 

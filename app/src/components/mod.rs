@@ -84,6 +84,39 @@ pub fn Moment(#[prop(into)] at: Signal<Option<UnixMillis>>) -> impl IntoView {
     }
 }
 
+/// A panel about one migration, opened from its menu (its errors, its details) while `open_for` names it:
+/// `#KIND-panel`, titled "TITLE of NAME", scrolled into view and focused when it opens, emptied by its Close.
+#[component]
+pub fn MigrationPanel(kind: &'static str, title: &'static str, open_for: RwSignal<Option<String>>, children: ChildrenFn) -> impl IntoView {
+    let panel_ref = NodeRef::<leptos::html::Section>::new();
+    Effect::new(move |_| {
+        if let Some(panel) = panel_ref.get() {
+            panel.scroll_into_view();
+            let _ = panel.focus();
+        }
+    });
+    move || {
+        open_for.get().map(|name| {
+            let children = children.clone();
+            view! {
+                <section
+                    class=format!("panel {kind}-panel")
+                    id=format!("{kind}-panel")
+                    aria-labelledby=format!("{kind}-title")
+                    tabindex="-1"
+                    node_ref=panel_ref
+                >
+                    <div class="panel-header">
+                        <h2 id=format!("{kind}-title")>{title} " of " <span class="mono">{name}</span></h2>
+                        <button type="button" class="button ghost small" on:click=move |_| open_for.set(None)>"Close"</button>
+                    </div>
+                    {children()}
+                </section>
+            }
+        })
+    }
+}
+
 /// A server function's failure, where the data should be.
 #[component]
 pub fn LoadError(error: crate::error::AppError) -> impl IntoView {
