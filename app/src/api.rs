@@ -101,6 +101,14 @@ pub async fn resume_migration(name: String) -> Result<MigrationRow, AppError> {
     row(&engine, &name).await
 }
 
+/// Pauses a running migration after its unit of work in progress (`pause`), or lets a paused one go on.
+#[server(endpoint = "pause_migration", input = Json)]
+pub async fn pause_migration(name: String, pause: bool) -> Result<MigrationRow, AppError> {
+    let (engine, user) = require_staff().await?;
+    let overview = if pause { engine.pause(&name, &user.email).await? } else { engine.continue_run(&name, &user.email).await? };
+    Ok(overview.into())
+}
+
 /// Reads a migration's error log, oldest first.
 #[server(endpoint = "get_migration_errors", input = Json)]
 pub async fn get_migration_errors(name: String) -> Result<Vec<ErrorEntry>, AppError> {

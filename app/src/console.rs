@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::api::{ResumeMigration, RollbackMigration, StartMigration, StopMigration};
+use crate::api::{PauseMigration, ResumeMigration, RollbackMigration, StartMigration, StopMigration};
 use crate::error::AppError;
 use crate::live::Connection;
-use crate::model::{MigrationAction, MigrationRow, UnixMillis};
+use crate::model::{Action, MigrationRow, UnixMillis};
 
 /// A dialog over the page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum Dialog {
     /// The parameters form of a migration about to run.
     Run(String),
     /// A destructive action waiting for confirmation.
-    Confirm(String, MigrationAction),
+    Confirm(String, Action),
 }
 
 /// A message about the last action, shown above the table.
@@ -50,6 +50,8 @@ pub struct Console {
     pub stop: ServerAction<StopMigration>,
     pub rollback: ServerAction<RollbackMigration>,
     pub resume: ServerAction<ResumeMigration>,
+    /// Pause and continue.
+    pub pause: ServerAction<PauseMigration>,
 }
 
 impl Console {
@@ -75,6 +77,7 @@ impl Console {
             stop: ServerAction::new(),
             rollback: ServerAction::new(),
             resume: ServerAction::new(),
+            pause: ServerAction::new(),
         }
     }
 
@@ -86,7 +89,7 @@ impl Console {
             for row in incoming {
                 match shown.get(&row.name) {
                     Some(known) if known.updated_at > row.updated_at => continue,
-                    Some(known) => status_changed |= (known.status, known.rolling_back) != (row.status, row.rolling_back),
+                    Some(known) => status_changed |= (known.status, known.phase) != (row.status, row.phase),
                     None => status_changed = true,
                 }
                 live.insert(row.name.clone(), row);
@@ -107,9 +110,9 @@ impl Console {
 
     /// Asks the server to do `action` to `name` (Run opens its form first; the others are confirmed
     /// first when destructive).
-    pub fn request(&self, name: &str, action: MigrationAction) {
+    pub fn request(&self, name: &str, action: Action) {
         self.open_menu.set(None);
-        if action == MigrationAction::Start {
+        if action == Action::Start {
             self.start.value().set(None);
             self.dialog.set(Some(Dialog::Run(name.into())));
         } else if action.is_destructive() {
@@ -120,18 +123,21 @@ impl Console {
     }
 
     /// Sends a request that needs no more input.
-    pub fn perform(&self, name: &str, action: MigrationAction) {
+    pub fn perform(&self, name: &str, action: Action) {
         let name = name.to_string();
         match action {
-            MigrationAction::Start => {}
-            MigrationAction::Stop => drop(self.stop.dispatch(StopMigration { name, rollback: false })),
-            MigrationAction::StopAndRollback => drop(self.stop.dispatch(StopMigration { name, rollback: true })),
-            MigrationAction::Rollback => drop(self.rollback.dispatch(RollbackMigration { name })),
-            MigrationAction::Resume => drop(self.resume.dispatch(ResumeMigration { name })),
+            Action::Start => {}
+            Action::Stop => drop(self.stop.dispatch(StopMigration { name, rollback: false })),
+            Action::StopAndRollback => drop(self.stop.dispatch(StopMigration { name, rollback: true })),
+            Action::Rollback => drop(self.rollback.dispatch(RollbackMigration { name })),
+            Action::Resume => drop(self.resume.dispatch(ResumeMigration { name })),
+            Action::Pause => drop(self.pause.dispatch(PauseMigration { name, pause: true })),
+            Action::Continue => drop(self.pause.dispatch(PauseMigration { name, pause: false })),
         }
     }
 
-    /// Shows the answers of stop, rollback and resume as they arrive (Run's answer is shown by its form).
+    /// Shows the answers of stop, rollback, resume, pause and continue as they arrive (Run's answer is shown by
+    /// its form).
     pub fn show_answers(&self) {
         let console = *self;
         Effect::new(move |_| {
@@ -148,6 +154,11 @@ impl Console {
             if let Some(answer) = console.resume.value().get() {
                 console.answered(answer, "resume requested");
             }
+        });
+        Effect::new(move |_| {
+            let Some(answer) = console.pause.value().get() else { return };
+            let paused = answer.as_ref().is_ok_and(|row| row.pause_requested_by.is_some());
+            console.answered(answer, if paused { "pause requested; it holds after the unit of work in progress" } else { "continuing" });
         });
     }
 
@@ -180,43 +191,23 @@ pub fn use_console() -> Console {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MigrationStatus;
+    use crate::model::Status;
 
-    fn row(name: &str, status: MigrationStatus, updated_at: UnixMillis) -> MigrationRow {
-        MigrationRow {
-            name: name.into(),
-            description: String::new(),
-            status,
-            rolling_back: false,
-            stop_requested_by: None,
-            progress: 0,
-            current_operation_index: 0,
-            operation_count: 1,
-            current_operation: None,
-            current_query_id: None,
-            started_at: None,
-            finished_at: None,
-            updated_at,
-            waiting_reason: None,
-            min_version: "0".into(),
-            max_version: "*".into(),
-            parameters: Vec::new(),
-            allowed_actions: Vec::new(),
-            shards: Vec::new(),
-        }
+    fn row(name: &str, status: Status, updated_at: UnixMillis) -> MigrationRow {
+        MigrationRow { name: name.into(), status, operation_count: 1, updated_at, ..MigrationRow::default() }
     }
 
     #[test]
     fn live_rows_replace_loaded_ones_only_when_newer() {
-        let loaded = vec![row("a", MigrationStatus::Running, 10), row("b", MigrationStatus::Completed, 10)];
+        let loaded = vec![row("a", Status::Running, 10), row("b", Status::Completed, 10)];
         let live = BTreeMap::from([
-            ("a".to_string(), row("a", MigrationStatus::Completed, 20)),
-            ("b".to_string(), row("b", MigrationStatus::Running, 5)),
-            ("c".to_string(), row("c", MigrationStatus::NotStarted, 1)),
+            ("a".to_string(), row("a", Status::Completed, 20)),
+            ("b".to_string(), row("b", Status::Running, 5)),
+            ("c".to_string(), row("c", Status::NotStarted, 1)),
         ]);
         let rows = newest_rows(loaded, &live);
-        assert_eq!(rows["a"].status, MigrationStatus::Completed);
-        assert_eq!(rows["b"].status, MigrationStatus::Completed, "an older live row must not win");
+        assert_eq!(rows["a"].status, Status::Completed);
+        assert_eq!(rows["b"].status, Status::Completed, "an older live row must not win");
         assert!(rows.contains_key("c"));
     }
 }

@@ -6,109 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Milliseconds since 1970-01-01 00:00 UTC.
 pub type UnixMillis = i64;
 
-/// Where a migration is in its life; mirrors the engine's `Status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MigrationStatus {
-    #[default]
-    NotStarted,
-    Starting,
-    Running,
-    Completed,
-    Errored,
-    RolledBack,
-    FailedAtStartup,
-}
-
-impl MigrationStatus {
-    pub fn label(self) -> &'static str {
-        match self {
-            MigrationStatus::NotStarted => "Not started",
-            MigrationStatus::Starting => "Starting",
-            MigrationStatus::Running => "Running",
-            MigrationStatus::Completed => "Completed",
-            MigrationStatus::Errored => "Errored",
-            MigrationStatus::RolledBack => "Rolled back",
-            MigrationStatus::FailedAtStartup => "Failed at startup",
-        }
-    }
-
-    /// The name used in CSS classes and test selectors.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MigrationStatus::NotStarted => "not_started",
-            MigrationStatus::Starting => "starting",
-            MigrationStatus::Running => "running",
-            MigrationStatus::Completed => "completed",
-            MigrationStatus::Errored => "errored",
-            MigrationStatus::RolledBack => "rolled_back",
-            MigrationStatus::FailedAtStartup => "failed_at_startup",
-        }
-    }
-
-    pub fn is_active(self) -> bool {
-        matches!(self, MigrationStatus::Starting | MigrationStatus::Running)
-    }
-}
-
-/// What staff can ask of a migration; mirrors the engine's `Request`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MigrationAction {
-    Start,
-    Stop,
-    StopAndRollback,
-    Rollback,
-    Resume,
-}
-
-impl MigrationAction {
-    /// The menu's order.
-    pub const ALL: [MigrationAction; 5] = [
-        MigrationAction::Start,
-        MigrationAction::Resume,
-        MigrationAction::Stop,
-        MigrationAction::StopAndRollback,
-        MigrationAction::Rollback,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            MigrationAction::Start => "Run",
-            MigrationAction::Stop => "Stop",
-            MigrationAction::StopAndRollback => "Stop and roll back",
-            MigrationAction::Rollback => "Roll back",
-            MigrationAction::Resume => "Resume",
-        }
-    }
-
-    /// Actions that kill a query or undo work, and so ask for confirmation first.
-    pub fn is_destructive(self) -> bool {
-        matches!(self, MigrationAction::Stop | MigrationAction::StopAndRollback | MigrationAction::Rollback)
-    }
-}
-
-/// The values a parameter accepts; mirrors the engine's `ParameterKind`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ParameterKind {
-    Integer { min: i64, max: i64 },
-    Boolean,
-    Identifier,
-    Text { max_length: usize },
-}
-
-impl ParameterKind {
-    /// What a value must look like, in words.
-    pub fn hint(&self) -> String {
-        match self {
-            ParameterKind::Integer { min, max } => format!("a whole number from {min} to {max}"),
-            ParameterKind::Boolean => "true or false".into(),
-            ParameterKind::Identifier => "a table or column name".into(),
-            ParameterKind::Text { max_length } => format!("text, at most {max_length} characters"),
-        }
-    }
-}
+pub use amigo_state::{Action, ParameterKind, Phase, Status};
 
 /// A parameter a migration takes, as the Run form shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,11 +24,13 @@ pub struct ParameterField {
 pub struct MigrationRow {
     pub name: String,
     pub description: String,
-    pub status: MigrationStatus,
-    /// A rollback is under way (its status stays errored until it ends).
-    pub rolling_back: bool,
+    pub status: Status,
+    /// What it is doing, as the engine's state machine decides it: the badge.
+    pub phase: Phase,
     /// Who asked to stop it, while the runner has not acted on it yet.
     pub stop_requested_by: Option<String>,
+    /// Who paused it, while the pause stands.
+    pub pause_requested_by: Option<String>,
     /// Percent, 0 to 100.
     pub progress: u8,
     pub current_operation_index: u32,
@@ -147,8 +47,8 @@ pub struct MigrationRow {
     pub min_version: String,
     pub max_version: String,
     pub parameters: Vec<ParameterField>,
-    /// Only what the status allows now, in menu order.
-    pub allowed_actions: Vec<MigrationAction>,
+    /// Only what the phase allows now, in menu order, as the engine decides it.
+    pub allowed_actions: Vec<Action>,
     /// On a ClickHouse cluster, each shard of the latest operation that ran shard by shard.
     pub shards: Vec<ShardRow>,
 }
@@ -164,19 +64,6 @@ pub struct ShardRow {
     pub progress: u8,
     /// Its ClickHouse query running now, if any.
     pub current_query_id: Option<String>,
-}
-
-impl MigrationRow {
-    /// The status as the badge shows it: a rollback or a pending stop says so.
-    pub fn status_label(&self) -> &'static str {
-        if self.rolling_back {
-            "Rolling back"
-        } else if self.stop_requested_by.is_some() && self.status.is_active() {
-            "Stopping"
-        } else {
-            self.status.label()
-        }
-    }
 }
 
 /// One entry of a migration's error log.
@@ -224,7 +111,7 @@ pub struct PendingMigration {
     pub name: String,
     pub min_version: String,
     pub max_version: String,
-    pub status: MigrationStatus,
+    pub status: Status,
 }
 
 /// Whether this instance's version may run: the migrations still blocking it.
@@ -310,37 +197,10 @@ pub struct AttemptRow {
 
 #[cfg(feature = "ssr")]
 mod from_engine {
-    use engine::parameters::{ParameterKind as EngineKind, ParameterValue};
+    use engine::parameters::ParameterValue;
     use engine::settings::{RuntimeSettings, SettingKind, SETTINGS};
-    use engine::status::{Request, Status};
 
     use super::*;
-
-    impl From<Status> for MigrationStatus {
-        fn from(status: Status) -> Self {
-            match status {
-                Status::NotStarted => MigrationStatus::NotStarted,
-                Status::Starting => MigrationStatus::Starting,
-                Status::Running => MigrationStatus::Running,
-                Status::Completed => MigrationStatus::Completed,
-                Status::Errored => MigrationStatus::Errored,
-                Status::RolledBack => MigrationStatus::RolledBack,
-                Status::FailedAtStartup => MigrationStatus::FailedAtStartup,
-            }
-        }
-    }
-
-    impl MigrationAction {
-        fn request(self) -> Request {
-            match self {
-                MigrationAction::Start => Request::Start,
-                MigrationAction::Stop => Request::Stop,
-                MigrationAction::StopAndRollback => Request::StopAndRollback,
-                MigrationAction::Rollback => Request::Rollback,
-                MigrationAction::Resume => Request::Resume,
-            }
-        }
-    }
 
     impl From<engine::record::ShardPosition> for ShardRow {
         fn from(position: engine::record::ShardPosition) -> Self {
@@ -357,18 +217,12 @@ mod from_engine {
     impl From<engine::MigrationOverview> for MigrationRow {
         fn from(overview: engine::MigrationOverview) -> Self {
             let record = overview.record;
-            let stopping = record.stop_requested_by.is_some();
-            let allowed_actions = MigrationAction::ALL
-                .into_iter()
-                .filter(|action| overview.defined || matches!(action, MigrationAction::Stop | MigrationAction::StopAndRollback))
-                .filter(|action| !(stopping && matches!(action, MigrationAction::Stop | MigrationAction::StopAndRollback)))
-                .filter(|action| action.request().check(&record.name, record.status, record.rolling_back).is_ok())
-                .collect();
             MigrationRow {
-                allowed_actions,
-                status: record.status.into(),
-                rolling_back: record.rolling_back,
+                allowed_actions: overview.allowed_actions,
+                status: record.status,
+                phase: overview.phase,
                 stop_requested_by: record.stop_requested_by,
+                pause_requested_by: record.pause_requested_by,
                 progress: record.progress.clamp(0, 100) as u8,
                 current_operation_index: record.current_operation_index.max(0) as u32,
                 operation_count: overview.operation_count as u32,
@@ -391,12 +245,7 @@ mod from_engine {
     impl From<engine::parameters::ParameterSpec> for ParameterField {
         fn from(spec: engine::parameters::ParameterSpec) -> Self {
             ParameterField {
-                kind: match spec.kind {
-                    EngineKind::Integer { min, max } => ParameterKind::Integer { min, max },
-                    EngineKind::Boolean => ParameterKind::Boolean,
-                    EngineKind::Identifier => ParameterKind::Identifier,
-                    EngineKind::Text { max_length } => ParameterKind::Text { max_length },
-                },
+                kind: spec.kind,
                 default_value: match spec.default {
                     ParameterValue::Integer(number) => number.to_string(),
                     ParameterValue::Boolean(flag) => flag.to_string(),
@@ -552,7 +401,7 @@ mod from_engine {
                     .pending
                     .into_iter()
                     .map(|pending| PendingMigration {
-                        status: rows.iter().find(|row| row.name == pending.name).map_or(MigrationStatus::NotStarted, |row| row.status),
+                        status: rows.iter().find(|row| row.name == pending.name).map_or(Status::NotStarted, |row| row.status),
                         name: pending.name,
                         min_version: pending.min_version,
                         max_version: pending.max_version,

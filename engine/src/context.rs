@@ -48,8 +48,8 @@ const INSERTS_IN_FLIGHT_INTERVAL: Duration = Duration::from_millis(200);
 /// statement amigo sent: the time the statement took to reach the server, generously.
 const STATEMENT_TRANSIT_MARGIN: Duration = Duration::from_secs(1);
 
-/// How often a paused run asks its throttle check again.
-const PRESSURE_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a held run asks again whether the pause stands and whether its throttle check passes.
+const HOLD_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The context handed to every step of a migration. Cheap to clone.
 #[derive(Clone)]
@@ -86,7 +86,7 @@ pub(crate) struct RunPosition {
     pub runner_id: String,
     pub operation_index: usize,
     pub operation_count: usize,
-    /// The definition's throttle check, asked by [`MigrationContext::pause_while_under_pressure`].
+    /// The definition's throttle check, asked by [`MigrationContext::hold_between_units`].
     pub throttle: Option<StepFn<CheckOutcome>>,
     pub state: Mutex<PositionState>,
 }
@@ -382,29 +382,41 @@ impl MigrationContext {
         pressure::clickhouse_pressure(&self.clickhouse, tables, settings.min_free_disk_percent).await
     }
 
-    /// Waits while the migration's throttle check fails, showing its reason as the run's waiting reason;
-    /// returns at once when there is no check or it passes. Operations call it between units of work
-    /// (e.g. partitions); a stop still interrupts the wait.
-    pub async fn pause_while_under_pressure(&self) -> Result<()> {
+    /// Holds the run between two units of work (e.g. partitions, batches), as operations call it there: while
+    /// staff paused the migration (recorded as held, nothing running, the lease kept), then while its throttle
+    /// check fails (its reason shown as the run's waiting reason). Returns at once when neither holds it; a
+    /// stop still interrupts the wait.
+    pub async fn hold_between_units(&self) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
-        let Some(throttle) = &position.throttle else { return Ok(()) };
-        let mut shown: Option<String> = None;
+        let (mut held, mut shown): (bool, Option<String>) = (false, None);
         loop {
-            let reason = match throttle(self.clone()).await? {
-                CheckOutcome::Pass => None,
-                CheckOutcome::Fail(reason) => Some(reason),
+            let paused_by = position.store.pause_requested_by(&self.migration).await?;
+            if paused_by.is_some() != held {
+                held = paused_by.is_some();
+                position.store.set_held(&self.migration, &position.runner_id, held).await?;
+                match &paused_by {
+                    Some(by) => tracing::info!(migration = %self.migration, %by, "paused between two units of work"),
+                    None => tracing::info!(migration = %self.migration, "continuing"),
+                }
+            }
+            let reason = match &position.throttle {
+                Some(throttle) if !held => match throttle(self.clone()).await? {
+                    CheckOutcome::Pass => None,
+                    CheckOutcome::Fail(reason) => Some(reason),
+                },
+                _ => None,
             };
             if reason != shown {
                 position.store.set_waiting_reason(&self.migration, &position.runner_id, reason.as_deref()).await?;
                 if let Some(reason) = &reason {
-                    tracing::info!(migration = %self.migration, %reason, "pausing until the pressure clears");
+                    tracing::info!(migration = %self.migration, %reason, "waiting until the pressure clears");
                 }
                 shown = reason;
             }
-            if shown.is_none() {
+            if !held && shown.is_none() {
                 return Ok(());
             }
-            tokio::time::sleep(PRESSURE_RECHECK_INTERVAL).await;
+            tokio::time::sleep(HOLD_RECHECK_INTERVAL).await;
         }
     }
 

@@ -169,7 +169,7 @@ pub struct MigrationDefinition {
     pub precheck: Option<StepFn<CheckOutcome>>,
     /// Run every health-check interval while the migration runs; a failure stops it.
     pub health_check: Option<StepFn<CheckOutcome>>,
-    /// Asked whenever an operation calls [`MigrationContext::pause_while_under_pressure`] (e.g. between
+    /// Asked whenever an operation calls [`MigrationContext::hold_between_units`] (e.g. between
     /// partitions); a failing answer pauses the run, shown as `waiting: <reason>`, until it passes.
     pub throttle: Option<StepFn<CheckOutcome>>,
     pub operations: Vec<Operation>,

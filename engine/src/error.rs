@@ -1,7 +1,7 @@
 //! The engine's one error type: what went wrong, worded for the operator who has to act on it.
 
 use crate::parameters::ParameterError;
-use crate::status::{IllegalMove, IllegalRequest};
+use crate::status::{IllegalAction, IllegalMove};
 
 /// Every failure the engine reports.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub enum Error {
     #[error("no migration named {}; `amigo migrations list` shows them", quoted_prefix(.0))]
     UnknownMigration(String),
     #[error(transparent)]
-    IllegalRequest(#[from] IllegalRequest),
+    IllegalAction(#[from] IllegalAction),
     #[error(transparent)]
     IllegalMove(#[from] IllegalMove),
     #[error(transparent)]
@@ -91,7 +91,7 @@ impl Error {
         matches!(
             self,
             Error::UnknownMigration(_)
-                | Error::IllegalRequest(_)
+                | Error::IllegalAction(_)
                 | Error::Parameter(_)
                 | Error::ChangedMeanwhile { .. }
                 | Error::AnotherMigrationActive { .. }

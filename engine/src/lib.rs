@@ -30,7 +30,7 @@ pub mod record;
 pub mod runner;
 pub mod scaffold;
 pub mod settings;
-pub mod status;
+pub use amigo_state as status;
 pub mod store;
 pub mod syntax;
 pub mod tables;
@@ -55,7 +55,7 @@ use crate::definition::MigrationDefinition;
 use crate::parameters::{ParameterSpec, Parameters};
 use crate::record::{AuditEntry, MigrationError, MigrationRecord};
 use crate::settings::RuntimeSettings;
-use crate::status::{Request, Status};
+use crate::status::{Action, Phase, Status};
 use crate::store::Store;
 use crate::upgrade::UpgradeCheck;
 use crate::version::Version;
@@ -116,6 +116,11 @@ pub struct MigrationOverview {
     pub parameter_specs: Vec<ParameterSpec>,
     /// False when this binary has no definition for a recorded migration.
     pub defined: bool,
+    /// What staff see it doing ([`status::Phase::of`] its record).
+    pub phase: Phase,
+    /// What staff may ask of it now, in menu order: its phase's actions, and only stops when this binary does
+    /// not define it.
+    pub allowed_actions: Vec<Action>,
 }
 
 /// One migration as its detail view shows it ([`Engine::detail`]).
@@ -219,6 +224,14 @@ impl Engine {
             depends_on: definition.map(|definition| definition.depends_on.clone()).unwrap_or_default(),
             parameter_specs: definition.map(|definition| definition.parameters.clone()).unwrap_or_default(),
             defined: definition.is_some(),
+            phase: record.phase(),
+            allowed_actions: record
+                .phase()
+                .allowed_actions()
+                .iter()
+                .copied()
+                .filter(|action| definition.is_some() || matches!(action, Action::Stop | Action::StopAndRollback))
+                .collect(),
             record,
         }
     }
@@ -280,7 +293,7 @@ impl Engine {
     pub async fn start(&self, name: &str, actor: &str, values: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
         let definition = self.require_definition(name)?;
         let record = self.record(name).await?;
-        Request::Start.check(name, record.status, record.rolling_back)?;
+        Action::Start.check(name, record.observed())?;
         if !definition.versions.contains(&self.config.instance_version) {
             return Err(Error::VersionOutOfRange {
                 migration: name.into(),
@@ -307,7 +320,7 @@ impl Engine {
     pub async fn resume(&self, name: &str, actor: &str) -> Result<()> {
         self.require_definition(name)?;
         let record = self.record(name).await?;
-        Request::Resume.check(name, record.status, record.rolling_back)?;
+        Action::Resume.check(name, record.observed())?;
         self.store.request_run(name, Status::Errored, actor, None).await?;
         self.store.audit(actor, "resume", Some(name), &serde_json::json!({ "operation_index": record.current_operation_index })).await
     }
@@ -316,7 +329,7 @@ impl Engine {
     pub async fn rollback(&self, name: &str, actor: &str) -> Result<()> {
         self.require_definition(name)?;
         let record = self.record(name).await?;
-        Request::Rollback.check(name, record.status, record.rolling_back)?;
+        Action::Rollback.check(name, record.observed())?;
         self.store.request_rollback(name, actor).await?;
         self.store.audit(actor, "rollback", Some(name), &serde_json::json!({})).await
     }
@@ -325,8 +338,11 @@ impl Engine {
     /// whatever process, then records the stop and rolls back if asked to).
     pub async fn stop(&self, name: &str, actor: &str, rollback: bool) -> Result<()> {
         let record = self.record(name).await?;
-        let request = if rollback { Request::StopAndRollback } else { Request::Stop };
-        request.check(name, record.status, record.rolling_back)?;
+        let request = if rollback { Action::StopAndRollback } else { Action::Stop };
+        if record.phase() == Phase::Stopping {
+            return Err(Error::AlreadyStopping { migration: name.into(), by: record.stop_requested_by.unwrap_or_default() });
+        }
+        request.check(name, record.observed())?;
         self.store.request_stop(name, actor, rollback).await?;
         self.store.audit(actor, request.as_str(), Some(name), &serde_json::json!({})).await?;
         if self.store.stop_unclaimed(name, &format!("stopped by {actor} before it started")).await? {
@@ -334,6 +350,24 @@ impl Engine {
         }
         let current = self.record(name).await?;
         self.kill_queries(&current, Some(&current.current_query_id)).await
+    }
+
+    /// Pauses a running migration: its runner finishes the unit of work in progress (a partition, a batch),
+    /// then holds the run there, killing nothing and keeping the lease, until [`Engine::continue_run`].
+    /// Returns the migration as it is now.
+    pub async fn pause(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
+        self.pause_or_continue(name, actor, Action::Pause).await
+    }
+
+    /// Lets a paused (or pausing) migration go on from where its runner holds it.
+    pub async fn continue_run(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
+        self.pause_or_continue(name, actor, Action::Continue).await
+    }
+
+    async fn pause_or_continue(&self, name: &str, actor: &str, action: Action) -> Result<MigrationOverview> {
+        let record = self.record(name).await?;
+        action.check(name, record.observed())?;
+        Ok(self.overview(self.store.request_pause(name, actor, action == Action::Pause).await?))
     }
 
     /// Kills `query_id` (a statement of the whole operation, on the server amigo connects to) and, on a

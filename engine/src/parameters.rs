@@ -11,19 +11,7 @@ use crate::clickhouse::quote_identifier;
 /// Longest text a parameter may hold.
 pub const MAX_TEXT_LENGTH: usize = 1024;
 
-/// What values a parameter accepts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ParameterKind {
-    /// A whole number within `min..=max`.
-    Integer { min: i64, max: i64 },
-    /// `true` or `false`.
-    Boolean,
-    /// A ClickHouse table or column name: letters, digits and `_`, not starting with a digit.
-    Identifier,
-    /// Free text up to `max_length` characters, rendered as an escaped string literal.
-    Text { max_length: usize },
-}
+pub use crate::status::ParameterKind;
 
 /// One parameter value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

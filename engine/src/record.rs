@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::status::Status;
+use crate::status::{Observed, Phase, Status};
 
 /// One migration's recorded state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -27,9 +27,34 @@ pub struct MigrationRecord {
     pub stop_requested_by: Option<String>,
     pub stop_and_rollback: bool,
     pub waiting_reason: Option<String>,
+    /// Who asked to pause it, until someone asks to continue.
+    pub pause_requested_by: Option<String>,
+    /// Since when its runner holds it between two units of work, for the pause.
+    pub held_since: Option<DateTime<Utc>>,
+    /// Seconds since its runner's last heartbeat, while a runner holds its lease.
+    pub heartbeat_age_seconds: Option<f64>,
     pub updated_at: DateTime<Utc>,
     /// On a ClickHouse cluster, where each shard is in the latest operation that ran shard by shard.
     pub shards: Vec<ShardPosition>,
+}
+
+impl MigrationRecord {
+    /// What the state machine decides this migration's phase and allowed actions from.
+    pub fn observed(&self) -> Observed {
+        Observed {
+            status: self.status,
+            rolling_back: self.rolling_back,
+            stop_requested: self.stop_requested_by.is_some(),
+            pause_requested: self.pause_requested_by.is_some(),
+            held: self.held_since.is_some(),
+            waiting: self.waiting_reason.is_some(),
+            claimed: self.runner_id.is_some(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::of(self.observed())
+    }
 }
 
 /// Where one shard is in an operation that runs on every shard of a cluster.

@@ -20,7 +20,9 @@ const COPY_SAMPLES_READ: i64 = 50;
 /// The columns of `async_migration` every read selects.
 const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_operation_index, current_query_id, \
      runner_id, started_at, finished_at, min_version, max_version, parameters, checkpoint, requested_action, \
-     requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, updated_at, \
+     requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, pause_requested_by, held_since, \
+     updated_at, (SELECT extract(epoch FROM now() - heartbeat_at)::float8 FROM runner_lease \
+      WHERE migration_name = async_migration.name) AS heartbeat_age_seconds, \
      (SELECT coalesce(jsonb_agg(jsonb_build_object('shard', shard, 'operation_index', operation_index, 'node', node, \
          'progress', progress, 'current_query_id', current_query_id) ORDER BY shard), '[]'::jsonb) \
       FROM async_migration_shard WHERE migration_name = async_migration.name) AS shards";
@@ -49,6 +51,9 @@ fn record_from_row(row: &PgRow) -> Result<MigrationRecord> {
         stop_requested_by: row.try_get("stop_requested_by")?,
         stop_and_rollback: row.try_get("stop_and_rollback")?,
         waiting_reason: row.try_get("waiting_reason")?,
+        pause_requested_by: row.try_get("pause_requested_by")?,
+        held_since: row.try_get("held_since")?,
+        heartbeat_age_seconds: row.try_get("heartbeat_age_seconds")?,
         updated_at: row.try_get("updated_at")?,
         shards: serde_json::from_value(row.try_get("shards")?).map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
     })
@@ -151,7 +156,7 @@ impl Store {
                  checkpoint = CASE WHEN $5 THEN NULL ELSE checkpoint END,
                  started_at = CASE WHEN $5 THEN NULL ELSE started_at END,
                  finished_at = NULL, current_query_id = '', stop_requested_by = NULL, stop_and_rollback = false,
-                 waiting_reason = NULL, updated_at = now()
+                 waiting_reason = NULL, pause_requested_by = NULL, held_since = NULL, updated_at = now()
              WHERE name = $1 AND status = $2 AND NOT rolling_back AND runner_id IS NULL",
         )
         .bind(name)
@@ -206,6 +211,59 @@ impl Store {
             }
             _ => Err(Error::ChangedMeanwhile { migration: name.into() }),
         }
+    }
+
+    /// Asks the runner of a running migration to hold it after the unit of work in progress (`pause`), or to go on
+    /// (`!pause`): the request and its audit row in one transaction, applied only if the migration is still
+    /// running with no stop or rollback under way and not paused (or, to continue, paused). Returns the migration
+    /// as it is now.
+    pub async fn request_pause(&self, name: &str, actor: &str, pause: bool) -> Result<MigrationRecord> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE async_migration SET pause_requested_by = CASE WHEN $3 THEN $2 END, updated_at = now()
+             WHERE name = $1 AND status = 'running' AND NOT rolling_back AND stop_requested_by IS NULL
+                 AND (pause_requested_by IS NULL) = $3
+             RETURNING {MIGRATION_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(actor)
+        .bind(pause)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else { return Err(Error::ChangedMeanwhile { migration: name.into() }) };
+        let record = record_from_row(&row)?;
+        let action = if pause { "pause" } else { "continue" };
+        insert_audit(
+            &mut transaction,
+            actor,
+            action,
+            Some(name),
+            &serde_json::json!({ "operation_index": record.current_operation_index }),
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(record)
+    }
+
+    /// Who asked to pause migration `name`, while the pause stands.
+    pub async fn pause_requested_by(&self, name: &str) -> Result<Option<String>> {
+        let by = sqlx::query_scalar("SELECT pause_requested_by FROM async_migration WHERE name = $1").bind(name).fetch_optional(&self.pool);
+        Ok(by.await?.flatten())
+    }
+
+    /// Records that the runner holds the migration between two units of work for a pause (`held`), or let go
+    /// of it; the pause request is left to staff.
+    pub async fn set_held(&self, name: &str, runner_id: &str, held: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE async_migration SET held_since = CASE WHEN $3 THEN coalesce(held_since, now()) END, updated_at = now()
+             WHERE name = $1 AND runner_id = $2",
+        )
+        .bind(name)
+        .bind(runner_id)
+        .bind(held)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// A stop of a migration no runner has claimed yet: it goes straight to errored. Returns false when a
@@ -628,6 +686,7 @@ impl Store {
         sqlx::query(
             "UPDATE async_migration SET status = $3, runner_id = NULL, requested_action = NULL, rolling_back = false,
                  stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL, current_query_id = '',
+                 pause_requested_by = NULL, held_since = NULL,
                  finished_at = CASE WHEN status = $3 THEN finished_at ELSE now() END,
                  progress = CASE WHEN $3 = 'completed' THEN 100 WHEN $4 THEN 0 ELSE progress END,
                  current_operation_index = CASE WHEN $4 THEN 0 ELSE current_operation_index END,
@@ -658,7 +717,7 @@ impl Store {
         let row = sqlx::query(&format!(
             "UPDATE async_migration SET status = 'errored', runner_id = NULL, requested_action = NULL,
                  rolling_back = false, stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL,
-                 current_query_id = '', finished_at = now(), updated_at = now()
+                 pause_requested_by = NULL, held_since = NULL, current_query_id = '', finished_at = now(), updated_at = now()
              WHERE name = $1 AND runner_id = $2 AND status IN ('starting', 'running', 'errored')
              RETURNING {MIGRATION_COLUMNS}"
         ))
@@ -761,14 +820,8 @@ impl Store {
     }
 
     pub async fn audit(&self, actor: &str, action: &str, migration: Option<&str>, parameters: &serde_json::Value) -> Result<()> {
-        sqlx::query("INSERT INTO audit_log (actor, action, migration_name, parameters) VALUES ($1, $2, $3, $4)")
-            .bind(actor)
-            .bind(action)
-            .bind(migration)
-            .bind(parameters)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut connection = self.pool.acquire().await?;
+        insert_audit(&mut connection, actor, action, migration, parameters).await
     }
 
     /// The newest `limit` audit entries, newest first.
@@ -842,6 +895,24 @@ async fn insert_error(
         .bind(operation_index)
         .bind(query_id.filter(|id| !id.is_empty()))
         .bind(message)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// An entry of the audit log, written with `connection` (inside a request's transaction, or alone).
+async fn insert_audit(
+    connection: &mut sqlx::PgConnection,
+    actor: &str,
+    action: &str,
+    migration: Option<&str>,
+    parameters: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query("INSERT INTO audit_log (actor, action, migration_name, parameters) VALUES ($1, $2, $3, $4)")
+        .bind(actor)
+        .bind(action)
+        .bind(migration)
+        .bind(parameters)
         .execute(connection)
         .await?;
     Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use engine::definition::{CheckOutcome, MigrationDefinition, Operation};
 use engine::parameters::ParameterSpec;
 use engine::runner::Runner;
-use engine::status::{Request, Status};
+use engine::status::{Action, Status};
 use engine::version::Version;
 use engine::{Engine, EngineConfig, Error, MigrationOverview};
 use serde_json::json;
@@ -252,7 +252,7 @@ async fn stop_kills_the_running_clickhouse_query_within_a_second() {
         "a plain stop rolls nothing back"
     );
     // A second stop of a migration that is no longer running is refused.
-    assert!(matches!(instance.engine.stop("0001_slow", TESTER, false).await, Err(Error::IllegalRequest(_))));
+    assert!(matches!(instance.engine.stop("0001_slow", TESTER, false).await, Err(Error::IllegalAction(_))));
 }
 
 #[tokio::test]
@@ -524,29 +524,46 @@ async fn migrations_this_instance_does_not_need_are_marked_completed_without_run
 
 #[tokio::test]
 async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
+    use Action::*;
     let instance = Instance::new(vec![MigrationDefinition::new("0001_any", "placeholder")]).await;
     let pool = instance.engine.store().pool().clone();
-    for status in Status::ALL {
-        for request in Request::ALL {
-            sqlx::query("UPDATE async_migration SET status = $1, runner_id = NULL, requested_action = NULL, stop_requested_by = NULL, rolling_back = false")
-                .bind(status.as_str())
-                .execute(&pool)
-                .await
-                .unwrap();
-            let outcome = match request {
-                Request::Start => instance.engine.start("0001_any", TESTER, &serde_json::Map::new()).await,
-                Request::Stop => instance.engine.stop("0001_any", TESTER, false).await,
-                Request::StopAndRollback => instance.engine.stop("0001_any", TESTER, true).await,
-                Request::Rollback => instance.engine.rollback("0001_any", TESTER).await,
-                Request::Resume => instance.engine.resume("0001_any", TESTER).await,
+    // Each status as it is with no runner on it (starting is then queued), and what staff may ask in it.
+    let allowed: [(Status, &[Action]); 7] = [
+        (Status::NotStarted, &[Start]),
+        (Status::Starting, &[Stop, StopAndRollback]),
+        (Status::Running, &[Pause, Stop, StopAndRollback]),
+        (Status::Completed, &[]),
+        (Status::Errored, &[Resume, Rollback]),
+        (Status::RolledBack, &[Start]),
+        (Status::FailedAtStartup, &[Start]),
+    ];
+    for (status, allowed) in allowed {
+        for action in Action::ALL {
+            sqlx::query(
+                "UPDATE async_migration SET status = $1, runner_id = NULL, requested_action = NULL, stop_requested_by = NULL,
+                     rolling_back = false, pause_requested_by = NULL, held_since = NULL",
+            )
+            .bind(status.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+            let outcome = match action {
+                Start => instance.engine.start("0001_any", TESTER, &serde_json::Map::new()).await,
+                Pause => instance.engine.pause("0001_any", TESTER).await.map(drop),
+                Continue => instance.engine.continue_run("0001_any", TESTER).await.map(drop),
+                Stop => instance.engine.stop("0001_any", TESTER, false).await,
+                StopAndRollback => instance.engine.stop("0001_any", TESTER, true).await,
+                Rollback => instance.engine.rollback("0001_any", TESTER).await,
+                Resume => instance.engine.resume("0001_any", TESTER).await,
             };
-            if request.allowed_from().contains(&status) {
-                outcome.unwrap_or_else(|error| panic!("{request:?} from {status:?} was refused: {error}"));
+            if allowed.contains(&action) {
+                outcome.unwrap_or_else(|error| panic!("{action:?} from {status:?} was refused: {error}"));
             } else {
-                let refusal = outcome.expect_err(&format!("{request:?} from {status:?} was accepted"));
-                assert!(matches!(refusal, Error::IllegalRequest(_)), "{refusal:?}");
-                let after: String = sqlx::query_scalar("SELECT status FROM async_migration").fetch_one(&pool).await.unwrap();
-                assert_eq!(after, status.as_str(), "a refused {request:?} changed the status");
+                let refusal = outcome.expect_err(&format!("{action:?} from {status:?} was accepted"));
+                assert!(matches!(refusal, Error::IllegalAction(_)), "{refusal:?}");
+                let after: (String, Option<String>) =
+                    sqlx::query_as("SELECT status, pause_requested_by FROM async_migration").fetch_one(&pool).await.unwrap();
+                assert_eq!(after, (status.as_str().to_string(), None), "a refused {action:?} changed the migration");
             }
         }
     }
@@ -749,7 +766,7 @@ async fn a_run_under_pressure_waits_with_its_reason_shown_and_goes_on_when_it_cl
                 let steps = steps.clone();
                 async move {
                     for unit in 0..3 {
-                        context.pause_while_under_pressure().await?;
+                        context.hold_between_units().await?;
                         steps.write(format!("unit {unit}"));
                         tokio::time::sleep(Duration::from_millis(300)).await;
                     }

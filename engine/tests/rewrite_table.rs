@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
 use engine::recipes::rewrite_table::RewriteTable;
-use engine::status::Status;
+use engine::status::{Action, Phase, Status};
 use engine::tables::{partition_filter, partition_row_counts};
 use engine::testing::{is_settled, spawn_runner, table_names, wait_for};
 use engine::{Engine, Error};
@@ -297,6 +297,49 @@ async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving(
     let speed = measured.measured_bytes_per_second.expect("the copies measured their speed");
     assert!(speed > 0.0);
     assert_eq!(measured.estimated_seconds, Some(measured.copied_bytes as f64 / speed), "{}", measured.duration_text());
+}
+
+#[tokio::test]
+async fn a_paused_rewrite_holds_between_partitions_then_continues_while_rows_keep_arriving() {
+    let engine = connected(vec![orders_migration()]).await;
+    seed_orders(&engine).await;
+    let _runner = spawn_runner(&engine);
+    let original = definition_of(&engine, "orders").await;
+    let product = Product::start(&engine);
+    let merges_stopped = stop_merges_on_the_copy(&engine);
+    engine.start(ORDERS, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
+    wait_for(&engine, ORDERS, Duration::from_secs(60), "a partition copied", |overview| copied_partitions(overview) >= 1).await;
+
+    let pausing = engine.pause(ORDERS, TESTER).await.unwrap();
+    assert_eq!((pausing.phase, pausing.record.pause_requested_by.as_deref()), (Phase::Pausing, Some(TESTER)));
+    let again = engine.pause(ORDERS, TESTER).await.unwrap_err();
+    assert_eq!(again.to_string(), format!("cannot pause {ORDERS}: it is pausing, and pause needs it to be running or waiting"));
+    let paused = wait_for(&engine, ORDERS, Duration::from_secs(60), "paused", |overview| overview.phase == Phase::Paused).await;
+    assert_eq!(paused.allowed_actions, [Action::Continue, Action::Stop, Action::StopAndRollback]);
+    assert_eq!(paused.record.status, Status::Running);
+    assert_eq!(paused.record.current_operation_index, 1, "held within the copy");
+    let held_at = copied_partitions(&paused);
+    assert!(held_at < 30, "held after {held_at} of 30 partitions");
+    // Held: nothing of amigo's runs on ClickHouse, the checkpoint does not move, and the runner keeps its lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = engine.migration(ORDERS).await.unwrap();
+    assert_eq!((still.phase, copied_partitions(&still), still.record.runner_id.clone()), (Phase::Paused, held_at, paused.record.runner_id));
+    assert!(still.record.heartbeat_age_seconds.is_some_and(|age| age < 2.0), "heartbeats go on: {:?}", still.record.heartbeat_age_seconds);
+    let running = count(&engine, &format!("SELECT count() FROM system.processes WHERE query_id LIKE 'amigo-{ORDERS}-%'")).await;
+    assert_eq!(running, 0, "no statement of the migration runs while it is paused");
+
+    let continued = engine.continue_run(ORDERS, TESTER).await.unwrap();
+    assert_eq!((continued.phase, continued.record.pause_requested_by), (Phase::Running, None));
+    let done = settled(&engine, ORDERS).await;
+    let acknowledged = product.stop().await;
+    merges_stopped.await.unwrap();
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
+    assert_every_acknowledged_row_once(&engine, acknowledged).await;
+    assert_rewritten(&engine, &original).await;
+    let actions: Vec<String> = engine.audit_log(10).await.unwrap().into_iter().rev().map(|entry| entry.action).collect();
+    assert_eq!(actions[..3], ["start", "pause", "continue"], "{actions:?}");
+    let detail = engine.detail(ORDERS).await.unwrap();
+    assert_eq!(attempt_outcomes(&detail), [("start", 0, Some(("completed", 4)))], "a pause is no new attempt");
 }
 
 /// The plan of the orders rewrite with its defaults.

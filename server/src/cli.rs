@@ -182,6 +182,11 @@ pub enum MigrationsCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Hold a running migration after the unit of work in progress (a partition, a batch): nothing is killed and
+    /// its runner keeps it, until `continue`.
+    Pause { name: String },
+    /// Let a paused migration go on from where its runner holds it.
+    Continue { name: String },
     /// Show a migration's error log.
     Errors {
         name: String,

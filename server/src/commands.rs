@@ -59,6 +59,16 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             engine.resume(name, &actor).await?;
             finish_request(engine, name, "resume requested", *wait).await
         }
+        MigrationsCommand::Pause { name } => {
+            engine.pause(name, &actor).await?;
+            println!("{name}: pause requested; its runner holds it after the unit of work in progress");
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrationsCommand::Continue { name } => {
+            engine.continue_run(name, &actor).await?;
+            println!("{name}: continuing");
+            Ok(ExitCode::SUCCESS)
+        }
         MigrationsCommand::Check { .. } | MigrationsCommand::New { .. } => {
             unreachable!("`amigo migrations check` and `new` run without connecting (server::run)")
         }
@@ -259,7 +269,7 @@ impl ProgressDisplay {
 }
 
 fn print_table(migrations: &[MigrationOverview]) {
-    println!("{:<32} {:<22} {:>5}  {:<9} {:<25} {:<25}", "NAME", "STATUS", "DONE", "OPERATION", "STARTED", "FINISHED");
+    println!("{:<32} {:<22} {:>5}  {:<9} {:<25} {:<25}", "NAME", "PHASE", "DONE", "OPERATION", "STARTED", "FINISHED");
     for overview in migrations {
         let record = &overview.record;
         let time =
@@ -267,7 +277,7 @@ fn print_table(migrations: &[MigrationOverview]) {
         println!(
             "{:<32} {:<22} {:>4}%  {:<9} {:<25} {:<25}",
             record.name,
-            record.status.to_string(),
+            overview.phase.to_string(),
             record.progress,
             format!("{}/{}", record.current_operation_index, overview.operation_count),
             time(record.started_at),

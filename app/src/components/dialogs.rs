@@ -10,7 +10,7 @@ use crate::api::{PlanMigration, StartMigration};
 use crate::components::details::Plan;
 use crate::console::{use_console, Dialog};
 use crate::dom::{self, MenuMove};
-use crate::model::{MigrationAction, ParameterField, ParameterKind};
+use crate::model::{Action, ParameterField, ParameterKind};
 
 /// Whichever dialog is open, if any.
 #[component]
@@ -192,14 +192,14 @@ fn ParameterInput(field: ParameterField, values: RwSignal<BTreeMap<String, Strin
 
 /// Asks before stopping or rolling back, naming the migration and saying what will happen.
 #[component]
-fn ConfirmDialog(name: String, action: MigrationAction) -> impl IntoView {
+fn ConfirmDialog(name: String, action: Action) -> impl IntoView {
     let console = use_console();
     let (title, consequence) = match action {
-        MigrationAction::StopAndRollback => (
+        Action::StopAndRollback => (
             format!("Stop and roll back {name}?"),
             "Its running ClickHouse query is killed at once, then every operation it completed is undone, newest first. The migration ends rolled back and can be run again later.",
         ),
-        MigrationAction::Rollback => (
+        Action::Rollback => (
             format!("Roll back {name}?"),
             "Every operation it completed is undone, newest first, starting with the one where it stopped. The migration ends rolled back and can be run again later.",
         ),

@@ -14,7 +14,7 @@ pub fn ErrorsPanel() -> impl IntoView {
     let console = use_console();
     let source = move || {
         console.errors_for.get().map(|name| {
-            let state = console.rows.with(|rows| rows.get(&name).map(|row| (row.status, row.rolling_back)));
+            let state = console.rows.with(|rows| rows.get(&name).map(|row| (row.status, row.phase)));
             (name, state)
         })
     };

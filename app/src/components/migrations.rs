@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use crate::components::{LoadError, Moment};
 use crate::console::use_console;
 use crate::dom::{self, MenuMove};
-use crate::model::{MigrationRow, MigrationStatus, UnixMillis};
+use crate::model::{MigrationRow, Phase, Status, UnixMillis};
 use crate::time;
 
 /// The table, with a one-line summary of what is going on.
@@ -17,11 +17,9 @@ pub fn MigrationsPanel() -> impl IntoView {
     let console = use_console();
     let summary = move || {
         console.rows.with(|rows| {
-            let count = |status: MigrationStatus| rows.values().filter(|row| row.status == status).count();
+            let count = |status: Status| rows.values().filter(|row| row.status == status).count();
             let mut parts = vec![format!("{} migration{}", rows.len(), if rows.len() == 1 { "" } else { "s" })];
-            for (status, what) in
-                [(MigrationStatus::Running, "running"), (MigrationStatus::Errored, "errored"), (MigrationStatus::NotStarted, "not started")]
-            {
+            for (status, what) in [(Status::Running, "running"), (Status::Errored, "errored"), (Status::NotStarted, "not started")] {
                 if count(status) > 0 {
                     parts.push(format!("{} {what}", count(status)));
                 }
@@ -88,7 +86,7 @@ fn MigrationRowView(name: String) -> impl IntoView {
         Memo::new(move |_| console.rows.with(|rows| rows.get(&name).cloned().unwrap_or_default()))
     };
     let status_tone = move || row.with(tone);
-    let running = move || row.with(|row| row.status == MigrationStatus::Running && !row.rolling_back);
+    let running = move || row.with(|row| matches!(row.phase, Phase::Running | Phase::Waiting | Phase::Pausing));
     // (time, percent) as progress arrives in the browser, for the ETA.
     let samples = RwSignal::new(Vec::<(UnixMillis, u8)>::new());
     Effect::new(move |_| {
@@ -105,22 +103,26 @@ fn MigrationRowView(name: String) -> impl IntoView {
     });
     let timing = move || {
         row.with(|row| {
-            let started = row.started_at.filter(|_| row.status == MigrationStatus::Running)?;
+            let started = row.started_at.filter(|_| row.status == Status::Running)?;
             let eta = samples.with(|samples| time::remaining(samples)).map_or_else(|| "estimating…".to_string(), time::duration);
             Some((time::duration(console.now.get() - started), eta))
         })
     };
     view! {
-        <tr data-migration=name.clone() data-status=move || row.with(|row| row.status.as_str())>
+        <tr
+            data-migration=name.clone()
+            data-status=move || row.with(|row| row.status.as_str())
+            data-phase=move || row.with(|row| row.phase.as_str())
+        >
             <td class="cell-name" data-label="Migration">
                 <div class="migration-name">{name.clone()}</div>
                 <div class="migration-description">{move || row.with(|row| row.description.clone())}</div>
             </td>
             <td data-label="Status">
                 <span class=move || format!("badge badge-{}", status_tone()) data-field="status">
-                    {move || row.with(|row| row.status_label())}
+                    {move || row.with(|row| row.phase.label())}
                 </span>
-                {move || row.with(|row| row.waiting_reason.clone()).map(|reason| view! { <div class="waiting">{reason}</div> })}
+                {move || row.with(situation).map(|text| view! { <div class="waiting" data-field="situation">{text}</div> })}
             </td>
             <td data-label="Progress">
                 <div class="progress-line">
@@ -169,17 +171,24 @@ fn MigrationRowView(name: String) -> impl IntoView {
     .into_any()
 }
 
-/// The badge colour of a row's status.
+/// The badge colour of a row's phase.
 fn tone(row: &MigrationRow) -> &'static str {
-    if row.rolling_back || (row.stop_requested_by.is_some() && row.status.is_active()) {
-        return "warning";
+    match row.phase {
+        Phase::NotStarted => "neutral",
+        Phase::Queued | Phase::Starting | Phase::Running => "info",
+        Phase::Completed => "success",
+        Phase::Errored | Phase::FailedAtStartup => "danger",
+        Phase::Waiting | Phase::Pausing | Phase::Paused | Phase::Stopping | Phase::RollingBack | Phase::RolledBack => "warning",
     }
-    match row.status {
-        MigrationStatus::NotStarted => "neutral",
-        MigrationStatus::Starting | MigrationStatus::Running => "info",
-        MigrationStatus::Completed => "success",
-        MigrationStatus::Errored | MigrationStatus::FailedAtStartup => "danger",
-        MigrationStatus::RolledBack => "warning",
+}
+
+/// What the badge's phase waits on, under it: who paused or stopped it, or why the runner waits.
+fn situation(row: &MigrationRow) -> Option<String> {
+    match row.phase {
+        Phase::Pausing => Some(format!("paused by {}; the unit of work in progress finishes first", row.pause_requested_by.as_deref()?)),
+        Phase::Paused => Some(format!("paused by {}", row.pause_requested_by.as_deref()?)),
+        Phase::Stopping => Some(format!("stop requested by {}", row.stop_requested_by.as_deref()?)),
+        _ => row.waiting_reason.clone(),
     }
 }
 
@@ -189,11 +198,11 @@ fn Operation(row: Memo<MigrationRow>) -> impl IntoView {
     move || {
         row.with(|row| {
             let count = row.operation_count;
-            if matches!(row.status, MigrationStatus::NotStarted | MigrationStatus::RolledBack) || count == 0 {
+            if matches!(row.status, Status::NotStarted | Status::RolledBack) || count == 0 {
                 let text = format!("{count} operation{}", if count == 1 { "" } else { "s" });
                 return view! { <span class="muted" data-field="operation">{text}</span> }.into_any();
             }
-            if row.status == MigrationStatus::Completed {
+            if row.status == Status::Completed {
                 let note = if row.started_at.is_none() { "not needed on this instance" } else { "all done" };
                 return view! {
                     <div data-field="operation">{format!("{count} of {count}")}</div>
@@ -329,7 +338,7 @@ fn ActionMenu(name: String, row: Memo<MigrationRow>) -> impl IntoView {
     let items = {
         let name = name.clone();
         move || {
-            let mut items: Vec<(&'static str, Option<crate::model::MigrationAction>)> =
+            let mut items: Vec<(&'static str, Option<crate::model::Action>)> =
                 row.with(|row| row.allowed_actions.iter().map(|action| (action.label(), Some(*action))).collect());
             items.push(("Details", None));
             items.push(("View errors", None));

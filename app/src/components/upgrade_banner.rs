@@ -49,7 +49,7 @@ fn Banner(status: UpgradeStatus) -> impl IntoView {
                                     " — runs on amigo {} to {}; {}",
                                     pending.min_version,
                                     pending.max_version,
-                                    pending.status.label().to_lowercase(),
+                                    pending.status,
                                 )}
                             </li>
                         }

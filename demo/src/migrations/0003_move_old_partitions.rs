@@ -147,7 +147,7 @@ async fn move_old_partitions(context: MigrationContext) -> Result<()> {
     context.save_checkpoint(json!({ "before_month": before_month, "moved": moved })).await?;
     let total = (moved.len() + to_move.len()).max(1) as f64;
     for month in to_move {
-        context.pause_while_under_pressure().await?;
+        context.hold_between_units().await?;
         let done = moved.len() as f64;
         moves().move_partition(&context, EVENTS, ARCHIVE, &month.to_string(), done / total..(done + 1.0) / total).await?;
         if !moved.contains(&month) {

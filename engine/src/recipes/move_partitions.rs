@@ -136,7 +136,7 @@ impl PartitionMove {
         context.track_partitions(&tracked, &moved.iter().cloned().collect()).await?;
         let total = chosen.len().max(1) as f64;
         for (index, partition_id) in chosen.iter().enumerate() {
-            context.pause_while_under_pressure().await?;
+            context.hold_between_units().await?;
             let started = std::time::Instant::now();
             self.moves
                 .move_partition(context, &self.from, &self.to, partition_id, index as f64 / total..(index + 1) as f64 / total)

@@ -100,6 +100,7 @@ impl PostgresBatches {
         };
         let batch = self.batch_sql();
         loop {
+            context.hold_between_units().await?;
             let row = sqlx::query(&batch).bind(last_key.unwrap_or(i64::MIN)).bind(batch_size).fetch_one(postgres).await?;
             let Some(batch_last_key) = row.try_get::<Option<i64>, _>("last_key")? else {
                 return Ok(());

@@ -440,7 +440,7 @@ impl RewriteTable {
             if copied.contains(partition_id) {
                 continue;
             }
-            context.pause_while_under_pressure().await?;
+            context.hold_between_units().await?;
             let started = Instant::now();
             self.copy_partition(context, &table, &columns, partition_id, index as f64 / total..(index + 1) as f64 / total).await?;
             context.record_copy_sample(size.rows, size.bytes_on_disk, started.elapsed()).await;

@@ -1,0 +1,502 @@
+//! The state machine of a migration, in one place for the engine and the browser: the statuses stored, the
+//! phases staff see ([`Phase::of`]), the actions allowed in each phase, and every legal move of the runner.
+//!
+//! Every status change in the engine goes through [`check_move`] (the runner's moves) or [`Action::check`]
+//! (staff's requests); the store then applies it with what it checked in its `WHERE` clause, so that of two
+//! racing changes exactly one wins. The page and the command line show [`Phase`] and
+//! [`Phase::allowed_actions`] as they are: neither derives a state of its own.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a migration is in its life, as stored: the runner's moves between these are [`is_legal_move`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    NotStarted,
+    Starting,
+    Running,
+    Completed,
+    Errored,
+    RolledBack,
+    FailedAtStartup,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::NotStarted,
+        Status::Starting,
+        Status::Running,
+        Status::Completed,
+        Status::Errored,
+        Status::RolledBack,
+        Status::FailedAtStartup,
+    ];
+
+    /// The name stored in Postgres and printed by `list --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::NotStarted => "not_started",
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Errored => "errored",
+            Status::RolledBack => "rolled_back",
+            Status::FailedAtStartup => "failed_at_startup",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+
+    /// Starting or running: a runner owns it (or is about to).
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Starting | Status::Running)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Status::NotStarted => "not started",
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Completed => "completed successfully",
+            Status::Errored => "errored",
+            Status::RolledBack => "rolled back",
+            Status::FailedAtStartup => "failed at startup",
+        })
+    }
+}
+
+/// What is known of a migration besides its status, from which its [`Phase`] follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub status: Status,
+    /// A rollback is under way (the status stays errored until it ends).
+    pub rolling_back: bool,
+    /// Staff asked to stop it and the runner has not acted on it yet.
+    pub stop_requested: bool,
+    /// Staff asked to pause it and nobody has asked to continue since.
+    pub pause_requested: bool,
+    /// The runner holds the run between two units of work, for the pause.
+    pub held: bool,
+    /// The runner is waiting for a reason of its own (pressure on ClickHouse, inserts in flight).
+    pub waiting: bool,
+    /// A runner has taken the run up.
+    pub claimed: bool,
+}
+
+/// What staff see a migration doing: its status, refined by what its runner and staff are doing to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    NotStarted,
+    /// Asked to run; no runner has taken it up yet.
+    Queued,
+    /// A runner took it up and runs its prechecks.
+    Starting,
+    Running,
+    /// Running, but waiting until a reason of the runner's passes (the row says which).
+    Waiting,
+    /// Asked to pause: the unit of work in progress finishes first.
+    Pausing,
+    /// Held between two units of work, nothing running, the lease kept.
+    Paused,
+    /// Asked to stop; the runner is stopping it.
+    Stopping,
+    RollingBack,
+    Completed,
+    Errored,
+    RolledBack,
+    FailedAtStartup,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 13] = [
+        Phase::NotStarted,
+        Phase::Queued,
+        Phase::Starting,
+        Phase::Running,
+        Phase::Waiting,
+        Phase::Pausing,
+        Phase::Paused,
+        Phase::Stopping,
+        Phase::RollingBack,
+        Phase::Completed,
+        Phase::Errored,
+        Phase::RolledBack,
+        Phase::FailedAtStartup,
+    ];
+
+    /// The phase of a migration in the situation `observed`.
+    pub fn of(observed: Observed) -> Phase {
+        match observed.status {
+            _ if observed.rolling_back => Phase::RollingBack,
+            Status::Starting | Status::Running if observed.stop_requested => Phase::Stopping,
+            Status::Starting if !observed.claimed => Phase::Queued,
+            Status::Starting => Phase::Starting,
+            Status::Running if observed.pause_requested && observed.held => Phase::Paused,
+            Status::Running if observed.pause_requested => Phase::Pausing,
+            Status::Running if observed.waiting => Phase::Waiting,
+            Status::Running => Phase::Running,
+            Status::NotStarted => Phase::NotStarted,
+            Status::Completed => Phase::Completed,
+            Status::Errored => Phase::Errored,
+            Status::RolledBack => Phase::RolledBack,
+            Status::FailedAtStartup => Phase::FailedAtStartup,
+        }
+    }
+
+    /// What staff may ask in this phase, in the order a menu shows them.
+    pub fn allowed_actions(self) -> &'static [Action] {
+        use Action::*;
+        match self {
+            Phase::NotStarted | Phase::RolledBack | Phase::FailedAtStartup => &[Start],
+            Phase::Queued | Phase::Starting => &[Stop, StopAndRollback],
+            Phase::Running | Phase::Waiting => &[Pause, Stop, StopAndRollback],
+            Phase::Pausing | Phase::Paused => &[Continue, Stop, StopAndRollback],
+            Phase::Errored => &[Resume, Rollback],
+            // A stop or a rollback under way is never interrupted: halfway, both the old and the new state would
+            // be partly there.
+            Phase::Stopping | Phase::RollingBack | Phase::Completed => &[],
+        }
+    }
+
+    /// The name in `list --json`, `/metrics` labels, CSS classes and test selectors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::NotStarted => "not_started",
+            Phase::Queued => "queued",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Waiting => "waiting",
+            Phase::Pausing => "pausing",
+            Phase::Paused => "paused",
+            Phase::Stopping => "stopping",
+            Phase::RollingBack => "rolling_back",
+            Phase::Completed => "completed",
+            Phase::Errored => "errored",
+            Phase::RolledBack => "rolled_back",
+            Phase::FailedAtStartup => "failed_at_startup",
+        }
+    }
+
+    /// The badge's word.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::NotStarted => "Not started",
+            Phase::Queued => "Queued",
+            Phase::Starting => "Starting",
+            Phase::Running => "Running",
+            Phase::Waiting => "Waiting",
+            Phase::Pausing => "Pausing",
+            Phase::Paused => "Paused",
+            Phase::Stopping => "Stopping",
+            Phase::RollingBack => "Rolling back",
+            Phase::Completed => "Completed",
+            Phase::Errored => "Errored",
+            Phase::RolledBack => "Rolled back",
+            Phase::FailedAtStartup => "Failed at startup",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    /// The phase in a sentence: "it is {phase}".
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Phase::NotStarted => "not started",
+            Phase::Queued => "queued",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Waiting => "waiting",
+            Phase::Pausing => "pausing",
+            Phase::Paused => "paused",
+            Phase::Stopping => "stopping",
+            Phase::RollingBack => "being rolled back",
+            Phase::Completed => "completed successfully",
+            Phase::Errored => "errored",
+            Phase::RolledBack => "rolled back",
+            Phase::FailedAtStartup => "failed at startup",
+        })
+    }
+}
+
+/// What a staff user (or auto-start) can ask of a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Start,
+    Resume,
+    Pause,
+    Continue,
+    Stop,
+    StopAndRollback,
+    Rollback,
+}
+
+impl Action {
+    /// The menu's order.
+    pub const ALL: [Action; 7] =
+        [Action::Start, Action::Resume, Action::Pause, Action::Continue, Action::Stop, Action::StopAndRollback, Action::Rollback];
+
+    /// Refuses the action unless the phase `observed` gives allows it.
+    pub fn check(self, migration: &str, observed: Observed) -> Result<(), IllegalAction> {
+        let phase = Phase::of(observed);
+        if phase.allowed_actions().contains(&self) {
+            Ok(())
+        } else {
+            Err(IllegalAction { action: self, migration: migration.to_string(), phase })
+        }
+    }
+
+    /// The phases this action may be asked in.
+    pub fn allowed_in(self) -> Vec<Phase> {
+        Phase::ALL.into_iter().filter(|phase| phase.allowed_actions().contains(&self)).collect()
+    }
+
+    /// The verb as staff read it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Resume => "resume",
+            Action::Pause => "pause",
+            Action::Continue => "continue",
+            Action::Stop => "stop",
+            Action::StopAndRollback => "stop and roll back",
+            Action::Rollback => "roll back",
+        }
+    }
+
+    /// The name in the audit log and `list --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Resume => "resume",
+            Action::Pause => "pause",
+            Action::Continue => "continue",
+            Action::Stop => "stop",
+            Action::StopAndRollback => "stop_and_rollback",
+            Action::Rollback => "rollback",
+        }
+    }
+
+    /// The menu's words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Start => "Run",
+            Action::Resume => "Resume",
+            Action::Pause => "Pause",
+            Action::Continue => "Continue",
+            Action::Stop => "Stop",
+            Action::StopAndRollback => "Stop and roll back",
+            Action::Rollback => "Roll back",
+        }
+    }
+
+    /// Actions that kill a query or undo work, and so ask for confirmation first.
+    pub fn is_destructive(self) -> bool {
+        matches!(self, Action::Stop | Action::StopAndRollback | Action::Rollback)
+    }
+}
+
+/// An action the migration's phase does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct IllegalAction {
+    pub action: Action,
+    pub migration: String,
+    pub phase: Phase,
+}
+
+impl fmt::Display for IllegalAction {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let IllegalAction { action, migration, phase } = self;
+        let verb = action.verb();
+        if *phase == Phase::RollingBack {
+            return write!(formatter, "cannot {verb} {migration}: it is being rolled back; wait until the rollback ends");
+        }
+        let allowed: Vec<String> = action.allowed_in().iter().map(Phase::to_string).collect();
+        write!(formatter, "cannot {verb} {migration}: it is {phase}, and {verb} needs it to be {}", allowed.join(" or "))
+    }
+}
+
+/// Whether the runner may move a migration from `from` to `to`.
+pub fn is_legal_move(from: Status, to: Status) -> bool {
+    use Status::*;
+    matches!(
+        (from, to),
+        (NotStarted, Starting)
+            | (NotStarted, Completed) // not required on this instance
+            | (RolledBack, Starting)
+            | (FailedAtStartup, Starting)
+            | (Errored, Starting) // resume
+            | (Starting, Running)
+            | (Starting, FailedAtStartup)
+            | (Starting, Errored) // stopped or runner died before it ran
+            | (Running, Completed)
+            | (Running, Errored)
+            | (Errored, RolledBack)
+    )
+}
+
+/// Refuses a move that is not in the table above.
+pub fn check_move(migration: &str, from: Status, to: Status) -> Result<(), IllegalMove> {
+    if is_legal_move(from, to) {
+        Ok(())
+    } else {
+        Err(IllegalMove { migration: migration.to_string(), from, to })
+    }
+}
+
+/// A status change the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{migration} cannot go from {from} to {to}")]
+pub struct IllegalMove {
+    pub migration: String,
+    pub from: Status,
+    pub to: Status,
+}
+
+/// What values a migration's parameter accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ParameterKind {
+    /// A whole number within `min..=max`.
+    Integer { min: i64, max: i64 },
+    /// `true` or `false`.
+    Boolean,
+    /// A ClickHouse table or column name: letters, digits and `_`, not starting with a digit.
+    Identifier,
+    /// Free text up to `max_length` characters, rendered as an escaped string literal.
+    Text { max_length: usize },
+}
+
+impl ParameterKind {
+    /// What a value must look like, in words.
+    pub fn hint(&self) -> String {
+        match self {
+            ParameterKind::Integer { min, max } => format!("a whole number from {min} to {max}"),
+            ParameterKind::Boolean => "true or false".into(),
+            ParameterKind::Identifier => "a table or column name".into(),
+            ParameterKind::Text { max_length } => format!("text, at most {max_length} characters"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_status(status: Status) -> Observed {
+        Observed { status, claimed: status.is_active(), ..Observed::default() }
+    }
+
+    #[test]
+    fn statuses_and_phases_round_trip_through_their_names() {
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for phase in Phase::ALL {
+            assert_eq!(serde_json::to_value(phase).unwrap(), phase.as_str());
+        }
+        assert_eq!(Status::parse("done"), None);
+    }
+
+    #[test]
+    fn each_phase_comes_from_what_is_observed() {
+        use Phase::*;
+        let running = in_status(Status::Running);
+        let cases = [
+            (in_status(Status::NotStarted), NotStarted),
+            (Observed { status: Status::Starting, ..Observed::default() }, Queued),
+            (in_status(Status::Starting), Starting),
+            (running, Running),
+            (Observed { waiting: true, ..running }, Waiting),
+            (Observed { pause_requested: true, ..running }, Pausing),
+            (Observed { pause_requested: true, waiting: true, ..running }, Pausing),
+            (Observed { pause_requested: true, held: true, ..running }, Paused),
+            // Continue clears the request at once; the runner lets go of the hold a moment later.
+            (Observed { held: true, ..running }, Running),
+            (Observed { stop_requested: true, pause_requested: true, held: true, ..running }, Stopping),
+            (Observed { stop_requested: true, ..in_status(Status::Starting) }, Stopping),
+            (Observed { rolling_back: true, ..in_status(Status::Errored) }, RollingBack),
+            (in_status(Status::Completed), Completed),
+            (in_status(Status::Errored), Errored),
+            (in_status(Status::RolledBack), RolledBack),
+            (in_status(Status::FailedAtStartup), FailedAtStartup),
+        ];
+        for (observed, phase) in cases {
+            assert_eq!(Phase::of(observed), phase, "{observed:?}");
+        }
+    }
+
+    /// The table staff rely on, written out: every phase with exactly what may be asked in it.
+    #[test]
+    fn each_phase_allows_exactly_these_actions() {
+        use Action::*;
+        let table: [(Phase, &[Action]); 13] = [
+            (Phase::NotStarted, &[Start]),
+            (Phase::Queued, &[Stop, StopAndRollback]),
+            (Phase::Starting, &[Stop, StopAndRollback]),
+            (Phase::Running, &[Pause, Stop, StopAndRollback]),
+            (Phase::Waiting, &[Pause, Stop, StopAndRollback]),
+            (Phase::Pausing, &[Continue, Stop, StopAndRollback]),
+            (Phase::Paused, &[Continue, Stop, StopAndRollback]),
+            (Phase::Stopping, &[]),
+            (Phase::RollingBack, &[]),
+            (Phase::Completed, &[]),
+            (Phase::Errored, &[Resume, Rollback]),
+            (Phase::RolledBack, &[Start]),
+            (Phase::FailedAtStartup, &[Start]),
+        ];
+        for (phase, actions) in table {
+            assert_eq!(phase.allowed_actions(), actions, "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_migration_its_phase_and_what_is_needed() {
+        let refusal = Action::Rollback.check("0001_orders_sort_key", in_status(Status::NotStarted)).unwrap_err();
+        assert_eq!(refusal.to_string(), "cannot roll back 0001_orders_sort_key: it is not started, and roll back needs it to be errored");
+        let refusal = Action::Continue.check("0001_orders_sort_key", in_status(Status::Running)).unwrap_err();
+        assert_eq!(
+            refusal.to_string(),
+            "cannot continue 0001_orders_sort_key: it is running, and continue needs it to be pausing or paused"
+        );
+        let rolling_back = Observed { rolling_back: true, ..in_status(Status::Errored) };
+        for action in Action::ALL {
+            let refusal = action.check("0001_x", rolling_back).unwrap_err();
+            assert!(refusal.to_string().ends_with("it is being rolled back; wait until the rollback ends"), "{refusal}");
+        }
+    }
+
+    /// The runner's moves, written out: every other pair of statuses is refused.
+    #[test]
+    fn the_runner_moves_exactly_along_these_pairs() {
+        use Status::*;
+        let legal = [
+            (NotStarted, Starting),
+            (NotStarted, Completed),
+            (RolledBack, Starting),
+            (FailedAtStartup, Starting),
+            (Errored, Starting),
+            (Starting, Running),
+            (Starting, FailedAtStartup),
+            (Starting, Errored),
+            (Running, Completed),
+            (Running, Errored),
+            (Errored, RolledBack),
+        ];
+        for from in Status::ALL {
+            for to in Status::ALL {
+                assert_eq!(check_move("m", from, to).is_ok(), legal.contains(&(from, to)), "{from:?} -> {to:?}");
+            }
+        }
+    }
+}
