@@ -213,15 +213,15 @@ impl Store {
         }
     }
 
-    /// Asks the runner of a running migration to hold it after the unit of work in progress (`pause`), or to go on
-    /// (`!pause`): the request and its audit row in one transaction, applied only if the migration is still
-    /// running with no stop or rollback under way and not paused (or, to continue, paused). Returns the migration
-    /// as it is now.
+    /// Asks the runner of a starting or running migration to hold it after the unit of work in progress
+    /// (`pause`), or to go on (`!pause`): the request and its audit row in one transaction, applied only if the
+    /// migration is still starting or running with no stop or rollback under way and not paused (or, to continue,
+    /// paused). Returns the migration as it is now.
     pub async fn request_pause(&self, name: &str, actor: &str, pause: bool) -> Result<MigrationRecord> {
         let mut transaction = self.pool.begin().await?;
         let row = sqlx::query(&format!(
             "UPDATE async_migration SET pause_requested_by = CASE WHEN $3 THEN $2 END, updated_at = now()
-             WHERE name = $1 AND status = 'running' AND NOT rolling_back AND stop_requested_by IS NULL
+             WHERE name = $1 AND status IN ('starting', 'running') AND NOT rolling_back AND stop_requested_by IS NULL
                  AND (pause_requested_by IS NULL) = $3
              RETURNING {MIGRATION_COLUMNS}"
         ))

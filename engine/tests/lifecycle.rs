@@ -530,7 +530,7 @@ async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
     // Each status as it is with no runner on it (starting is then queued), and what staff may ask in it.
     let allowed: [(Status, &[Action]); 7] = [
         (Status::NotStarted, &[Start]),
-        (Status::Starting, &[Stop, StopAndRollback]),
+        (Status::Starting, &[Pause, Stop, StopAndRollback]),
         (Status::Running, &[Pause, Stop, StopAndRollback]),
         (Status::Completed, &[]),
         (Status::Errored, &[Resume, Rollback]),

@@ -313,7 +313,10 @@ async fn a_paused_rewrite_holds_between_partitions_then_continues_while_rows_kee
     let pausing = engine.pause(ORDERS, TESTER).await.unwrap();
     assert_eq!((pausing.phase, pausing.record.pause_requested_by.as_deref()), (Phase::Pausing, Some(TESTER)));
     let again = engine.pause(ORDERS, TESTER).await.unwrap_err();
-    assert_eq!(again.to_string(), format!("cannot pause {ORDERS}: it is pausing, and pause needs it to be running or waiting"));
+    assert_eq!(
+        again.to_string(),
+        format!("cannot pause {ORDERS}: it is pausing, and pause needs it to be queued, starting, running or waiting")
+    );
     let paused = wait_for(&engine, ORDERS, Duration::from_secs(60), "paused", |overview| overview.phase == Phase::Paused).await;
     assert_eq!(paused.allowed_actions, [Action::Continue, Action::Stop, Action::StopAndRollback]);
     assert_eq!(paused.record.status, Status::Running);

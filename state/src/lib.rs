@@ -103,7 +103,8 @@ pub enum Phase {
     Running,
     /// Running, but waiting until a reason of the runner's passes (the row says which).
     Waiting,
-    /// Asked to pause: the unit of work in progress finishes first.
+    /// Asked to pause: the unit of work in progress finishes first (a run paused before it began holds before
+    /// its first).
     Pausing,
     /// Held between two units of work, nothing running, the lease kept.
     Paused,
@@ -138,10 +139,11 @@ impl Phase {
         match observed.status {
             _ if observed.rolling_back => Phase::RollingBack,
             Status::Starting | Status::Running if observed.stop_requested => Phase::Stopping,
+            // A run paused before its first unit of work holds there.
+            Status::Starting | Status::Running if observed.pause_requested && observed.held => Phase::Paused,
+            Status::Starting | Status::Running if observed.pause_requested => Phase::Pausing,
             Status::Starting if !observed.claimed => Phase::Queued,
             Status::Starting => Phase::Starting,
-            Status::Running if observed.pause_requested && observed.held => Phase::Paused,
-            Status::Running if observed.pause_requested => Phase::Pausing,
             Status::Running if observed.waiting => Phase::Waiting,
             Status::Running => Phase::Running,
             Status::NotStarted => Phase::NotStarted,
@@ -157,8 +159,7 @@ impl Phase {
         use Action::*;
         match self {
             Phase::NotStarted | Phase::RolledBack | Phase::FailedAtStartup => &[Start],
-            Phase::Queued | Phase::Starting => &[Stop, StopAndRollback],
-            Phase::Running | Phase::Waiting => &[Pause, Stop, StopAndRollback],
+            Phase::Queued | Phase::Starting | Phase::Running | Phase::Waiting => &[Pause, Stop, StopAndRollback],
             Phase::Pausing | Phase::Paused => &[Continue, Stop, StopAndRollback],
             Phase::Errored => &[Resume, Rollback],
             // A stop or a rollback under way is never interrupted: halfway, both the old and the new state would
@@ -321,7 +322,12 @@ impl fmt::Display for IllegalAction {
             return write!(formatter, "cannot {verb} {migration}: it is being rolled back; wait until the rollback ends");
         }
         let allowed: Vec<String> = action.allowed_in().iter().map(Phase::to_string).collect();
-        write!(formatter, "cannot {verb} {migration}: it is {phase}, and {verb} needs it to be {}", allowed.join(" or "))
+        let allowed = match allowed.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        write!(formatter, "cannot {verb} {migration}: it is {phase}, and {verb} needs it to be {allowed}")
     }
 }
 
@@ -425,6 +431,7 @@ mod tests {
             (Observed { held: true, ..running }, Running),
             (Observed { stop_requested: true, pause_requested: true, held: true, ..running }, Stopping),
             (Observed { stop_requested: true, ..in_status(Status::Starting) }, Stopping),
+            (Observed { pause_requested: true, ..Observed { status: Status::Starting, ..Observed::default() } }, Pausing),
             (Observed { rolling_back: true, ..in_status(Status::Errored) }, RollingBack),
             (in_status(Status::Completed), Completed),
             (in_status(Status::Errored), Errored),
@@ -442,8 +449,8 @@ mod tests {
         use Action::*;
         let table: [(Phase, &[Action]); 13] = [
             (Phase::NotStarted, &[Start]),
-            (Phase::Queued, &[Stop, StopAndRollback]),
-            (Phase::Starting, &[Stop, StopAndRollback]),
+            (Phase::Queued, &[Pause, Stop, StopAndRollback]),
+            (Phase::Starting, &[Pause, Stop, StopAndRollback]),
             (Phase::Running, &[Pause, Stop, StopAndRollback]),
             (Phase::Waiting, &[Pause, Stop, StopAndRollback]),
             (Phase::Pausing, &[Continue, Stop, StopAndRollback]),
