@@ -269,6 +269,7 @@ impl Store {
     /// A stop of a migration no runner has claimed yet: it goes straight to errored. Returns false when a
     /// runner owns it (the runner then acts on the stop request).
     pub async fn stop_unclaimed(&self, name: &str, message: &str) -> Result<bool> {
+        check_move(name, Status::Starting, Status::Errored)?;
         let mut transaction = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE async_migration SET status = 'errored', requested_action = NULL, stop_requested_by = NULL,
@@ -714,6 +715,17 @@ impl Store {
     /// reason recorded.
     pub async fn abandon_run(&self, lease: &StaleLease) -> Result<Option<MigrationRecord>> {
         let mut transaction = self.pool.begin().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM async_migration WHERE name = $1 AND runner_id = $2 FOR UPDATE")
+                .bind(&lease.migration_name)
+                .bind(&lease.runner_id)
+                .fetch_optional(&mut *transaction)
+                .await?;
+        // A rollback's runner died with the migration errored already: it stays errored, and resumable.
+        match current.as_deref().and_then(Status::parse) {
+            Some(Status::Errored) | None => {}
+            Some(from) => check_move(&lease.migration_name, from, Status::Errored)?,
+        }
         let row = sqlx::query(&format!(
             "UPDATE async_migration SET status = 'errored', runner_id = NULL, requested_action = NULL,
                  rolling_back = false, stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL,
