@@ -109,6 +109,14 @@ pub async fn pause_migration(name: String, pause: bool) -> Result<MigrationRow, 
     Ok(overview.into())
 }
 
+/// Changes adjustable parameters of a running migration (name to value, as typed); it takes them at its next
+/// unit of work.
+#[server(endpoint = "adjust_migration", input = Json)]
+pub async fn adjust_migration(name: String, parameters: serde_json::Map<String, serde_json::Value>) -> Result<MigrationRow, AppError> {
+    let (engine, user) = require_staff().await?;
+    Ok(engine.adjust(&name, &user.email, &parameters).await?.into())
+}
+
 /// Reads a migration's error log, oldest first.
 #[server(endpoint = "get_migration_errors", input = Json)]
 pub async fn get_migration_errors(name: String) -> Result<Vec<ErrorEntry>, AppError> {

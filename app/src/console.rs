@@ -15,6 +15,8 @@ use crate::model::{Action, MigrationRow, UnixMillis};
 pub enum Dialog {
     /// The parameters form of a migration about to run.
     Run(String),
+    /// The adjustable parameters of a running migration, to change.
+    Adjust(String),
     /// A destructive action waiting for confirmation.
     Confirm(String, Action),
 }
@@ -115,6 +117,8 @@ impl Console {
         if action == Action::Start {
             self.start.value().set(None);
             self.dialog.set(Some(Dialog::Run(name.into())));
+        } else if action == Action::Adjust {
+            self.dialog.set(Some(Dialog::Adjust(name.into())));
         } else if action.is_destructive() {
             self.dialog.set(Some(Dialog::Confirm(name.into(), action)));
         } else {
@@ -126,7 +130,8 @@ impl Console {
     pub fn perform(&self, name: &str, action: Action) {
         let name = name.to_string();
         match action {
-            Action::Start => {}
+            // Their dialogs send them.
+            Action::Start | Action::Adjust => {}
             Action::Stop => drop(self.stop.dispatch(StopMigration { name, rollback: false })),
             Action::StopAndRollback => drop(self.stop.dispatch(StopMigration { name, rollback: true })),
             Action::Rollback => drop(self.rollback.dispatch(RollbackMigration { name })),

@@ -16,6 +16,10 @@ pub struct ParameterField {
     pub kind: ParameterKind,
     /// The default, as it would be typed into the form.
     pub default_value: String,
+    /// Staff may change it while the migration runs (Adjust).
+    pub adjustable: bool,
+    /// The value of the latest run, as it would be typed; `None` before any run.
+    pub run_value: Option<String>,
 }
 
 /// One row of the migrations table: a migration's recorded state with what its definition says about it,
@@ -234,7 +238,15 @@ mod from_engine {
                 waiting_reason: record.waiting_reason,
                 min_version: record.min_version,
                 max_version: record.max_version,
-                parameters: overview.parameter_specs.into_iter().map(ParameterField::from).collect(),
+                parameters: overview
+                    .parameter_specs
+                    .into_iter()
+                    .map(|spec| {
+                        let run_value =
+                            record.parameters.get(&spec.name).and_then(|json| spec.from_json(json).ok()).map(|value| value.to_string());
+                        ParameterField { run_value, ..ParameterField::from(spec) }
+                    })
+                    .collect(),
                 shards: record.shards.into_iter().map(ShardRow::from).collect(),
                 name: record.name,
                 description: record.description,
@@ -246,6 +258,8 @@ mod from_engine {
         fn from(spec: engine::parameters::ParameterSpec) -> Self {
             ParameterField {
                 kind: spec.kind,
+                adjustable: spec.adjustable,
+                run_value: None,
                 default_value: match spec.default {
                     ParameterValue::Integer(number) => number.to_string(),
                     ParameterValue::Boolean(flag) => flag.to_string(),

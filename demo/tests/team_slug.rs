@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use demo::migrations::team_slug::{self, NAME};
 use demo::seed_teams;
-use engine::status::Status;
+use engine::status::{Phase, Status};
 use engine::testing::{is_settled, spawn_runner, wait_for};
 use engine::{Engine, MigrationOverview};
 use serde_json::json;
@@ -165,6 +165,45 @@ async fn a_stop_keeps_the_batches_done_and_resume_continues_from_the_last_id() {
     let done = settled(&engine).await;
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
     assert_eq!(wrong_slugs(&engine).await, []);
+}
+
+#[tokio::test]
+async fn batch_size_adjusted_while_paused_is_what_the_next_batches_use() {
+    let engine = seeded(2_000).await;
+    // Every UPDATE statement on team counts once: operation 1's batches, then operation 2's fill.
+    sqlx::raw_sql(
+        "CREATE TABLE team_updates (at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE FUNCTION count_team_update() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN INSERT INTO team_updates DEFAULT VALUES; RETURN NULL; END $$;
+         CREATE TRIGGER team_updated AFTER UPDATE ON team FOR EACH STATEMENT EXECUTE FUNCTION count_team_update();",
+    )
+    .execute(pool(&engine))
+    .await
+    .unwrap();
+    let updates = || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM team_updates").fetch_one(pool(&engine)).await.unwrap() };
+    start(&engine, 10).await;
+    // Paused before the runner takes it up: it holds before the first batch.
+    engine.pause(NAME, TESTER).await.unwrap();
+    let _runner = spawn_runner(&engine);
+    wait_for(&engine, NAME, Duration::from_secs(60), "paused", |overview| overview.phase == Phase::Paused).await;
+    assert_eq!(updates().await, 0);
+
+    let refused = engine.adjust(NAME, TESTER, json!({ "batch_size": 0 }).as_object().unwrap()).await.unwrap_err();
+    assert_eq!(refused.to_string(), format!("parameter batch_size of {NAME}: 0 is out of range: it must be from 1 to 100000"));
+    let adjusted = engine.adjust(NAME, TESTER, json!({ "batch_size": "1000" }).as_object().unwrap()).await.unwrap();
+    assert_eq!(adjusted.record.parameters["batch_size"], 1000);
+    assert_eq!(adjusted.phase, Phase::Paused, "adjusting does not end the pause");
+    engine.continue_run(NAME, TESTER).await.unwrap();
+    let done = settled(&engine).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+    assert_eq!(wrong_slugs(&engine).await, []);
+    // 2 000 teams in batches of 1 000 (and the batch that finds none left), then operation 2's one UPDATE; at
+    // the 10 the run started with they would have been 201.
+    assert_eq!(updates().await, 4);
+    let audit = engine.audit_log(10).await.unwrap();
+    let adjust = audit.iter().find(|entry| entry.action == "adjust").expect("the adjustment is audited");
+    assert_eq!(adjust.parameters, json!({ "batch_size": { "from": 10, "to": 1000 } }));
+    assert_eq!(audit.iter().filter(|entry| entry.action == "adjust").count(), 1, "the refused one changed nothing");
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 // Pausing and continuing a rewrite of the demo's events (0001_events_sort_key on seeded events): the run waits
 // while a partition of events has too many parts, staff pause it there, it holds (nothing runs, the runner
-// keeps it), and once merges have caught up staff continue it to the end. The pictures illustrate
+// keeps it), staff change its copy's threads, and once merges have caught up they continue it to the end. The pictures illustrate
 // docs/walkthrough.md.
 import { test as base, expect, logIn, row, choose, screenshot, freePort, Instance } from './support/instance';
 
@@ -51,14 +51,27 @@ test('pause a waiting rewrite, then continue it to the end', async ({ page, even
   await expect(migration).toHaveAttribute('data-phase', 'paused');
   await expect(situation).toHaveText('paused by admin@example.com');
   await page.getByRole('button', { name: `Actions for ${name}` }).click();
-  await expect(page.getByRole('menuitem')).toHaveText(['Continue', 'Stop', 'Stop and roll back', 'Details', 'View errors']);
+  await expect(page.getByRole('menuitem')).toHaveText(['Continue', 'Adjust', 'Stop', 'Stop and roll back', 'Details', 'View errors']);
   await page.keyboard.press('Escape');
   await screenshot(page, 'pause-paused');
   const statements = () =>
     instance.clickhouse(`SELECT count() FROM system.processes WHERE query_id LIKE 'amigo-${name}-%'`);
   expect(await statements()).toBe('0');
   expect(JSON.parse(instance.amigo(['migrations', 'list', '--json'])).find((listed: { name: string }) => listed.name === name))
-    .toMatchObject({ status: 'running', phase: 'paused', allowed_actions: ['continue', 'stop', 'stop_and_rollback'] });
+    .toMatchObject({ status: 'running', phase: 'paused', allowed_actions: ['continue', 'adjust', 'stop', 'stop_and_rollback'] });
+
+  // A knob while it holds: the copy's threads, taken at the next partition.
+  await choose(page, name, 'Adjust');
+  const adjust = page.getByRole('dialog', { name: `Adjust ${name}` });
+  await expect(adjust.getByLabel('max_threads')).toHaveValue('0');
+  await expect(adjust.getByLabel('catch_up_passes')).toHaveCount(0);
+  await adjust.getByLabel('max_threads').fill('2');
+  await screenshot(page, 'pause-adjust');
+  await adjust.getByRole('button', { name: 'Adjust' }).click();
+  await expect(adjust).toBeHidden();
+  await expect(page.locator('.notice')).toContainText(`${name}: adjusted; it takes the new values at its next unit of work`);
+  expect(JSON.parse(instance.amigo(['migrations', 'list', '--json'])).find((listed: { name: string }) => listed.name === name))
+    .toMatchObject({ phase: 'paused', parameters: { max_threads: 2 } });
 
   // Merges catch up; the pause still holds the run until staff continue it.
   const month = await instance.clickhouse('SELECT toYYYYMM(now())');
@@ -70,7 +83,8 @@ test('pause a waiting rewrite, then continue it to the end', async ({ page, even
   await screenshot(page, 'pause-completed');
   await page.getByRole('link', { name: 'Audit log' }).click();
   const audit = page.locator('table.audit tbody tr');
-  for (const action of ['start', 'pause', 'continue']) {
+  await expect(audit.filter({ hasText: 'adjust' })).toContainText('{"max_threads":{"from":0,"to":2}}');
+  for (const action of ['start', 'pause', 'adjust', 'continue']) {
     await expect(audit.filter({ hasText: name }).filter({ has: page.getByText(action, { exact: true }) })).toHaveCount(1);
   }
   await screenshot(page, 'pause-audit');

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::cluster::Cluster;
 use crate::definition::{CheckOutcome, StepFn};
-use crate::parameters::Parameters;
+use crate::parameters::{ParameterValue, Parameters};
 use crate::pressure;
 use crate::preview::PartitionSize;
 use crate::settings::RuntimeSettings;
@@ -57,7 +57,10 @@ pub struct MigrationContext {
     pub migration: String,
     pub clickhouse: ClickHouse,
     pub postgres: PgPool,
+    /// The values the run started with; an adjustable parameter's value now is [`MigrationContext::integer_now`].
     pub parameters: Parameters,
+    /// The run's parameter values as last read between two units of work, staff's adjustments included.
+    adjusted: Arc<Mutex<Option<Parameters>>>,
     /// Every node of the product's ClickHouse, when it is a cluster.
     pub cluster: Option<Arc<Cluster>>,
     position: Option<Arc<RunPosition>>,
@@ -142,10 +145,27 @@ impl MigrationContext {
             clickhouse,
             postgres,
             parameters,
+            adjusted: Arc::new(Mutex::new(None)),
             cluster,
             position: None,
             shard: None,
             rolling_back: false,
+        }
+    }
+
+    /// The value of parameter `name` now: as staff last adjusted it, read at the latest unit of work's start
+    /// ([`MigrationContext::hold_between_units`]), else as the run started with it.
+    pub fn value_now(&self, name: &str) -> Option<ParameterValue> {
+        let adjusted = self.adjusted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        adjusted.as_ref().and_then(|values| values.get(name)).or_else(|| self.parameters.get(name)).cloned()
+    }
+
+    /// [`MigrationContext::value_now`] of an integer parameter; panics if the migration does not declare it (a
+    /// bug in its definition), like [`Parameters::integer`].
+    pub fn integer_now(&self, name: &str) -> i64 {
+        match self.value_now(name) {
+            Some(ParameterValue::Integer(value)) => value,
+            _ => self.parameters.integer(name),
         }
     }
 
@@ -385,12 +405,16 @@ impl MigrationContext {
     /// Holds the run between two units of work (e.g. partitions, batches), as operations call it there: while
     /// staff paused the migration (recorded as held, nothing running, the lease kept), then while its throttle
     /// check fails (its reason shown as the run's waiting reason). Returns at once when neither holds it; a
-    /// stop still interrupts the wait.
+    /// stop still interrupts the wait. It also takes in staff's adjustments of the parameters
+    /// ([`MigrationContext::integer_now`]).
     pub async fn hold_between_units(&self) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
         let (mut held, mut shown): (bool, Option<String>) = (false, None);
         loop {
-            let paused_by = position.store.pause_requested_by(&self.migration).await?;
+            let (paused_by, values) = position.store.between_units(&self.migration).await?;
+            if let Ok(values) = serde_json::from_value::<Parameters>(values) {
+                *self.adjusted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(values);
+            }
             if paused_by.is_some() != held {
                 held = paused_by.is_some();
                 position.store.set_held(&self.migration, &position.runner_id, held).await?;

@@ -118,8 +118,8 @@ pub struct MigrationOverview {
     pub defined: bool,
     /// What staff see it doing ([`status::Phase::of`] its record).
     pub phase: Phase,
-    /// What staff may ask of it now, in menu order: its phase's actions, and only stops when this binary does
-    /// not define it.
+    /// What staff may ask of it now, in menu order: its phase's actions (Adjust only when it declares an
+    /// adjustable parameter), and only stops when this binary does not define it.
     pub allowed_actions: Vec<Action>,
 }
 
@@ -230,7 +230,11 @@ impl Engine {
                 .allowed_actions()
                 .iter()
                 .copied()
-                .filter(|action| definition.is_some() || matches!(action, Action::Stop | Action::StopAndRollback))
+                .filter(|action| match action {
+                    Action::Stop | Action::StopAndRollback => true,
+                    Action::Adjust => definition.is_some_and(|definition| definition.parameters.iter().any(|spec| spec.adjustable)),
+                    _ => definition.is_some(),
+                })
                 .collect(),
             record,
         }
@@ -362,6 +366,20 @@ impl Engine {
     /// Lets a paused (or pausing) migration go on from where its runner holds it.
     pub async fn continue_run(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
         self.pause_or_continue(name, actor, Action::Continue).await
+    }
+
+    /// Changes adjustable parameters of a queued, starting or running migration (`values`: name to value, typed
+    /// or as text); its operations take them at their next unit of work. Refused, changing nothing, when a name
+    /// is unknown or not adjustable or a value invalid. Returns the migration as it is now.
+    pub async fn adjust(&self, name: &str, actor: &str, values: &serde_json::Map<String, serde_json::Value>) -> Result<MigrationOverview> {
+        let definition = self.require_definition(name)?;
+        let record = self.record(name).await?;
+        Action::Adjust.check(name, record.observed())?;
+        let changes = Parameters::adjustments(name, &definition.parameters, values)?;
+        if changes.is_empty() {
+            return Err(Error::InvalidRequest(format!("adjust {name}: give at least one parameter to change")));
+        }
+        Ok(self.overview(self.store.request_adjust(name, actor, &changes).await?))
     }
 
     async fn pause_or_continue(&self, name: &str, actor: &str, action: Action) -> Result<MigrationOverview> {

@@ -394,6 +394,8 @@ struct ParameterEntry {
     min: Option<Spanned<i64>>,
     max: Option<Spanned<i64>>,
     max_length: Option<Spanned<usize>>,
+    #[serde(default)]
+    adjustable: bool,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -781,7 +783,13 @@ impl<'a> MigrationFileReader<'a> {
             }
         };
         let (Some(kind), Some(default)) = (kind, default) else { return None };
-        let spec = ParameterSpec { name: name.into(), description: parameter.description.get_ref().trim().into(), kind, default };
+        let spec = ParameterSpec {
+            name: name.into(),
+            description: parameter.description.get_ref().trim().into(),
+            kind,
+            default,
+            adjustable: parameter.adjustable,
+        };
         if let Err(reason) = spec.check(&spec.default) {
             self.problem(&parameter.default.span(), format!("parameter {name}: the default is invalid: {reason}"));
         }

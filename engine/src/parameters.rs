@@ -39,6 +39,10 @@ pub struct ParameterSpec {
     pub description: String,
     pub kind: ParameterKind,
     pub default: ParameterValue,
+    /// Staff may change it while the migration runs (`Engine::adjust`); the operations read it again at each
+    /// unit of work with [`crate::context::MigrationContext::integer_now`].
+    #[serde(default)]
+    pub adjustable: bool,
 }
 
 impl ParameterSpec {
@@ -59,11 +63,16 @@ impl ParameterSpec {
     }
 
     fn new(name: &str, description: &str, kind: ParameterKind, default: ParameterValue) -> ParameterSpec {
-        let spec = ParameterSpec { name: name.into(), description: description.into(), kind, default };
+        let spec = ParameterSpec { name: name.into(), description: description.into(), kind, default, adjustable: false };
         if let Err(reason) = spec.check(&spec.default) {
             panic!("the default of parameter {name} is invalid: {reason}");
         }
         spec
+    }
+
+    /// The same parameter, adjustable while the migration runs.
+    pub fn adjustable(self) -> ParameterSpec {
+        ParameterSpec { adjustable: true, ..self }
     }
 
     /// Reads a value typed on a command line or in a form.
@@ -152,6 +161,8 @@ pub enum ParameterError {
     NotAnAssignment { assignment: String },
     #[error("parameter {name} of {migration} is given twice")]
     Repeated { migration: String, name: String },
+    #[error("parameter {name} of {migration} cannot change while it runs; {adjustable}")]
+    NotAdjustable { migration: String, name: String, adjustable: String },
 }
 
 /// Validated values for every parameter of a migration (defaults filled in), as stored with its run.
@@ -173,6 +184,31 @@ impl Parameters {
             }
         }
         Ok(Parameters::with_defaults(specs, given))
+    }
+
+    /// The changes `values` (a JSON object, values typed or as text) make to a running migration's
+    /// adjustable parameters, each checked against its spec: only those values, as they are stored.
+    pub fn adjustments(
+        migration: &str,
+        specs: &[ParameterSpec],
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ParameterError> {
+        let mut changes = serde_json::Map::new();
+        for (name, json) in values {
+            let spec = find_spec(migration, specs, name)?;
+            if !spec.adjustable {
+                let adjustable: Vec<&str> = specs.iter().filter(|spec| spec.adjustable).map(|spec| spec.name.as_str()).collect();
+                let adjustable = if adjustable.is_empty() {
+                    "it has no adjustable parameters".to_string()
+                } else {
+                    format!("those that can: {}", adjustable.join(", "))
+                };
+                return Err(ParameterError::NotAdjustable { migration: migration.into(), name: spec.name.clone(), adjustable });
+            }
+            let value = spec.from_json(json).map_err(|reason| invalid(migration, spec, reason))?;
+            changes.insert(spec.name.clone(), serde_json::to_value(value).unwrap_or_default());
+        }
+        Ok(changes)
     }
 
     /// Defaults overridden by a JSON object of values (from the page or a stored run).

@@ -245,10 +245,42 @@ impl Store {
         Ok(record)
     }
 
-    /// Who asked to pause migration `name`, while the pause stands.
-    pub async fn pause_requested_by(&self, name: &str) -> Result<Option<String>> {
-        let by = sqlx::query_scalar("SELECT pause_requested_by FROM async_migration WHERE name = $1").bind(name).fetch_optional(&self.pool);
-        Ok(by.await?.flatten())
+    /// What a run reads between two units of work: who asked to pause migration `name` (while the pause stands),
+    /// and its parameter values, staff's adjustments included.
+    pub async fn between_units(&self, name: &str) -> Result<(Option<String>, serde_json::Value)> {
+        let row = sqlx::query_as("SELECT pause_requested_by, parameters FROM async_migration WHERE name = $1").bind(name);
+        Ok(row.fetch_optional(&self.pool).await?.unwrap_or((None, serde_json::Value::Null)))
+    }
+
+    /// Changes parameter values of a starting or running migration (`changes`, checked by the caller), with its
+    /// audit row (each change from what it was) in one transaction. Returns the migration as it is now.
+    pub async fn request_adjust(
+        &self,
+        name: &str,
+        actor: &str,
+        changes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<MigrationRecord> {
+        let mut transaction = self.pool.begin().await?;
+        let before: Option<serde_json::Value> = sqlx::query_scalar(
+            "SELECT parameters FROM async_migration
+             WHERE name = $1 AND status IN ('starting', 'running') AND NOT rolling_back AND stop_requested_by IS NULL FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(before) = before else { return Err(Error::ChangedMeanwhile { migration: name.into() }) };
+        let row = sqlx::query(&format!(
+            "UPDATE async_migration SET parameters = parameters || $2, updated_at = now() WHERE name = $1 RETURNING {MIGRATION_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(serde_json::Value::Object(changes.clone()))
+        .fetch_one(&mut *transaction)
+        .await?;
+        let audited: serde_json::Map<String, serde_json::Value> =
+            changes.iter().map(|(key, value)| (key.clone(), serde_json::json!({ "from": before[key], "to": value }))).collect();
+        insert_audit(&mut transaction, actor, "adjust", Some(name), &serde_json::Value::Object(audited)).await?;
+        transaction.commit().await?;
+        record_from_row(&row)
     }
 
     /// Records that the runner holds the migration between two units of work for a pause (`held`), or let go

@@ -525,13 +525,14 @@ async fn migrations_this_instance_does_not_need_are_marked_completed_without_run
 #[tokio::test]
 async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
     use Action::*;
-    let instance = Instance::new(vec![MigrationDefinition::new("0001_any", "placeholder")]).await;
+    let adjustable = ParameterSpec::integer("batch", "a batch size staff may change while it runs", 1, 1, 10).adjustable();
+    let instance = Instance::new(vec![MigrationDefinition::new("0001_any", "placeholder").parameter(adjustable)]).await;
     let pool = instance.engine.store().pool().clone();
     // Each status as it is with no runner on it (starting is then queued), and what staff may ask in it.
     let allowed: [(Status, &[Action]); 7] = [
         (Status::NotStarted, &[Start]),
-        (Status::Starting, &[Pause, Stop, StopAndRollback]),
-        (Status::Running, &[Pause, Stop, StopAndRollback]),
+        (Status::Starting, &[Pause, Adjust, Stop, StopAndRollback]),
+        (Status::Running, &[Pause, Adjust, Stop, StopAndRollback]),
         (Status::Completed, &[]),
         (Status::Errored, &[Resume, Rollback]),
         (Status::RolledBack, &[Start]),
@@ -551,6 +552,7 @@ async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
                 Start => instance.engine.start("0001_any", TESTER, &serde_json::Map::new()).await,
                 Pause => instance.engine.pause("0001_any", TESTER).await.map(drop),
                 Continue => instance.engine.continue_run("0001_any", TESTER).await.map(drop),
+                Adjust => instance.engine.adjust("0001_any", TESTER, json!({ "batch": 2 }).as_object().unwrap()).await.map(drop),
                 Stop => instance.engine.stop("0001_any", TESTER, false).await,
                 StopAndRollback => instance.engine.stop("0001_any", TESTER, true).await,
                 Rollback => instance.engine.rollback("0001_any", TESTER).await,

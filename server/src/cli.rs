@@ -187,6 +187,14 @@ pub enum MigrationsCommand {
     Pause { name: String },
     /// Let a paused migration go on from where its runner holds it.
     Continue { name: String },
+    /// Change parameters a running migration declares adjustable (threads, batch size …); its operations take
+    /// them at their next unit of work.
+    Adjust {
+        name: String,
+        /// A new value, as NAME=VALUE; repeat for several.
+        #[arg(long = "param", value_name = "KEY=VALUE", required = true)]
+        parameters: Vec<String>,
+    },
     /// Show a migration's error log.
     Errors {
         name: String,

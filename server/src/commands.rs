@@ -69,6 +69,19 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             println!("{name}: continuing");
             Ok(ExitCode::SUCCESS)
         }
+        MigrationsCommand::Adjust { name, parameters } => {
+            let mut values = serde_json::Map::new();
+            for assignment in parameters {
+                let (key, value) = assignment.split_once('=').ok_or_else(|| {
+                    engine::Error::Parameter(engine::parameters::ParameterError::NotAnAssignment { assignment: assignment.clone() })
+                })?;
+                values.insert(key.trim().to_string(), serde_json::Value::String(value.to_string()));
+            }
+            let adjusted = engine.adjust(name, &actor, &values).await?;
+            let now: Vec<String> = values.keys().map(|key| format!("{key} = {}", adjusted.record.parameters[key])).collect();
+            println!("{name}: {} from its next unit of work", now.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
         MigrationsCommand::Check { .. } | MigrationsCommand::New { .. } => {
             unreachable!("`amigo migrations check` and `new` run without connecting (server::run)")
         }

@@ -89,6 +89,7 @@ fn staff_calls() -> Vec<(&'static str, Value)> {
         ("rollback_migration", json!({ "name": MIGRATION })),
         ("resume_migration", json!({ "name": MIGRATION })),
         ("pause_migration", json!({ "name": MIGRATION, "pause": true })),
+        ("adjust_migration", json!({ "name": MIGRATION, "parameters": { "batch_size": "5" } })),
         ("get_migration_errors", json!({ "name": MIGRATION })),
         ("plan_migration", json!({ "name": MIGRATION, "parameters": {} })),
         ("get_migration_details", json!({ "name": MIGRATION })),

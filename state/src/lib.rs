@@ -159,8 +159,8 @@ impl Phase {
         use Action::*;
         match self {
             Phase::NotStarted | Phase::RolledBack | Phase::FailedAtStartup => &[Start],
-            Phase::Queued | Phase::Starting | Phase::Running | Phase::Waiting => &[Pause, Stop, StopAndRollback],
-            Phase::Pausing | Phase::Paused => &[Continue, Stop, StopAndRollback],
+            Phase::Queued | Phase::Starting | Phase::Running | Phase::Waiting => &[Pause, Adjust, Stop, StopAndRollback],
+            Phase::Pausing | Phase::Paused => &[Continue, Adjust, Stop, StopAndRollback],
             Phase::Errored => &[Resume, Rollback],
             // A stop or a rollback under way is never interrupted: halfway, both the old and the new state would
             // be partly there.
@@ -236,6 +236,8 @@ pub enum Action {
     Resume,
     Pause,
     Continue,
+    /// Change the parameters a migration declares adjustable while it runs.
+    Adjust,
     Stop,
     StopAndRollback,
     Rollback,
@@ -243,8 +245,16 @@ pub enum Action {
 
 impl Action {
     /// The menu's order.
-    pub const ALL: [Action; 7] =
-        [Action::Start, Action::Resume, Action::Pause, Action::Continue, Action::Stop, Action::StopAndRollback, Action::Rollback];
+    pub const ALL: [Action; 8] = [
+        Action::Start,
+        Action::Resume,
+        Action::Pause,
+        Action::Continue,
+        Action::Adjust,
+        Action::Stop,
+        Action::StopAndRollback,
+        Action::Rollback,
+    ];
 
     /// Refuses the action unless the phase `observed` gives allows it.
     pub fn check(self, migration: &str, observed: Observed) -> Result<(), IllegalAction> {
@@ -268,6 +278,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Pause => "pause",
             Action::Continue => "continue",
+            Action::Adjust => "adjust",
             Action::Stop => "stop",
             Action::StopAndRollback => "stop and roll back",
             Action::Rollback => "roll back",
@@ -281,6 +292,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Pause => "pause",
             Action::Continue => "continue",
+            Action::Adjust => "adjust",
             Action::Stop => "stop",
             Action::StopAndRollback => "stop_and_rollback",
             Action::Rollback => "rollback",
@@ -294,6 +306,7 @@ impl Action {
             Action::Resume => "Resume",
             Action::Pause => "Pause",
             Action::Continue => "Continue",
+            Action::Adjust => "Adjust",
             Action::Stop => "Stop",
             Action::StopAndRollback => "Stop and roll back",
             Action::Rollback => "Roll back",
@@ -449,12 +462,12 @@ mod tests {
         use Action::*;
         let table: [(Phase, &[Action]); 13] = [
             (Phase::NotStarted, &[Start]),
-            (Phase::Queued, &[Pause, Stop, StopAndRollback]),
-            (Phase::Starting, &[Pause, Stop, StopAndRollback]),
-            (Phase::Running, &[Pause, Stop, StopAndRollback]),
-            (Phase::Waiting, &[Pause, Stop, StopAndRollback]),
-            (Phase::Pausing, &[Continue, Stop, StopAndRollback]),
-            (Phase::Paused, &[Continue, Stop, StopAndRollback]),
+            (Phase::Queued, &[Pause, Adjust, Stop, StopAndRollback]),
+            (Phase::Starting, &[Pause, Adjust, Stop, StopAndRollback]),
+            (Phase::Running, &[Pause, Adjust, Stop, StopAndRollback]),
+            (Phase::Waiting, &[Pause, Adjust, Stop, StopAndRollback]),
+            (Phase::Pausing, &[Continue, Adjust, Stop, StopAndRollback]),
+            (Phase::Paused, &[Continue, Adjust, Stop, StopAndRollback]),
             (Phase::Stopping, &[]),
             (Phase::RollingBack, &[]),
             (Phase::Completed, &[]),

@@ -1,12 +1,12 @@
 //! The console's dialogs: the Run form with each parameter's default and description and the plan of a run
-//! with the values entered, and the confirmation
-//! that destructive actions ask for, naming the migration.
+//! with the values entered, the Adjust form of a running migration's adjustable parameters, and the
+//! confirmation that destructive actions ask for, naming the migration.
 
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::api::{PlanMigration, StartMigration};
+use crate::api::{AdjustMigration, PlanMigration, StartMigration};
 use crate::components::details::Plan;
 use crate::console::{use_console, Dialog};
 use crate::dom::{self, MenuMove};
@@ -19,6 +19,7 @@ pub fn Dialogs() -> impl IntoView {
     move || {
         console.dialog.get().map(|dialog| match dialog {
             Dialog::Run(name) => view! { <RunDialog name/> }.into_any(),
+            Dialog::Adjust(name) => view! { <AdjustDialog name/> }.into_any(),
             Dialog::Confirm(name, action) => view! { <ConfirmDialog name action/> }.into_any(),
         })
     }
@@ -129,6 +130,66 @@ fn RunDialog(name: String) -> impl IntoView {
                     </button>
                     <button type="submit" class="button primary button-default" disabled=move || pending.get()>
                         {move || if pending.get() { "Starting…" } else { "Run" }}
+                    </button>
+                </div>
+            </form>
+        </Modal>
+    }
+}
+
+/// The adjustable parameters of a running migration, holding the run's values: the server checks the new
+/// ones, and the run takes them at its next unit of work. A refusal shows here and changes nothing.
+#[component]
+fn AdjustDialog(name: String) -> impl IntoView {
+    let console = use_console();
+    let row = console.rows.with_untracked(|rows| rows.get(&name).cloned().unwrap_or_default());
+    let adjustable: Vec<ParameterField> = row.parameters.into_iter().filter(|field| field.adjustable).collect();
+    let values = RwSignal::new(
+        adjustable
+            .iter()
+            .map(|field| (field.name.clone(), field.run_value.clone().unwrap_or_else(|| field.default_value.clone())))
+            .collect::<BTreeMap<_, _>>(),
+    );
+    let adjust = ServerAction::<AdjustMigration>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(adjusted)) = adjust.value().get() {
+            console.say(format!("{}: adjusted; it takes the new values at its next unit of work", adjusted.name));
+            console.apply(vec![adjusted]);
+            console.dialog.set(None);
+        }
+    });
+    let refusal = move || adjust.value().get().and_then(Result::err).map(|error| error.to_string());
+    let pending = adjust.pending();
+    let submit = {
+        let (name, before) = (name.clone(), values.get_untracked());
+        move |event: leptos::ev::SubmitEvent| {
+            event.prevent_default();
+            let parameters = values
+                .get_untracked()
+                .into_iter()
+                .filter(|(key, value)| before.get(key) != Some(value))
+                .map(|(key, value)| (key, serde_json::Value::String(value)))
+                .collect();
+            adjust.dispatch(AdjustMigration { name: name.clone(), parameters });
+        }
+    };
+    let empty = adjustable.is_empty();
+    let fields = adjustable.into_iter().map(|field| view! { <ParameterInput field values/> }).collect_view();
+    let close_name = name.clone();
+    view! {
+        <Modal title=format!("Adjust {name}") name=name.clone()>
+            <form class="run-form" on:submit=submit>
+                <p class="muted">"The run takes the new values at its next unit of work (a partition, a batch); each change is in the audit log."</p>
+                {empty.then(|| view! { <p>"This migration has no parameters that can change while it runs."</p> })}
+                {fields}
+                {move || refusal().map(|text| view! { <p class="form-error" role="alert">{text}</p> })}
+                <div class="dialog-actions">
+                    <button type="button" class="button" on:click=move |_| {
+                        console.dialog.set(None);
+                        dom::focus_id(&format!("actions-{close_name}"));
+                    }>"Cancel"</button>
+                    <button type="submit" class="button primary button-default" disabled=move || pending.get() || empty>
+                        {move || if pending.get() { "Adjusting…" } else { "Adjust" }}
                     </button>
                 </div>
             </form>

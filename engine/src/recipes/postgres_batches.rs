@@ -89,7 +89,6 @@ impl PostgresBatches {
     pub async fn run(&self, context: &MigrationContext) -> Result<()> {
         let postgres = &context.postgres;
         let PostgresBatches { table, key, .. } = self;
-        let batch_size = context.parameters.integer(&self.batch_size_parameter);
         let mut last_key = context.checkpoint().and_then(|checkpoint| checkpoint["last_key"].as_i64());
         let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(postgres).await?;
         let mut done: i64 = match last_key {
@@ -101,6 +100,8 @@ impl PostgresBatches {
         let batch = self.batch_sql();
         loop {
             context.hold_between_units().await?;
+            // Adjustable: staff may change it while the batches run.
+            let batch_size = context.integer_now(&self.batch_size_parameter);
             let row = sqlx::query(&batch).bind(last_key.unwrap_or(i64::MIN)).bind(batch_size).fetch_one(postgres).await?;
             let Some(batch_last_key) = row.try_get::<Option<i64>, _>("last_key")? else {
                 return Ok(());

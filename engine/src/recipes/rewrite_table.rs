@@ -145,7 +145,8 @@ impl RewriteTable {
                 0,
                 0,
                 256,
-            ),
+            )
+            .adjustable(),
             ParameterSpec::integer(
                 CATCH_UP_PASSES,
                 "How many times partitions that received inserts during the copy are copied again before the swap",
@@ -952,10 +953,11 @@ fn copy_options(context: &MigrationContext, columns: &CopiedColumns) -> QueryOpt
     QueryOptions { settings, timeout: None }
 }
 
-/// An integer parameter of the run, or `default` where the migration does not declare it.
+/// An integer parameter of the run as it is now (adjusted while it runs), or `default` where the migration does
+/// not declare it.
 fn integer_parameter(context: &MigrationContext, name: &str, default: i64) -> i64 {
-    match context.parameters.get(name) {
-        Some(ParameterValue::Integer(value)) => *value,
+    match context.value_now(name) {
+        Some(ParameterValue::Integer(value)) => value,
         _ => default,
     }
 }
