@@ -1,5 +1,7 @@
 -- Pause and continue: who asked to pause a running migration (cleared by continue), and since when its runner
--- holds it between two units of work.
+-- holds it between two units of work. Why staff last moved it by hand (marked errored or completed), until its
+-- next run.
 ALTER TABLE async_migration
     ADD COLUMN pause_requested_by text,
-    ADD COLUMN held_since timestamptz;
+    ADD COLUMN held_since timestamptz,
+    ADD COLUMN status_note text;

@@ -117,6 +117,19 @@ pub async fn adjust_migration(name: String, parameters: serde_json::Map<String, 
     Ok(engine.adjust(&name, &user.email, &parameters).await?.into())
 }
 
+/// An escape hatch, with the reason staff give: marks errored a migration whose runner went silent
+/// (`completed` false), or marks completed an errored one whose work was finished by hand.
+#[server(endpoint = "mark_migration", input = Json)]
+pub async fn mark_migration(name: String, completed: bool, reason: String) -> Result<MigrationRow, AppError> {
+    let (engine, user) = require_staff().await?;
+    let marked = if completed {
+        engine.mark_completed(&name, &user.email, &reason).await?
+    } else {
+        engine.mark_errored(&name, &user.email, &reason).await?
+    };
+    Ok(marked.into())
+}
+
 /// Reads a migration's error log, oldest first.
 #[server(endpoint = "get_migration_errors", input = Json)]
 pub async fn get_migration_errors(name: String) -> Result<Vec<ErrorEntry>, AppError> {

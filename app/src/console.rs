@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::api::{PauseMigration, ResumeMigration, RollbackMigration, StartMigration, StopMigration};
+use crate::api::{MarkMigration, PauseMigration, ResumeMigration, RollbackMigration, StartMigration, StopMigration};
 use crate::error::AppError;
 use crate::live::Connection;
 use crate::model::{Action, MigrationRow, UnixMillis};
@@ -54,6 +54,8 @@ pub struct Console {
     pub resume: ServerAction<ResumeMigration>,
     /// Pause and continue.
     pub pause: ServerAction<PauseMigration>,
+    /// The escape hatches: mark errored, mark completed.
+    pub mark: ServerAction<MarkMigration>,
 }
 
 impl Console {
@@ -80,6 +82,7 @@ impl Console {
             rollback: ServerAction::new(),
             resume: ServerAction::new(),
             pause: ServerAction::new(),
+            mark: ServerAction::new(),
         }
     }
 
@@ -130,8 +133,8 @@ impl Console {
     pub fn perform(&self, name: &str, action: Action) {
         let name = name.to_string();
         match action {
-            // Their dialogs send them.
-            Action::Start | Action::Adjust => {}
+            // Their dialogs send them, with what they ask for.
+            Action::Start | Action::Adjust | Action::MarkErrored | Action::MarkCompleted => {}
             Action::Stop => drop(self.stop.dispatch(StopMigration { name, rollback: false })),
             Action::StopAndRollback => drop(self.stop.dispatch(StopMigration { name, rollback: true })),
             Action::Rollback => drop(self.rollback.dispatch(RollbackMigration { name })),
@@ -141,8 +144,8 @@ impl Console {
         }
     }
 
-    /// Shows the answers of stop, rollback, resume, pause and continue as they arrive (Run's answer is shown by
-    /// its form).
+    /// Shows the answers of stop, rollback, resume, pause, continue and the escape hatches as they arrive (Run's
+    /// and Adjust's answers are shown by their forms).
     pub fn show_answers(&self) {
         let console = *self;
         Effect::new(move |_| {
@@ -158,6 +161,11 @@ impl Console {
         Effect::new(move |_| {
             if let Some(answer) = console.resume.value().get() {
                 console.answered(answer, "resume requested");
+            }
+        });
+        Effect::new(move |_| {
+            if let Some(answer) = console.mark.value().get() {
+                console.answered(answer, "marked");
             }
         });
         Effect::new(move |_| {

@@ -35,6 +35,10 @@ pub struct MigrationRow {
     pub stop_requested_by: Option<String>,
     /// Who paused it, while the pause stands.
     pub pause_requested_by: Option<String>,
+    /// Whole seconds since its runner's last heartbeat, while a runner holds it.
+    pub heartbeat_age_seconds: Option<u64>,
+    /// Why staff last moved it by hand (marked errored or completed), until its next run.
+    pub status_note: Option<String>,
     /// Percent, 0 to 100.
     pub progress: u8,
     pub current_operation_index: u32,
@@ -227,6 +231,8 @@ mod from_engine {
                 phase: overview.phase,
                 stop_requested_by: record.stop_requested_by,
                 pause_requested_by: record.pause_requested_by,
+                heartbeat_age_seconds: record.heartbeat_age_seconds.map(|age| age.max(0.0) as u64),
+                status_note: record.status_note,
                 progress: record.progress.clamp(0, 100) as u8,
                 current_operation_index: record.current_operation_index.max(0) as u32,
                 operation_count: overview.operation_count as u32,

@@ -29,7 +29,7 @@ test('stop a running migration and see its query gone', async ({ page, instance 
   await expect(queryCell).toHaveText('—');
   expect(await running()).toBe('0');
   await page.getByRole('button', { name: `Actions for ${name}` }).click();
-  await expect(page.getByRole('menuitem')).toHaveText(['Resume', 'Roll back', 'Details', 'View errors']);
+  await expect(page.getByRole('menuitem')).toHaveText(['Resume', 'Roll back', 'Mark completed', 'Details', 'View errors']);
   await page.keyboard.press('Escape');
   await expect(page.getByRole('menu')).toBeHidden();
   await expect(page.getByRole('button', { name: `Actions for ${name}` })).toBeFocused();

@@ -123,6 +123,15 @@ pub struct MigrationOverview {
     pub allowed_actions: Vec<Action>,
 }
 
+/// `reason` trimmed, refused when empty: the escape hatches say why on the row and in the audit log.
+fn required_reason<'a>(action: Action, name: &str, reason: &'a str) -> Result<&'a str> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Error::InvalidRequest(format!("{} {name}: give the reason, for the row and the audit log", action.verb())));
+    }
+    Ok(reason)
+}
+
 /// One migration as its detail view shows it ([`Engine::detail`]).
 #[derive(Debug, Clone)]
 pub struct MigrationDetail {
@@ -224,9 +233,9 @@ impl Engine {
             depends_on: definition.map(|definition| definition.depends_on.clone()).unwrap_or_default(),
             parameter_specs: definition.map(|definition| definition.parameters.clone()).unwrap_or_default(),
             defined: definition.is_some(),
-            phase: record.phase(),
+            phase: record.phase(self.config.lease_timeout),
             allowed_actions: record
-                .phase()
+                .phase(self.config.lease_timeout)
                 .allowed_actions()
                 .iter()
                 .copied()
@@ -297,7 +306,7 @@ impl Engine {
     pub async fn start(&self, name: &str, actor: &str, values: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
         let definition = self.require_definition(name)?;
         let record = self.record(name).await?;
-        Action::Start.check(name, record.observed())?;
+        Action::Start.check(name, record.observed(self.config.lease_timeout))?;
         if !definition.versions.contains(&self.config.instance_version) {
             return Err(Error::VersionOutOfRange {
                 migration: name.into(),
@@ -324,7 +333,7 @@ impl Engine {
     pub async fn resume(&self, name: &str, actor: &str) -> Result<()> {
         self.require_definition(name)?;
         let record = self.record(name).await?;
-        Action::Resume.check(name, record.observed())?;
+        Action::Resume.check(name, record.observed(self.config.lease_timeout))?;
         self.store.request_run(name, Status::Errored, actor, None).await?;
         self.store.audit(actor, "resume", Some(name), &serde_json::json!({ "operation_index": record.current_operation_index })).await
     }
@@ -333,7 +342,7 @@ impl Engine {
     pub async fn rollback(&self, name: &str, actor: &str) -> Result<()> {
         self.require_definition(name)?;
         let record = self.record(name).await?;
-        Action::Rollback.check(name, record.observed())?;
+        Action::Rollback.check(name, record.observed(self.config.lease_timeout))?;
         self.store.request_rollback(name, actor).await?;
         self.store.audit(actor, "rollback", Some(name), &serde_json::json!({})).await
     }
@@ -343,10 +352,10 @@ impl Engine {
     pub async fn stop(&self, name: &str, actor: &str, rollback: bool) -> Result<()> {
         let record = self.record(name).await?;
         let request = if rollback { Action::StopAndRollback } else { Action::Stop };
-        if record.phase() == Phase::Stopping {
+        if record.phase(self.config.lease_timeout) == Phase::Stopping {
             return Err(Error::AlreadyStopping { migration: name.into(), by: record.stop_requested_by.unwrap_or_default() });
         }
-        request.check(name, record.observed())?;
+        request.check(name, record.observed(self.config.lease_timeout))?;
         self.store.request_stop(name, actor, rollback).await?;
         self.store.audit(actor, request.as_str(), Some(name), &serde_json::json!({})).await?;
         if self.store.stop_unclaimed(name, &format!("stopped by {actor} before it started")).await? {
@@ -374,7 +383,7 @@ impl Engine {
     pub async fn adjust(&self, name: &str, actor: &str, values: &serde_json::Map<String, serde_json::Value>) -> Result<MigrationOverview> {
         let definition = self.require_definition(name)?;
         let record = self.record(name).await?;
-        Action::Adjust.check(name, record.observed())?;
+        Action::Adjust.check(name, record.observed(self.config.lease_timeout))?;
         let changes = Parameters::adjustments(name, &definition.parameters, values)?;
         if changes.is_empty() {
             return Err(Error::InvalidRequest(format!("adjust {name}: give at least one parameter to change")));
@@ -382,9 +391,28 @@ impl Engine {
         Ok(self.overview(self.store.request_adjust(name, actor, &changes).await?))
     }
 
+    /// An escape hatch for a migration whose runner stopped heartbeating and that no live runner has reaped:
+    /// marks it errored (resumable, or to roll back), with `reason` on its row, in its error log and in the
+    /// audit log. Returns the migration as it is now.
+    pub async fn mark_errored(&self, name: &str, actor: &str, reason: &str) -> Result<MigrationOverview> {
+        let record = self.record(name).await?;
+        Action::MarkErrored.check(name, record.observed(self.config.lease_timeout))?;
+        let record = self.store.mark_errored(name, actor, required_reason(Action::MarkErrored, name, reason)?, self.config.lease_timeout);
+        Ok(self.overview(record.await?))
+    }
+
+    /// An escape hatch for an errored migration whose work staff finished by hand: marks it completed, with
+    /// `reason` on its row and in the audit log. Returns the migration as it is now.
+    pub async fn mark_completed(&self, name: &str, actor: &str, reason: &str) -> Result<MigrationOverview> {
+        let record = self.record(name).await?;
+        Action::MarkCompleted.check(name, record.observed(self.config.lease_timeout))?;
+        let record = self.store.mark_completed(name, actor, required_reason(Action::MarkCompleted, name, reason)?);
+        Ok(self.overview(record.await?))
+    }
+
     async fn pause_or_continue(&self, name: &str, actor: &str, action: Action) -> Result<MigrationOverview> {
         let record = self.record(name).await?;
-        action.check(name, record.observed())?;
+        action.check(name, record.observed(self.config.lease_timeout))?;
         Ok(self.overview(self.store.request_pause(name, actor, action == Action::Pause).await?))
     }
 

@@ -33,15 +33,19 @@ pub struct MigrationRecord {
     pub held_since: Option<DateTime<Utc>>,
     /// Seconds since its runner's last heartbeat, while a runner holds its lease.
     pub heartbeat_age_seconds: Option<f64>,
+    /// Why staff moved it by hand (marked errored or completed), who and when, until its next run.
+    pub status_note: Option<String>,
     pub updated_at: DateTime<Utc>,
     /// On a ClickHouse cluster, where each shard is in the latest operation that ran shard by shard.
     pub shards: Vec<ShardPosition>,
 }
 
 impl MigrationRecord {
-    /// What the state machine decides this migration's phase and allowed actions from.
-    pub fn observed(&self) -> Observed {
+    /// What the state machine decides this migration's phase and allowed actions from; its runner is silent
+    /// when its heartbeat is older than `lease_timeout`.
+    pub fn observed(&self, lease_timeout: std::time::Duration) -> Observed {
         Observed {
+            runner_silent: self.heartbeat_age_seconds.is_some_and(|age| age > lease_timeout.as_secs_f64()),
             status: self.status,
             rolling_back: self.rolling_back,
             stop_requested: self.stop_requested_by.is_some(),
@@ -52,8 +56,8 @@ impl MigrationRecord {
         }
     }
 
-    pub fn phase(&self) -> Phase {
-        Phase::of(self.observed())
+    pub fn phase(&self, lease_timeout: std::time::Duration) -> Phase {
+        Phase::of(self.observed(lease_timeout))
     }
 }
 

@@ -20,7 +20,7 @@ const COPY_SAMPLES_READ: i64 = 50;
 /// The columns of `async_migration` every read selects.
 const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_operation_index, current_query_id, \
      runner_id, started_at, finished_at, min_version, max_version, parameters, checkpoint, requested_action, \
-     requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, pause_requested_by, held_since, \
+     requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, pause_requested_by, held_since, status_note, \
      updated_at, (SELECT extract(epoch FROM now() - heartbeat_at)::float8 FROM runner_lease \
       WHERE migration_name = async_migration.name) AS heartbeat_age_seconds, \
      (SELECT coalesce(jsonb_agg(jsonb_build_object('shard', shard, 'operation_index', operation_index, 'node', node, \
@@ -53,6 +53,7 @@ fn record_from_row(row: &PgRow) -> Result<MigrationRecord> {
         waiting_reason: row.try_get("waiting_reason")?,
         pause_requested_by: row.try_get("pause_requested_by")?,
         held_since: row.try_get("held_since")?,
+        status_note: row.try_get("status_note")?,
         heartbeat_age_seconds: row.try_get("heartbeat_age_seconds")?,
         updated_at: row.try_get("updated_at")?,
         shards: serde_json::from_value(row.try_get("shards")?).map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
@@ -156,7 +157,7 @@ impl Store {
                  checkpoint = CASE WHEN $5 THEN NULL ELSE checkpoint END,
                  started_at = CASE WHEN $5 THEN NULL ELSE started_at END,
                  finished_at = NULL, current_query_id = '', stop_requested_by = NULL, stop_and_rollback = false,
-                 waiting_reason = NULL, pause_requested_by = NULL, held_since = NULL, updated_at = now()
+                 waiting_reason = NULL, pause_requested_by = NULL, held_since = NULL, status_note = NULL, updated_at = now()
              WHERE name = $1 AND status = $2 AND NOT rolling_back AND runner_id IS NULL",
         )
         .bind(name)
@@ -747,37 +748,68 @@ impl Store {
     /// reason recorded.
     pub async fn abandon_run(&self, lease: &StaleLease) -> Result<Option<MigrationRecord>> {
         let mut transaction = self.pool.begin().await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT status FROM async_migration WHERE name = $1 AND runner_id = $2 FOR UPDATE")
-                .bind(&lease.migration_name)
-                .bind(&lease.runner_id)
-                .fetch_optional(&mut *transaction)
-                .await?;
-        // A rollback's runner died with the migration errored already: it stays errored, and resumable.
-        match current.as_deref().and_then(Status::parse) {
-            Some(Status::Errored) | None => {}
-            Some(from) => check_move(&lease.migration_name, from, Status::Errored)?,
-        }
-        let row = sqlx::query(&format!(
-            "UPDATE async_migration SET status = 'errored', runner_id = NULL, requested_action = NULL,
-                 rolling_back = false, stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL,
-                 pause_requested_by = NULL, held_since = NULL, current_query_id = '', finished_at = now(), updated_at = now()
-             WHERE name = $1 AND runner_id = $2 AND status IN ('starting', 'running', 'errored')
-             RETURNING {MIGRATION_COLUMNS}"
-        ))
-        .bind(&lease.migration_name)
-        .bind(&lease.runner_id)
-        .fetch_optional(&mut *transaction)
+        let record = abandon(&mut transaction, lease, |record| {
+            format!("runner {} died during operation {}; resume it, or roll it back", lease.runner_id, record.current_operation_index)
+        })
         .await?;
-        let record = row.as_ref().map(record_from_row).transpose()?;
-        if let Some(record) = &record {
-            let message =
-                format!("runner {} died during operation {}; resume it, or roll it back", lease.runner_id, record.current_operation_index);
-            insert_error(&mut transaction, &record.name, Some(record.current_operation_index), None, &message).await?;
-            end_attempt(&mut transaction, &record.name, &lease.runner_id).await?;
-        }
         transaction.commit().await?;
         Ok(record)
+    }
+
+    /// An escape hatch: marks errored a migration whose runner's heartbeat is older than `lease_timeout` (and so
+    /// no live runner has reaped yet), releasing its lease, with `reason` in its error log, on its row and in the
+    /// audit log, in one transaction. Refused when the runner heartbeats again meanwhile.
+    pub async fn mark_errored(&self, name: &str, actor: &str, reason: &str, lease_timeout: Duration) -> Result<MigrationRecord> {
+        let mut transaction = self.pool.begin().await?;
+        let runner_id: Option<String> = sqlx::query_scalar(
+            "DELETE FROM runner_lease WHERE migration_name = $1 AND heartbeat_at < now() - make_interval(secs => $2) RETURNING runner_id",
+        )
+        .bind(name)
+        .bind(lease_timeout.as_secs_f64())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(runner_id) = runner_id else { return Err(Error::ChangedMeanwhile { migration: name.into() }) };
+        let note = format!("marked errored by {actor}: {reason}");
+        let lease = StaleLease { migration_name: name.into(), runner_id };
+        if abandon(&mut transaction, &lease, |_| note.clone()).await?.is_none() {
+            return Err(Error::ChangedMeanwhile { migration: name.into() });
+        }
+        sqlx::query("UPDATE async_migration SET status_note = $2 WHERE name = $1")
+            .bind(name)
+            .bind(&note)
+            .execute(&mut *transaction)
+            .await?;
+        insert_audit(&mut transaction, actor, "mark errored", Some(name), &serde_json::json!({ "reason": reason })).await?;
+        let record = self.migration_in(&mut transaction, name).await?;
+        transaction.commit().await?;
+        Ok(record)
+    }
+
+    /// An escape hatch: marks an errored migration (not rolling back, no runner on it) completed because staff
+    /// finished its work by hand, with `reason` on its row and in the audit log, in one transaction.
+    pub async fn mark_completed(&self, name: &str, actor: &str, reason: &str) -> Result<MigrationRecord> {
+        check_move(name, Status::Errored, Status::Completed)?;
+        let mut transaction = self.pool.begin().await?;
+        let note = format!("marked completed by {actor}: {reason}");
+        let result = sqlx::query(
+            "UPDATE async_migration SET status = 'completed', progress = 100, checkpoint = NULL, finished_at = now(),
+                 requested_action = NULL, status_note = $2, updated_at = now()
+             WHERE name = $1 AND status = 'errored' AND NOT rolling_back AND runner_id IS NULL",
+        )
+        .bind(name)
+        .bind(&note)
+        .execute(&mut *transaction)
+        .await?;
+        expect_one_row(result.rows_affected(), name)?;
+        insert_audit(&mut transaction, actor, "mark completed", Some(name), &serde_json::json!({ "reason": reason })).await?;
+        let record = self.migration_in(&mut transaction, name).await?;
+        transaction.commit().await?;
+        Ok(record)
+    }
+
+    async fn migration_in(&self, connection: &mut sqlx::PgConnection, name: &str) -> Result<MigrationRecord> {
+        let sql = format!("SELECT {MIGRATION_COLUMNS} FROM async_migration WHERE name = $1");
+        record_from_row(&sqlx::query(&sql).bind(name).fetch_one(connection).await?)
     }
 
     /// The runs of migration `name` runners took up, newest first.
@@ -942,6 +974,43 @@ async fn insert_error(
         .execute(connection)
         .await?;
     Ok(())
+}
+
+/// Marks the run `lease` covered errored (it stays errored if it was, for a rollback), clears what the runner
+/// was doing, and records `message` (made from the migration as it was left) as its error; the lease itself is
+/// the caller's to remove. `None` when the runner no longer owns it.
+async fn abandon(
+    transaction: &mut sqlx::PgConnection,
+    lease: &StaleLease,
+    message: impl FnOnce(&MigrationRecord) -> String,
+) -> Result<Option<MigrationRecord>> {
+    let current: Option<String> = sqlx::query_scalar("SELECT status FROM async_migration WHERE name = $1 AND runner_id = $2 FOR UPDATE")
+        .bind(&lease.migration_name)
+        .bind(&lease.runner_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+    // A rollback's runner died with the migration errored already: it stays errored, and resumable.
+    match current.as_deref().and_then(Status::parse) {
+        Some(Status::Errored) | None => {}
+        Some(from) => check_move(&lease.migration_name, from, Status::Errored)?,
+    }
+    let row = sqlx::query(&format!(
+        "UPDATE async_migration SET status = 'errored', runner_id = NULL, requested_action = NULL,
+             rolling_back = false, stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL,
+             pause_requested_by = NULL, held_since = NULL, current_query_id = '', finished_at = now(), updated_at = now()
+         WHERE name = $1 AND runner_id = $2 AND status IN ('starting', 'running', 'errored')
+         RETURNING {MIGRATION_COLUMNS}"
+    ))
+    .bind(&lease.migration_name)
+    .bind(&lease.runner_id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let record = row.as_ref().map(record_from_row).transpose()?;
+    if let Some(record) = &record {
+        insert_error(&mut *transaction, &record.name, Some(record.current_operation_index), None, &message(record)).await?;
+        end_attempt(&mut *transaction, &record.name, &lease.runner_id).await?;
+    }
+    Ok(record)
 }
 
 /// An entry of the audit log, written with `connection` (inside a request's transaction, or alone).

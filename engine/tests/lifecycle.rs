@@ -534,7 +534,7 @@ async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
         (Status::Starting, &[Pause, Adjust, Stop, StopAndRollback]),
         (Status::Running, &[Pause, Adjust, Stop, StopAndRollback]),
         (Status::Completed, &[]),
-        (Status::Errored, &[Resume, Rollback]),
+        (Status::Errored, &[Resume, Rollback, MarkCompleted]),
         (Status::RolledBack, &[Start]),
         (Status::FailedAtStartup, &[Start]),
     ];
@@ -557,6 +557,8 @@ async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
                 StopAndRollback => instance.engine.stop("0001_any", TESTER, true).await,
                 Rollback => instance.engine.rollback("0001_any", TESTER).await,
                 Resume => instance.engine.resume("0001_any", TESTER).await,
+                MarkErrored => instance.engine.mark_errored("0001_any", TESTER, "its runner's host is gone").await.map(drop),
+                MarkCompleted => instance.engine.mark_completed("0001_any", TESTER, "finished by hand").await.map(drop),
             };
             if allowed.contains(&action) {
                 outcome.unwrap_or_else(|error| panic!("{action:?} from {status:?} was refused: {error}"));
@@ -570,6 +572,57 @@ async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
         }
     }
     assert!(matches!(instance.engine.start("0009_missing", TESTER, &serde_json::Map::new()).await, Err(Error::UnknownMigration(_))));
+}
+
+#[tokio::test]
+async fn a_migration_whose_runner_went_silent_says_so_and_staff_mark_it_errored_then_completed() {
+    use engine::status::Phase;
+    let instance = Instance::new(vec![MigrationDefinition::new("0001_any", "placeholder")]).await;
+    let pool = instance.engine.store().pool().clone();
+    // A runner took it up and died an hour ago, and no live runner is left to reap its lease.
+    sqlx::raw_sql(
+        "UPDATE async_migration SET status = 'running', runner_id = 'gone-host-1', started_at = now() - interval '2 hours';
+         INSERT INTO runner_lease (migration_name, runner_id, heartbeat_at) VALUES ('0001_any', 'gone-host-1', now() - interval '1 hour')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let silent = instance.engine.migration("0001_any").await.unwrap();
+    assert_eq!((silent.phase, silent.allowed_actions.as_slice()), (Phase::RunnerSilent, &[Action::MarkErrored][..]));
+    let age = silent.record.heartbeat_age_seconds.expect("the heartbeat's age");
+    assert!((3590.0..3700.0).contains(&age), "{age}");
+    let listed = serde_json::to_value(&silent).unwrap();
+    assert_eq!((&listed["phase"], &listed["allowed_actions"]), (&json!("runner_silent"), &json!(["mark_errored"])), "{listed}");
+    assert!(listed["heartbeat_age_seconds"].as_f64().is_some(), "list --json carries the heartbeat's age: {listed}");
+    let stop = instance.engine.stop("0001_any", TESTER, false).await.unwrap_err();
+    assert!(matches!(stop, Error::IllegalAction(_)), "a stop no runner would act on is refused: {stop}");
+    let unexplained = instance.engine.mark_errored("0001_any", TESTER, "  ").await.unwrap_err();
+    assert_eq!(unexplained.to_string(), "mark errored 0001_any: give the reason, for the row and the audit log");
+    assert_eq!(instance.overview("0001_any").await.record.status, Status::Running, "a refused request changed nothing");
+
+    let marked = instance.engine.mark_errored("0001_any", TESTER, "its host was decommissioned").await.unwrap();
+    assert_eq!((marked.phase, marked.record.runner_id.as_deref(), marked.record.heartbeat_age_seconds), (Phase::Errored, None, None));
+    let note = format!("marked errored by {TESTER}: its host was decommissioned");
+    assert_eq!(marked.record.status_note.as_deref(), Some(note.as_str()));
+    assert_eq!(instance.engine.errors("0001_any").await.unwrap().last().map(|error| error.message.clone()), Some(note));
+    let again = instance.engine.mark_errored("0001_any", TESTER, "twice").await.unwrap_err();
+    assert!(matches!(again, Error::IllegalAction(_)), "{again}");
+
+    let completed = instance.engine.mark_completed("0001_any", TESTER, "finished by hand with the runbook's SQL").await.unwrap();
+    assert_eq!((completed.record.status, completed.record.progress), (Status::Completed, 100));
+    assert_eq!(
+        completed.record.status_note.as_deref(),
+        Some(format!("marked completed by {TESTER}: finished by hand with the runbook's SQL").as_str())
+    );
+    let audit: Vec<(String, serde_json::Value)> =
+        instance.engine.audit_log(10).await.unwrap().into_iter().rev().map(|entry| (entry.action, entry.parameters)).collect();
+    assert_eq!(
+        audit,
+        [
+            ("mark errored".to_string(), json!({ "reason": "its host was decommissioned" })),
+            ("mark completed".to_string(), json!({ "reason": "finished by hand with the runbook's SQL" })),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -195,6 +195,21 @@ pub enum MigrationsCommand {
         #[arg(long = "param", value_name = "KEY=VALUE", required = true)]
         parameters: Vec<String>,
     },
+    /// Escape hatch: mark errored a migration whose runner stopped heartbeating, so that it can be resumed or
+    /// rolled back.
+    MarkErrored {
+        name: String,
+        /// Why, for the row and the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Escape hatch: mark completed an errored migration whose work was finished by hand.
+    MarkCompleted {
+        name: String,
+        /// Why, for the row and the audit log.
+        #[arg(long)]
+        reason: String,
+    },
     /// Show a migration's error log.
     Errors {
         name: String,

@@ -82,6 +82,16 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             println!("{name}: {} from its next unit of work", now.join(", "));
             Ok(ExitCode::SUCCESS)
         }
+        MigrationsCommand::MarkErrored { name, reason } => {
+            let marked = engine.mark_errored(name, &actor, reason).await?;
+            println!("{name}: {}", marked.record.status_note.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrationsCommand::MarkCompleted { name, reason } => {
+            let marked = engine.mark_completed(name, &actor, reason).await?;
+            println!("{name}: {}", marked.record.status_note.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
         MigrationsCommand::Check { .. } | MigrationsCommand::New { .. } => {
             unreachable!("`amigo migrations check` and `new` run without connecting (server::run)")
         }

@@ -88,6 +88,8 @@ pub struct Observed {
     pub waiting: bool,
     /// A runner has taken the run up.
     pub claimed: bool,
+    /// That runner's heartbeat is older than the lease allows: it died, or cannot reach Postgres.
+    pub runner_silent: bool,
 }
 
 /// What staff see a migration doing: its status, refined by what its runner and staff are doing to it.
@@ -115,10 +117,13 @@ pub enum Phase {
     Errored,
     RolledBack,
     FailedAtStartup,
+    /// A runner holds it but has stopped heartbeating; until a live runner reaps it, or staff mark it errored,
+    /// nothing moves.
+    RunnerSilent,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 13] = [
+    pub const ALL: [Phase; 14] = [
         Phase::NotStarted,
         Phase::Queued,
         Phase::Starting,
@@ -132,11 +137,13 @@ impl Phase {
         Phase::Errored,
         Phase::RolledBack,
         Phase::FailedAtStartup,
+        Phase::RunnerSilent,
     ];
 
     /// The phase of a migration in the situation `observed`.
     pub fn of(observed: Observed) -> Phase {
         match observed.status {
+            _ if observed.claimed && observed.runner_silent => Phase::RunnerSilent,
             _ if observed.rolling_back => Phase::RollingBack,
             Status::Starting | Status::Running if observed.stop_requested => Phase::Stopping,
             // A run paused before its first unit of work holds there.
@@ -161,7 +168,8 @@ impl Phase {
             Phase::NotStarted | Phase::RolledBack | Phase::FailedAtStartup => &[Start],
             Phase::Queued | Phase::Starting | Phase::Running | Phase::Waiting => &[Pause, Adjust, Stop, StopAndRollback],
             Phase::Pausing | Phase::Paused => &[Continue, Adjust, Stop, StopAndRollback],
-            Phase::Errored => &[Resume, Rollback],
+            Phase::Errored => &[Resume, Rollback, MarkCompleted],
+            Phase::RunnerSilent => &[MarkErrored],
             // A stop or a rollback under way is never interrupted: halfway, both the old and the new state would
             // be partly there.
             Phase::Stopping | Phase::RollingBack | Phase::Completed => &[],
@@ -184,6 +192,7 @@ impl Phase {
             Phase::Errored => "errored",
             Phase::RolledBack => "rolled_back",
             Phase::FailedAtStartup => "failed_at_startup",
+            Phase::RunnerSilent => "runner_silent",
         }
     }
 
@@ -203,6 +212,7 @@ impl Phase {
             Phase::Errored => "Errored",
             Phase::RolledBack => "Rolled back",
             Phase::FailedAtStartup => "Failed at startup",
+            Phase::RunnerSilent => "Runner silent",
         }
     }
 }
@@ -224,6 +234,7 @@ impl fmt::Display for Phase {
             Phase::Errored => "errored",
             Phase::RolledBack => "rolled back",
             Phase::FailedAtStartup => "failed at startup",
+            Phase::RunnerSilent => "held by a runner that stopped heartbeating",
         })
     }
 }
@@ -241,11 +252,16 @@ pub enum Action {
     Stop,
     StopAndRollback,
     Rollback,
+    /// An escape hatch: a migration whose runner went silent is marked errored, with a reason, so that it can be
+    /// resumed or rolled back.
+    MarkErrored,
+    /// An escape hatch: an errored migration staff finished by hand is marked completed, with a reason.
+    MarkCompleted,
 }
 
 impl Action {
     /// The menu's order.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 10] = [
         Action::Start,
         Action::Resume,
         Action::Pause,
@@ -254,6 +270,8 @@ impl Action {
         Action::Stop,
         Action::StopAndRollback,
         Action::Rollback,
+        Action::MarkErrored,
+        Action::MarkCompleted,
     ];
 
     /// Refuses the action unless the phase `observed` gives allows it.
@@ -282,6 +300,8 @@ impl Action {
             Action::Stop => "stop",
             Action::StopAndRollback => "stop and roll back",
             Action::Rollback => "roll back",
+            Action::MarkErrored => "mark errored",
+            Action::MarkCompleted => "mark completed",
         }
     }
 
@@ -296,6 +316,8 @@ impl Action {
             Action::Stop => "stop",
             Action::StopAndRollback => "stop_and_rollback",
             Action::Rollback => "rollback",
+            Action::MarkErrored => "mark_errored",
+            Action::MarkCompleted => "mark_completed",
         }
     }
 
@@ -310,12 +332,19 @@ impl Action {
             Action::Stop => "Stop",
             Action::StopAndRollback => "Stop and roll back",
             Action::Rollback => "Roll back",
+            Action::MarkErrored => "Mark errored",
+            Action::MarkCompleted => "Mark completed",
         }
     }
 
     /// Actions that kill a query or undo work, and so ask for confirmation first.
     pub fn is_destructive(self) -> bool {
-        matches!(self, Action::Stop | Action::StopAndRollback | Action::Rollback)
+        matches!(self, Action::Stop | Action::StopAndRollback | Action::Rollback | Action::MarkErrored | Action::MarkCompleted)
+    }
+
+    /// The escape hatches, which staff must give a reason for (shown on the row and in the audit log).
+    pub fn needs_reason(self) -> bool {
+        matches!(self, Action::MarkErrored | Action::MarkCompleted)
     }
 }
 
@@ -360,6 +389,7 @@ pub fn is_legal_move(from: Status, to: Status) -> bool {
             | (Running, Completed)
             | (Running, Errored)
             | (Errored, RolledBack)
+            | (Errored, Completed) // staff finished it by hand (mark completed)
     )
 }
 
@@ -450,6 +480,9 @@ mod tests {
             (in_status(Status::Errored), Errored),
             (in_status(Status::RolledBack), RolledBack),
             (in_status(Status::FailedAtStartup), FailedAtStartup),
+            (Observed { runner_silent: true, pause_requested: true, held: true, ..running }, RunnerSilent),
+            (Observed { runner_silent: true, rolling_back: true, claimed: true, ..in_status(Status::Errored) }, RunnerSilent),
+            (Observed { runner_silent: true, ..in_status(Status::Errored) }, Errored),
         ];
         for (observed, phase) in cases {
             assert_eq!(Phase::of(observed), phase, "{observed:?}");
@@ -460,7 +493,7 @@ mod tests {
     #[test]
     fn each_phase_allows_exactly_these_actions() {
         use Action::*;
-        let table: [(Phase, &[Action]); 13] = [
+        let table: [(Phase, &[Action]); 14] = [
             (Phase::NotStarted, &[Start]),
             (Phase::Queued, &[Pause, Adjust, Stop, StopAndRollback]),
             (Phase::Starting, &[Pause, Adjust, Stop, StopAndRollback]),
@@ -471,9 +504,10 @@ mod tests {
             (Phase::Stopping, &[]),
             (Phase::RollingBack, &[]),
             (Phase::Completed, &[]),
-            (Phase::Errored, &[Resume, Rollback]),
+            (Phase::Errored, &[Resume, Rollback, MarkCompleted]),
             (Phase::RolledBack, &[Start]),
             (Phase::FailedAtStartup, &[Start]),
+            (Phase::RunnerSilent, &[MarkErrored]),
         ];
         for (phase, actions) in table {
             assert_eq!(phase.allowed_actions(), actions, "{phase:?}");
@@ -512,6 +546,7 @@ mod tests {
             (Running, Completed),
             (Running, Errored),
             (Errored, RolledBack),
+            (Errored, Completed),
         ];
         for from in Status::ALL {
             for to in Status::ALL {

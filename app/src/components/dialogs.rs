@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::api::{AdjustMigration, PlanMigration, StartMigration};
+use crate::api::{AdjustMigration, MarkMigration, PlanMigration, StartMigration};
 use crate::components::details::Plan;
 use crate::console::{use_console, Dialog};
 use crate::dom::{self, MenuMove};
@@ -251,7 +251,8 @@ fn ParameterInput(field: ParameterField, values: RwSignal<BTreeMap<String, Strin
     }
 }
 
-/// Asks before stopping or rolling back, naming the migration and saying what will happen.
+/// Asks before stopping, rolling back or an escape hatch, naming the migration and saying what will happen; an
+/// escape hatch also asks why.
 #[component]
 fn ConfirmDialog(name: String, action: Action) -> impl IntoView {
     let console = use_console();
@@ -264,29 +265,55 @@ fn ConfirmDialog(name: String, action: Action) -> impl IntoView {
             format!("Roll back {name}?"),
             "Every operation it completed is undone, newest first, starting with the one where it stopped. The migration ends rolled back and can be run again later.",
         ),
+        Action::MarkErrored => (
+            format!("Mark {name} errored?"),
+            "Its runner stopped heartbeating and no live runner has taken it over. Make sure that runner's process is gone: marking it errored releases its lease, and it can then be resumed or rolled back.",
+        ),
+        Action::MarkCompleted => (
+            format!("Mark {name} completed?"),
+            "Nothing runs: amigo records it as completed, as if its operations had run, so that what depends on it may start and the upgrade may go on. Do this only when its work was finished by hand.",
+        ),
         _ => (
             format!("Stop {name}?"),
             "Its running ClickHouse query is killed at once and it is left errored: you can then resume it from the operation where it stopped, or roll it back.",
         ),
     };
+    let reason = RwSignal::new(String::new());
     let confirm = {
         let name = name.clone();
         move |_| {
             console.dialog.set(None);
-            console.perform(&name, action);
+            if action.needs_reason() {
+                let completed = action == Action::MarkCompleted;
+                console.mark.dispatch(MarkMigration { name: name.clone(), completed, reason: reason.get_untracked() });
+            } else {
+                console.perform(&name, action);
+            }
             dom::focus_id(&format!("actions-{name}"));
         }
     };
+    let reason_field = action.needs_reason().then(|| {
+        view! {
+            <div class="field">
+                <label for="mark-reason">"Reason"</label>
+                <input type="text" id="mark-reason" prop:value=move || reason.get() on:input=move |event| reason.set(event_target_value(&event))/>
+                <p class="field-help">"Shown on the row and in the audit log."</p>
+            </div>
+        }
+    });
     let cancel_name = name.clone();
     view! {
         <Modal title name=name.clone()>
             <p>{consequence}</p>
+            {reason_field}
             <div class="dialog-actions">
                 <button type="button" class="button button-default" on:click=move |_| {
                     console.dialog.set(None);
                     dom::focus_id(&format!("actions-{cancel_name}"));
                 }>"Cancel"</button>
-                <button type="button" class="button danger" on:click=confirm>{action.label()}</button>
+                <button type="button" class="button danger" on:click=confirm disabled=move || action.needs_reason() && reason.get().trim().is_empty()>
+                    {action.label()}
+                </button>
             </div>
         </Modal>
     }

@@ -177,7 +177,7 @@ fn tone(row: &MigrationRow) -> &'static str {
         Phase::NotStarted => "neutral",
         Phase::Queued | Phase::Starting | Phase::Running => "info",
         Phase::Completed => "success",
-        Phase::Errored | Phase::FailedAtStartup => "danger",
+        Phase::Errored | Phase::FailedAtStartup | Phase::RunnerSilent => "danger",
         Phase::Waiting | Phase::Pausing | Phase::Paused | Phase::Stopping | Phase::RollingBack | Phase::RolledBack => "warning",
     }
 }
@@ -188,6 +188,11 @@ fn situation(row: &MigrationRow) -> Option<String> {
         Phase::Pausing => Some(format!("paused by {}; the unit of work in progress finishes first", row.pause_requested_by.as_deref()?)),
         Phase::Paused => Some(format!("paused by {}", row.pause_requested_by.as_deref()?)),
         Phase::Stopping => Some(format!("stop requested by {}", row.stop_requested_by.as_deref()?)),
+        Phase::RunnerSilent => Some(format!(
+            "its runner's last heartbeat was {} ago; no live runner has taken it over",
+            time::duration(row.heartbeat_age_seconds? as i64 * 1000)
+        )),
+        Phase::Errored | Phase::Completed => row.status_note.clone(),
         _ => row.waiting_reason.clone(),
     }
 }
