@@ -117,6 +117,13 @@ pub async fn adjust_migration(name: String, parameters: serde_json::Map<String, 
     Ok(engine.adjust(&name, &user.email, &parameters).await?.into())
 }
 
+/// Lets a run that holds its cut-over swap its tables now.
+#[server(endpoint = "cut_over_migration", input = Json)]
+pub async fn cut_over_migration(name: String) -> Result<MigrationRow, AppError> {
+    let (engine, user) = require_staff().await?;
+    Ok(engine.cut_over(&name, &user.email).await?.into())
+}
+
 /// An escape hatch, with the reason staff give: marks errored a migration whose runner went silent
 /// (`completed` false), or marks completed an errored one whose work was finished by hand.
 #[server(endpoint = "mark_migration", input = Json)]

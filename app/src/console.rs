@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::api::{MarkMigration, PauseMigration, ResumeMigration, RollbackMigration, StartMigration, StopMigration};
+use crate::api::{CutOverMigration, MarkMigration, PauseMigration, ResumeMigration, RollbackMigration, StartMigration, StopMigration};
 use crate::error::AppError;
 use crate::live::Connection;
 use crate::model::{Action, MigrationRow, UnixMillis};
@@ -56,6 +56,7 @@ pub struct Console {
     pub pause: ServerAction<PauseMigration>,
     /// The escape hatches: mark errored, mark completed.
     pub mark: ServerAction<MarkMigration>,
+    pub cut_over: ServerAction<CutOverMigration>,
 }
 
 impl Console {
@@ -83,6 +84,7 @@ impl Console {
             resume: ServerAction::new(),
             pause: ServerAction::new(),
             mark: ServerAction::new(),
+            cut_over: ServerAction::new(),
         }
     }
 
@@ -141,6 +143,7 @@ impl Console {
             Action::Resume => drop(self.resume.dispatch(ResumeMigration { name })),
             Action::Pause => drop(self.pause.dispatch(PauseMigration { name, pause: true })),
             Action::Continue => drop(self.pause.dispatch(PauseMigration { name, pause: false })),
+            Action::CutOver => drop(self.cut_over.dispatch(CutOverMigration { name })),
         }
     }
 
@@ -161,6 +164,11 @@ impl Console {
         Effect::new(move |_| {
             if let Some(answer) = console.resume.value().get() {
                 console.answered(answer, "resume requested");
+            }
+        });
+        Effect::new(move |_| {
+            if let Some(answer) = console.cut_over.value().get() {
+                console.answered(answer, "cutting over: the tables are swapped next");
             }
         });
         Effect::new(move |_| {

@@ -39,6 +39,8 @@ pub struct MigrationRow {
     pub heartbeat_age_seconds: Option<u64>,
     /// Why staff last moved it by hand (marked errored or completed), until its next run.
     pub status_note: Option<String>,
+    /// Since when a run that holds its cut-over is ready for it.
+    pub cutover_ready_since: Option<UnixMillis>,
     /// Percent, 0 to 100.
     pub progress: u8,
     pub current_operation_index: u32,
@@ -233,6 +235,7 @@ mod from_engine {
                 pause_requested_by: record.pause_requested_by,
                 heartbeat_age_seconds: record.heartbeat_age_seconds.map(|age| age.max(0.0) as u64),
                 status_note: record.status_note,
+                cutover_ready_since: record.cutover_ready_since.map(|at| at.timestamp_millis()),
                 progress: record.progress.clamp(0, 100) as u8,
                 current_operation_index: record.current_operation_index.max(0) as u32,
                 operation_count: overview.operation_count as u32,

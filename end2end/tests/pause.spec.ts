@@ -2,27 +2,13 @@
 // while a partition of events has too many parts, staff pause it there, it holds (nothing runs, the runner
 // keeps it), staff change its copy's threads, and once merges have caught up they continue it to the end. The pictures illustrate
 // docs/walkthrough.md.
-import { test as base, expect, logIn, row, choose, screenshot, freePort, Instance } from './support/instance';
+import { expect, logIn, row, choose, screenshot, withSeededEvents } from './support/instance';
 
 const name = '0001_events_sort_key';
 /** Parts in one partition from which a run waits (engine/src/pressure.rs, MAX_PARTS_PER_PARTITION). */
 const MANY_PARTS = 150;
 
-const test = base.extend<{ eventsInstance: Instance }>({
-  eventsInstance: async ({}, use, testInfo) => {
-    // The demo's four migrations over seeded events, seeded before amigo starts.
-    const instance = new Instance('amigo_e2e_pause', await freePort(), testInfo.outputPath('amigo.log'), { AMIGO_DEMO: 'on' });
-    await instance.createDatabases();
-    instance.createUsers();
-    instance.amigo(['seed', '--events', '200000']);
-    await instance.start();
-    await use(instance);
-    await instance.stop();
-  },
-  baseURL: async ({ eventsInstance }, use) => {
-    await use(eventsInstance.url);
-  },
-});
+const test = withSeededEvents('amigo_e2e_pause', 200_000);
 
 test('pause a waiting rewrite, then continue it to the end', async ({ page, eventsInstance: instance }) => {
   test.setTimeout(120_000);

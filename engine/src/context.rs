@@ -48,6 +48,8 @@ const INSERTS_IN_FLIGHT_INTERVAL: Duration = Duration::from_millis(200);
 /// statement amigo sent: the time the statement took to reach the server, generously.
 const STATEMENT_TRANSIT_MARGIN: Duration = Duration::from_secs(1);
 
+/// How often a run ready to cut over copies what arrived meanwhile and asks whether staff let it cut over.
+const CUTOVER_KEEP_UP_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a held run asks again whether the pause stands and whether its throttle check passes.
 const HOLD_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -441,6 +443,34 @@ impl MigrationContext {
                 return Ok(());
             }
             tokio::time::sleep(HOLD_RECHECK_INTERVAL).await;
+        }
+    }
+
+    /// Holds a run whose cut-over waits for staff: marks it ready to cut over, then until someone clicks Cut over
+    /// calls `keep_up` (which copies what arrived meanwhile) every few seconds, pausing as staff ask; returns once
+    /// approved. Fails, resumable, when the setting `cutover_timeout_hours` (other than 0) passes first.
+    pub async fn await_cutover<KeepUp, Kept>(&self, mut keep_up: KeepUp) -> Result<()>
+    where
+        KeepUp: FnMut() -> Kept,
+        Kept: Future<Output = Result<()>>,
+    {
+        let Some(position) = &self.position else { return Ok(()) };
+        position.store.set_cutover_ready(&self.migration, &position.runner_id, true).await?;
+        let ready = Instant::now();
+        loop {
+            if let Some(by) = position.store.cutover_approved_by(&self.migration).await? {
+                tracing::info!(migration = %self.migration, %by, "cutting over");
+                return position.store.set_cutover_ready(&self.migration, &position.runner_id, false).await;
+            }
+            let hours = RuntimeSettings::from_stored(&position.store.settings().await?).cutover_timeout_hours;
+            if hours > 0 && ready.elapsed() > Duration::from_secs(hours * 3600) {
+                return Err(Error::Migration(format!(
+                    "nobody cut it over within {hours} h (the setting cutover_timeout_hours); resume it to wait again"
+                )));
+            }
+            self.hold_between_units().await?;
+            keep_up().await?;
+            tokio::time::sleep(CUTOVER_KEEP_UP_INTERVAL).await;
         }
     }
 

@@ -391,6 +391,13 @@ impl Engine {
         Ok(self.overview(self.store.request_adjust(name, actor, &changes).await?))
     }
 
+    /// Lets a run that holds its cut-over (ready to cut over) swap its tables now. Returns the migration.
+    pub async fn cut_over(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
+        let record = self.record(name).await?;
+        Action::CutOver.check(name, record.observed(self.config.lease_timeout))?;
+        Ok(self.overview(self.store.request_cutover(name, actor).await?))
+    }
+
     /// An escape hatch for a migration whose runner stopped heartbeating and that no live runner has reaped:
     /// marks it errored (resumable, or to roll back), with `reason` on its row, in its error log and in the
     /// audit log. Returns the migration as it is now.

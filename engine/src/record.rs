@@ -35,6 +35,10 @@ pub struct MigrationRecord {
     pub heartbeat_age_seconds: Option<f64>,
     /// Why staff moved it by hand (marked errored or completed), who and when, until its next run.
     pub status_note: Option<String>,
+    /// Since when a run that holds its cut-over is ready for it (copied, caught up, still copying new inserts).
+    pub cutover_ready_since: Option<DateTime<Utc>>,
+    /// Who let it cut over, until its runner does.
+    pub cutover_approved_by: Option<String>,
     pub updated_at: DateTime<Utc>,
     /// On a ClickHouse cluster, where each shard is in the latest operation that ran shard by shard.
     pub shards: Vec<ShardPosition>,
@@ -53,6 +57,7 @@ impl MigrationRecord {
             held: self.held_since.is_some(),
             waiting: self.waiting_reason.is_some(),
             claimed: self.runner_id.is_some(),
+            cutover_ready: self.cutover_ready_since.is_some() && self.cutover_approved_by.is_none(),
         }
     }
 

@@ -18,6 +18,9 @@ pub struct RuntimeSettings {
     pub health_check_interval_seconds: u64,
     /// Share of free disk (in percent) under which a migration's throttle holds it; 0 turns the check off.
     pub min_free_disk_percent: u64,
+    /// How long a migration ready to cut over waits for staff's Cut over before it fails (resumable); 0 waits
+    /// as long as it takes.
+    pub cutover_timeout_hours: u64,
 }
 
 impl Default for RuntimeSettings {
@@ -28,6 +31,7 @@ impl Default for RuntimeSettings {
             rollback_timeout_seconds: 1800,
             health_check_interval_seconds: 10,
             min_free_disk_percent: 10,
+            cutover_timeout_hours: 72,
         }
     }
 }
@@ -55,7 +59,7 @@ pub struct SettingSpec {
 }
 
 /// Every setting, in the order the settings tab shows them (auto-start first).
-pub const SETTINGS: [SettingSpec; 5] = [
+pub const SETTINGS: [SettingSpec; 6] = [
     SettingSpec {
         key: "auto_start",
         label: "Auto-run migrations",
@@ -85,6 +89,12 @@ pub const SETTINGS: [SettingSpec; 5] = [
         label: "Minimum free disk (%)",
         description: "A migration that copies or moves data waits while any ClickHouse disk has less free space than this share, and goes on when it is freed; 0 turns the check off.",
         kind: SettingKind::WholeNumber { min: 0, max: 90, unit: "%" },
+    },
+    SettingSpec {
+        key: "cutover_timeout_hours",
+        label: "Cut-over wait (hours)",
+        description: "How long a migration run with its cut-over on hold waits, ready and still catching up, for someone to click Cut over; then it fails and can be resumed. 0 waits as long as it takes.",
+        kind: SettingKind::WholeNumber { min: 0, max: 24 * 365, unit: "h" },
     },
 ];
 
@@ -138,6 +148,7 @@ impl RuntimeSettings {
             "rollback_timeout_seconds" => &mut self.rollback_timeout_seconds,
             "health_check_interval_seconds" => &mut self.health_check_interval_seconds,
             "min_free_disk_percent" => &mut self.min_free_disk_percent,
+            "cutover_timeout_hours" => &mut self.cutover_timeout_hours,
             _ => unreachable!("{key} is not a whole-number setting"),
         }
     }

@@ -21,6 +21,7 @@ const COPY_SAMPLES_READ: i64 = 50;
 const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_operation_index, current_query_id, \
      runner_id, started_at, finished_at, min_version, max_version, parameters, checkpoint, requested_action, \
      requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, pause_requested_by, held_since, status_note, \
+     cutover_ready_since, cutover_approved_by, \
      updated_at, (SELECT extract(epoch FROM now() - heartbeat_at)::float8 FROM runner_lease \
       WHERE migration_name = async_migration.name) AS heartbeat_age_seconds, \
      (SELECT coalesce(jsonb_agg(jsonb_build_object('shard', shard, 'operation_index', operation_index, 'node', node, \
@@ -54,6 +55,8 @@ fn record_from_row(row: &PgRow) -> Result<MigrationRecord> {
         pause_requested_by: row.try_get("pause_requested_by")?,
         held_since: row.try_get("held_since")?,
         status_note: row.try_get("status_note")?,
+        cutover_ready_since: row.try_get("cutover_ready_since")?,
+        cutover_approved_by: row.try_get("cutover_approved_by")?,
         heartbeat_age_seconds: row.try_get("heartbeat_age_seconds")?,
         updated_at: row.try_get("updated_at")?,
         shards: serde_json::from_value(row.try_get("shards")?).map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
@@ -157,7 +160,8 @@ impl Store {
                  checkpoint = CASE WHEN $5 THEN NULL ELSE checkpoint END,
                  started_at = CASE WHEN $5 THEN NULL ELSE started_at END,
                  finished_at = NULL, current_query_id = '', stop_requested_by = NULL, stop_and_rollback = false,
-                 waiting_reason = NULL, pause_requested_by = NULL, held_since = NULL, status_note = NULL, updated_at = now()
+                 waiting_reason = NULL, pause_requested_by = NULL, held_since = NULL, status_note = NULL,
+                 cutover_ready_since = NULL, cutover_approved_by = NULL, updated_at = now()
              WHERE name = $1 AND status = $2 AND NOT rolling_back AND runner_id IS NULL",
         )
         .bind(name)
@@ -282,6 +286,51 @@ impl Store {
         insert_audit(&mut transaction, actor, "adjust", Some(name), &serde_json::Value::Object(audited)).await?;
         transaction.commit().await?;
         record_from_row(&row)
+    }
+
+    /// Records that a run holding its cut-over is ready for it (`ready`), or that its runner took the approval
+    /// and cuts over now (both cleared).
+    pub async fn set_cutover_ready(&self, name: &str, runner_id: &str, ready: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE async_migration SET cutover_ready_since = CASE WHEN $3 THEN coalesce(cutover_ready_since, now()) END,
+                 cutover_approved_by = CASE WHEN $3 THEN cutover_approved_by END, updated_at = now()
+             WHERE name = $1 AND runner_id = $2",
+        )
+        .bind(name)
+        .bind(runner_id)
+        .bind(ready)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Who let migration `name` cut over, once someone has.
+    pub async fn cutover_approved_by(&self, name: &str) -> Result<Option<String>> {
+        let by =
+            sqlx::query_scalar("SELECT cutover_approved_by FROM async_migration WHERE name = $1").bind(name).fetch_optional(&self.pool);
+        Ok(by.await?.flatten())
+    }
+
+    /// Lets a run ready to cut over swap now: the approval and its audit row in one transaction, applied only
+    /// while it is still ready, not yet approved, and neither stopping nor rolling back. Returns the migration.
+    pub async fn request_cutover(&self, name: &str, actor: &str) -> Result<MigrationRecord> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE async_migration SET cutover_approved_by = $2, updated_at = now()
+             WHERE name = $1 AND status = 'running' AND cutover_ready_since IS NOT NULL AND cutover_approved_by IS NULL
+                 AND stop_requested_by IS NULL AND NOT rolling_back
+             RETURNING {MIGRATION_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(actor)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else { return Err(Error::ChangedMeanwhile { migration: name.into() }) };
+        let record = record_from_row(&row)?;
+        let ready_for = record.cutover_ready_since.map(|since| (chrono::Utc::now() - since).num_seconds());
+        insert_audit(&mut transaction, actor, "cut over", Some(name), &serde_json::json!({ "ready_for_seconds": ready_for })).await?;
+        transaction.commit().await?;
+        Ok(record)
     }
 
     /// Records that the runner holds the migration between two units of work for a pause (`held`), or let go
@@ -720,7 +769,7 @@ impl Store {
         sqlx::query(
             "UPDATE async_migration SET status = $3, runner_id = NULL, requested_action = NULL, rolling_back = false,
                  stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL, current_query_id = '',
-                 pause_requested_by = NULL, held_since = NULL,
+                 pause_requested_by = NULL, held_since = NULL, cutover_ready_since = NULL, cutover_approved_by = NULL,
                  finished_at = CASE WHEN status = $3 THEN finished_at ELSE now() END,
                  progress = CASE WHEN $3 = 'completed' THEN 100 WHEN $4 THEN 0 ELSE progress END,
                  current_operation_index = CASE WHEN $4 THEN 0 ELSE current_operation_index END,
@@ -997,7 +1046,8 @@ async fn abandon(
     let row = sqlx::query(&format!(
         "UPDATE async_migration SET status = 'errored', runner_id = NULL, requested_action = NULL,
              rolling_back = false, stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL,
-             pause_requested_by = NULL, held_since = NULL, current_query_id = '', finished_at = now(), updated_at = now()
+             pause_requested_by = NULL, held_since = NULL, cutover_ready_since = NULL, cutover_approved_by = NULL,
+             current_query_id = '', finished_at = now(), updated_at = now()
          WHERE name = $1 AND runner_id = $2 AND status IN ('starting', 'running', 'errored')
          RETURNING {MIGRATION_COLUMNS}"
     ))

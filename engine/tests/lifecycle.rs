@@ -559,6 +559,7 @@ async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
                 Resume => instance.engine.resume("0001_any", TESTER).await,
                 MarkErrored => instance.engine.mark_errored("0001_any", TESTER, "its runner's host is gone").await.map(drop),
                 MarkCompleted => instance.engine.mark_completed("0001_any", TESTER, "finished by hand").await.map(drop),
+                CutOver => instance.engine.cut_over("0001_any", TESTER).await.map(drop),
             };
             if allowed.contains(&action) {
                 outcome.unwrap_or_else(|error| panic!("{action:?} from {status:?} was refused: {error}"));

@@ -345,6 +345,47 @@ async fn a_paused_rewrite_holds_between_partitions_then_continues_while_rows_kee
     assert_eq!(attempt_outcomes(&detail), [("start", 0, Some(("completed", 4)))], "a pause is no new attempt");
 }
 
+#[tokio::test]
+async fn a_rewrite_held_ready_to_cut_over_keeps_copying_new_rows_until_staff_cut_over() {
+    let engine = connected(vec![orders_migration()]).await;
+    seed_orders(&engine).await;
+    let _runner = spawn_runner(&engine);
+    let original = definition_of(&engine, "orders").await;
+    let product = Product::start(&engine);
+    let merges_stopped = stop_merges_on_the_copy(&engine);
+    engine.start(ORDERS, TESTER, json!({ "max_threads": 1, "hold_cutover": true }).as_object().unwrap()).await.unwrap();
+    let ready =
+        wait_for(&engine, ORDERS, Duration::from_secs(120), "ready to cut over", |overview| overview.phase == Phase::ReadyToCutOver).await;
+    assert_eq!(ready.record.current_operation_index, 2, "held after the catch-up, before the swap");
+    assert_eq!(ready.allowed_actions, [Action::CutOver, Action::Pause, Action::Adjust, Action::Stop, Action::StopAndRollback]);
+    assert!(ready.record.cutover_ready_since.is_some());
+
+    // Still the product's table, and what it receives now reaches the copy without anyone's help.
+    execute(&engine, "INSERT INTO orders_source VALUES (4, 77777777, today(), 1, 1)").await;
+    let copied = "SELECT count() FROM orders_rewrite_new WHERE id = 77777777";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&engine, copied).await == 0 {
+        assert!(Instant::now() < deadline, "a row inserted while ready to cut over never reached the new table");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let still = engine.migration(ORDERS).await.unwrap();
+    assert_eq!((still.phase, table_names(&engine).await.contains(&"orders_rewrite_backup".to_string())), (Phase::ReadyToCutOver, false));
+
+    let approved = engine.cut_over(ORDERS, TESTER).await.unwrap();
+    assert_eq!(approved.record.cutover_approved_by.as_deref(), Some(TESTER));
+    let twice = engine.cut_over(ORDERS, TESTER).await.unwrap_err();
+    assert!(matches!(twice, Error::IllegalAction(_)), "{twice}");
+    let done = settled(&engine, ORDERS).await;
+    let acknowledged = product.stop().await;
+    merges_stopped.await.unwrap();
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
+    assert_eq!((done.record.cutover_ready_since, done.record.cutover_approved_by), (None, None));
+    assert_every_acknowledged_row_once(&engine, acknowledged + 1).await;
+    assert_rewritten(&engine, &original).await;
+    let actions: Vec<String> = engine.audit_log(10).await.unwrap().into_iter().rev().map(|entry| entry.action).collect();
+    assert_eq!(actions[..2], ["start", "cut over"], "{actions:?}");
+}
+
 /// The plan of the orders rewrite with its defaults.
 async fn plan_of_orders(engine: &Engine) -> engine::plan::Plan {
     engine.plan(ORDERS, engine.parameters_from_json(ORDERS, &serde_json::Map::new()).unwrap()).await.unwrap()

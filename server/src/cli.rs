@@ -195,6 +195,8 @@ pub enum MigrationsCommand {
         #[arg(long = "param", value_name = "KEY=VALUE", required = true)]
         parameters: Vec<String>,
     },
+    /// Let a run that holds its cut-over (ready to cut over) swap its tables now.
+    CutOver { name: String },
     /// Escape hatch: mark errored a migration whose runner stopped heartbeating, so that it can be resumed or
     /// rolled back.
     MarkErrored {

@@ -82,6 +82,11 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             println!("{name}: {} from its next unit of work", now.join(", "));
             Ok(ExitCode::SUCCESS)
         }
+        MigrationsCommand::CutOver { name } => {
+            engine.cut_over(name, &actor).await?;
+            println!("{name}: cutting over; its runner swaps the tables next");
+            Ok(ExitCode::SUCCESS)
+        }
         MigrationsCommand::MarkErrored { name, reason } => {
             let marked = engine.mark_errored(name, &actor, reason).await?;
             println!("{name}: {}", marked.record.status_note.unwrap_or_default());

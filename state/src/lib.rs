@@ -90,6 +90,8 @@ pub struct Observed {
     pub claimed: bool,
     /// That runner's heartbeat is older than the lease allows: it died, or cannot reach Postgres.
     pub runner_silent: bool,
+    /// The run holds its cut-over for staff: copied and caught up, still copying new inserts.
+    pub cutover_ready: bool,
 }
 
 /// What staff see a migration doing: its status, refined by what its runner and staff are doing to it.
@@ -110,6 +112,9 @@ pub enum Phase {
     Pausing,
     /// Held between two units of work, nothing running, the lease kept.
     Paused,
+    /// Copied and caught up, still copying what arrives, until staff click Cut over (a run with its cut-over
+    /// on hold).
+    ReadyToCutOver,
     /// Asked to stop; the runner is stopping it.
     Stopping,
     RollingBack,
@@ -123,7 +128,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 14] = [
+    pub const ALL: [Phase; 15] = [
         Phase::NotStarted,
         Phase::Queued,
         Phase::Starting,
@@ -131,6 +136,7 @@ impl Phase {
         Phase::Waiting,
         Phase::Pausing,
         Phase::Paused,
+        Phase::ReadyToCutOver,
         Phase::Stopping,
         Phase::RollingBack,
         Phase::Completed,
@@ -151,6 +157,7 @@ impl Phase {
             Status::Starting | Status::Running if observed.pause_requested => Phase::Pausing,
             Status::Starting if !observed.claimed => Phase::Queued,
             Status::Starting => Phase::Starting,
+            Status::Running if observed.cutover_ready => Phase::ReadyToCutOver,
             Status::Running if observed.waiting => Phase::Waiting,
             Status::Running => Phase::Running,
             Status::NotStarted => Phase::NotStarted,
@@ -168,6 +175,7 @@ impl Phase {
             Phase::NotStarted | Phase::RolledBack | Phase::FailedAtStartup => &[Start],
             Phase::Queued | Phase::Starting | Phase::Running | Phase::Waiting => &[Pause, Adjust, Stop, StopAndRollback],
             Phase::Pausing | Phase::Paused => &[Continue, Adjust, Stop, StopAndRollback],
+            Phase::ReadyToCutOver => &[CutOver, Pause, Adjust, Stop, StopAndRollback],
             Phase::Errored => &[Resume, Rollback, MarkCompleted],
             Phase::RunnerSilent => &[MarkErrored],
             // A stop or a rollback under way is never interrupted: halfway, both the old and the new state would
@@ -186,6 +194,7 @@ impl Phase {
             Phase::Waiting => "waiting",
             Phase::Pausing => "pausing",
             Phase::Paused => "paused",
+            Phase::ReadyToCutOver => "ready_to_cut_over",
             Phase::Stopping => "stopping",
             Phase::RollingBack => "rolling_back",
             Phase::Completed => "completed",
@@ -206,6 +215,7 @@ impl Phase {
             Phase::Waiting => "Waiting",
             Phase::Pausing => "Pausing",
             Phase::Paused => "Paused",
+            Phase::ReadyToCutOver => "Ready to cut over",
             Phase::Stopping => "Stopping",
             Phase::RollingBack => "Rolling back",
             Phase::Completed => "Completed",
@@ -228,6 +238,7 @@ impl fmt::Display for Phase {
             Phase::Waiting => "waiting",
             Phase::Pausing => "pausing",
             Phase::Paused => "paused",
+            Phase::ReadyToCutOver => "ready to cut over",
             Phase::Stopping => "stopping",
             Phase::RollingBack => "being rolled back",
             Phase::Completed => "completed successfully",
@@ -249,6 +260,8 @@ pub enum Action {
     Continue,
     /// Change the parameters a migration declares adjustable while it runs.
     Adjust,
+    /// Let a run that holds its cut-over swap the tables now.
+    CutOver,
     Stop,
     StopAndRollback,
     Rollback,
@@ -261,12 +274,13 @@ pub enum Action {
 
 impl Action {
     /// The menu's order.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Start,
         Action::Resume,
         Action::Pause,
         Action::Continue,
         Action::Adjust,
+        Action::CutOver,
         Action::Stop,
         Action::StopAndRollback,
         Action::Rollback,
@@ -297,6 +311,7 @@ impl Action {
             Action::Pause => "pause",
             Action::Continue => "continue",
             Action::Adjust => "adjust",
+            Action::CutOver => "cut over",
             Action::Stop => "stop",
             Action::StopAndRollback => "stop and roll back",
             Action::Rollback => "roll back",
@@ -313,6 +328,7 @@ impl Action {
             Action::Pause => "pause",
             Action::Continue => "continue",
             Action::Adjust => "adjust",
+            Action::CutOver => "cut_over",
             Action::Stop => "stop",
             Action::StopAndRollback => "stop_and_rollback",
             Action::Rollback => "rollback",
@@ -329,6 +345,7 @@ impl Action {
             Action::Pause => "Pause",
             Action::Continue => "Continue",
             Action::Adjust => "Adjust",
+            Action::CutOver => "Cut over",
             Action::Stop => "Stop",
             Action::StopAndRollback => "Stop and roll back",
             Action::Rollback => "Roll back",
@@ -337,9 +354,13 @@ impl Action {
         }
     }
 
-    /// Actions that kill a query or undo work, and so ask for confirmation first.
+    /// Actions that kill a query, undo work, change what the product reads or record what did not run, and so
+    /// ask for confirmation first.
     pub fn is_destructive(self) -> bool {
-        matches!(self, Action::Stop | Action::StopAndRollback | Action::Rollback | Action::MarkErrored | Action::MarkCompleted)
+        matches!(
+            self,
+            Action::Stop | Action::StopAndRollback | Action::Rollback | Action::CutOver | Action::MarkErrored | Action::MarkCompleted
+        )
     }
 
     /// The escape hatches, which staff must give a reason for (shown on the row and in the audit log).
@@ -472,6 +493,8 @@ mod tests {
             (Observed { pause_requested: true, held: true, ..running }, Paused),
             // Continue clears the request at once; the runner lets go of the hold a moment later.
             (Observed { held: true, ..running }, Running),
+            (Observed { cutover_ready: true, waiting: true, ..running }, ReadyToCutOver),
+            (Observed { cutover_ready: true, pause_requested: true, held: true, ..running }, Paused),
             (Observed { stop_requested: true, pause_requested: true, held: true, ..running }, Stopping),
             (Observed { stop_requested: true, ..in_status(Status::Starting) }, Stopping),
             (Observed { pause_requested: true, ..Observed { status: Status::Starting, ..Observed::default() } }, Pausing),
@@ -493,7 +516,7 @@ mod tests {
     #[test]
     fn each_phase_allows_exactly_these_actions() {
         use Action::*;
-        let table: [(Phase, &[Action]); 14] = [
+        let table: [(Phase, &[Action]); 15] = [
             (Phase::NotStarted, &[Start]),
             (Phase::Queued, &[Pause, Adjust, Stop, StopAndRollback]),
             (Phase::Starting, &[Pause, Adjust, Stop, StopAndRollback]),
@@ -501,6 +524,7 @@ mod tests {
             (Phase::Waiting, &[Pause, Adjust, Stop, StopAndRollback]),
             (Phase::Pausing, &[Continue, Adjust, Stop, StopAndRollback]),
             (Phase::Paused, &[Continue, Adjust, Stop, StopAndRollback]),
+            (Phase::ReadyToCutOver, &[CutOver, Pause, Adjust, Stop, StopAndRollback]),
             (Phase::Stopping, &[]),
             (Phase::RollingBack, &[]),
             (Phase::Completed, &[]),

@@ -265,6 +265,10 @@ fn ConfirmDialog(name: String, action: Action) -> impl IntoView {
             format!("Roll back {name}?"),
             "Every operation it completed is undone, newest first, starting with the one where it stopped. The migration ends rolled back and can be run again later.",
         ),
+        Action::CutOver => (
+            format!("Cut over {name}?"),
+            "The tables are swapped now: the product reads and writes the new table from then on, and the original is kept as its backup. Rows inserted around the swap are copied over, and every partition is verified.",
+        ),
         Action::MarkErrored => (
             format!("Mark {name} errored?"),
             "Its runner stopped heartbeating and no live runner has taken it over. Make sure that runner's process is gone: marking it errored releases its lease, and it can then be resumed or rolled back.",

@@ -179,6 +179,7 @@ fn tone(row: &MigrationRow) -> &'static str {
         Phase::Completed => "success",
         Phase::Errored | Phase::FailedAtStartup | Phase::RunnerSilent => "danger",
         Phase::Waiting | Phase::Pausing | Phase::Paused | Phase::Stopping | Phase::RollingBack | Phase::RolledBack => "warning",
+        Phase::ReadyToCutOver => "success",
     }
 }
 
@@ -188,6 +189,7 @@ fn situation(row: &MigrationRow) -> Option<String> {
         Phase::Pausing => Some(format!("paused by {}; the unit of work in progress finishes first", row.pause_requested_by.as_deref()?)),
         Phase::Paused => Some(format!("paused by {}", row.pause_requested_by.as_deref()?)),
         Phase::Stopping => Some(format!("stop requested by {}", row.stop_requested_by.as_deref()?)),
+        Phase::ReadyToCutOver => Some("copied and caught up; still copying new inserts until someone clicks Cut over".into()),
         Phase::RunnerSilent => Some(format!(
             "its runner's last heartbeat was {} ago; no live runner has taken it over",
             time::duration(row.heartbeat_age_seconds? as i64 * 1000)

@@ -145,6 +145,25 @@ export const test = base.extend<{ instance: Instance }>({
   },
 });
 
+/** The specs' test with `eventsInstance`: the demo's four migrations (no specs' set) over `events` demo events,
+ * seeded into `database` before amigo starts, and the page's base URL on it. */
+export function withSeededEvents(database: string, events: number) {
+  return test.extend<{ eventsInstance: Instance }>({
+    eventsInstance: async ({}, use, testInfo) => {
+      const instance = new Instance(database, await freePort(), testInfo.outputPath('amigo.log'), { AMIGO_DEMO: 'on' });
+      await instance.createDatabases();
+      instance.createUsers();
+      instance.amigo(['seed', '--events', String(events)]);
+      await instance.start();
+      await use(instance);
+      await instance.stop();
+    },
+    baseURL: async ({ eventsInstance }, use) => {
+      await use(eventsInstance.url);
+    },
+  });
+}
+
 export const STAFF_PAGE = '/instance/async_migrations';
 
 /** Where the walkthrough's pictures go: docs/screenshots/<flow>-<step>.png. */

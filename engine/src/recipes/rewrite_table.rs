@@ -46,6 +46,8 @@ pub const MAX_THREADS: &str = "max_threads";
 pub const CATCH_UP_PASSES: &str = "catch_up_passes";
 /// The parameter that turns on the checksum comparison after the swap (declared when a row checksum is given).
 pub const VERIFY_CHECKSUMS: &str = "verify_checksums";
+/// The parameter that holds the swap for staff's Cut over, the run copying new inserts meanwhile.
+pub const HOLD_CUTOVER: &str = "hold_cutover";
 /// Catch-up passes where the migration does not declare [`CATCH_UP_PASSES`].
 const DEFAULT_CATCH_UP_PASSES: i64 = 3;
 /// Active parts in one partition above which the health check stops the copy (inserts start to fail at 300).
@@ -135,8 +137,8 @@ impl RewriteTable {
         self.operations().into_iter().fold(migration, MigrationDefinition::operation)
     }
 
-    /// The parameters the operations read: `max_threads`, `catch_up_passes` and, with a `row_checksum`,
-    /// `verify_checksums`. A migration that does not declare them gets their defaults.
+    /// The parameters the operations read: `max_threads`, `catch_up_passes`, `hold_cutover` and, with a
+    /// `row_checksum`, `verify_checksums`. A migration that does not declare them gets their defaults.
     pub fn parameters(&self) -> Vec<ParameterSpec> {
         let mut parameters = vec![
             ParameterSpec::integer(
@@ -153,6 +155,11 @@ impl RewriteTable {
                 DEFAULT_CATCH_UP_PASSES,
                 1,
                 20,
+            ),
+            ParameterSpec::boolean(
+                HOLD_CUTOVER,
+                "After the copy and catch-up, wait ready to cut over (still copying new inserts) until someone clicks Cut over, then swap the tables",
+                false,
             ),
         ];
         if self.row_checksum.is_some() {
@@ -500,26 +507,40 @@ impl RewriteTable {
 
     /// Operation 2: on every shard, copies again what changed during the copy, until nothing did or the passes
     /// run out (the swap reconciles what is left).
+    /// Operation 2: the catch-up passes on every shard; then, with `hold_cutover`, the run waits ready to cut over,
+    /// every shard copying what arrives, until staff let it cut over.
     async fn catch_up(&self, context: &MigrationContext) -> Result<()> {
-        context.on_every_shard(|context| async move { self.catch_up_shard(&context).await }).await
+        context.on_every_shard(|context| async move { self.catch_up_shard(&context).await }).await?;
+        if !boolean_parameter(context, HOLD_CUTOVER) {
+            return Ok(());
+        }
+        context.await_cutover(|| context.on_every_shard(|context| async move { self.catch_up_pass(&context).await.map(drop) })).await
     }
 
     async fn catch_up_shard(&self, context: &MigrationContext) -> Result<()> {
-        let table = self.storage_table(&context.clickhouse).await?;
-        let columns = copied_columns(&context.clickhouse, &table).await?;
         let passes = integer_parameter(context, CATCH_UP_PASSES, DEFAULT_CATCH_UP_PASSES).max(1);
         for pass in 0..passes {
-            let changed = self.differing_partitions(context, &table).await?;
-            if changed.is_empty() {
+            if !self.catch_up_pass(context).await? {
                 break;
-            }
-            tracing::info!(migration = %context.migration, pass, partitions = ?changed, "copying again partitions that received inserts");
-            for partition_id in &changed {
-                self.copy_partition(context, &table, &columns, partition_id, 0.0..0.0).await?;
             }
             context.report_progress((pass + 1) as f64 / passes as f64).await?;
         }
         Ok(())
+    }
+
+    /// Copies again every partition that differs between the table and its copy; whether there was any.
+    async fn catch_up_pass(&self, context: &MigrationContext) -> Result<bool> {
+        let table = self.storage_table(&context.clickhouse).await?;
+        let changed = self.differing_partitions(context, &table).await?;
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        let columns = copied_columns(&context.clickhouse, &table).await?;
+        tracing::info!(migration = %context.migration, partitions = ?changed, "copying again partitions that received inserts");
+        for partition_id in &changed {
+            self.copy_partition(context, &table, &columns, partition_id, 0.0..0.0).await?;
+        }
+        Ok(true)
     }
 
     /// Copies into `into` the rows of `from` whose row identity `into` lacks, in the given partitions.
