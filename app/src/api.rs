@@ -69,11 +69,19 @@ pub async fn list_migrations() -> Result<Vec<MigrationRow>, AppError> {
     Ok(engine.list().await?.into_iter().map(MigrationRow::from).collect())
 }
 
-/// Starts a migration with the given parameter values; defaults fill the rest.
+/// Starts a migration with the given parameter values; defaults fill the rest. With `skip_checks` (the reason),
+/// its precheck and health checks are skipped for this run.
 #[server(endpoint = "start_migration", input = Json)]
-pub async fn start_migration(name: String, parameters: serde_json::Map<String, serde_json::Value>) -> Result<MigrationRow, AppError> {
+pub async fn start_migration(
+    name: String,
+    parameters: serde_json::Map<String, serde_json::Value>,
+    #[server(default)] skip_checks: Option<String>,
+) -> Result<MigrationRow, AppError> {
     let (engine, user) = require_staff().await?;
-    engine.start(&name, &user.email, &parameters).await?;
+    match skip_checks {
+        Some(reason) => engine.start_skipping_checks(&name, &user.email, &parameters, &reason).await?,
+        None => engine.start(&name, &user.email, &parameters).await?,
+    }
     row(&engine, &name).await
 }
 
@@ -115,6 +123,13 @@ pub async fn pause_migration(name: String, pause: bool) -> Result<MigrationRow, 
 pub async fn adjust_migration(name: String, parameters: serde_json::Map<String, serde_json::Value>) -> Result<MigrationRow, AppError> {
     let (engine, user) = require_staff().await?;
     Ok(engine.adjust(&name, &user.email, &parameters).await?.into())
+}
+
+/// Drops the backup a completed migration kept; it can no longer be rolled back.
+#[server(endpoint = "finalize_migration", input = Json)]
+pub async fn finalize_migration(name: String) -> Result<MigrationRow, AppError> {
+    let (engine, user) = require_staff().await?;
+    Ok(engine.finalize(&name, &user.email).await?.into())
 }
 
 /// Lets a run that holds its cut-over swap its tables now.

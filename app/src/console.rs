@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::api::{CutOverMigration, MarkMigration, PauseMigration, ResumeMigration, RollbackMigration, StartMigration, StopMigration};
+use crate::api::{
+    CutOverMigration, FinalizeMigration, MarkMigration, PauseMigration, ResumeMigration, RollbackMigration, StartMigration, StopMigration,
+};
 use crate::error::AppError;
 use crate::live::Connection;
 use crate::model::{Action, MigrationRow, UnixMillis};
@@ -57,6 +59,7 @@ pub struct Console {
     /// The escape hatches: mark errored, mark completed.
     pub mark: ServerAction<MarkMigration>,
     pub cut_over: ServerAction<CutOverMigration>,
+    pub finalize: ServerAction<FinalizeMigration>,
 }
 
 impl Console {
@@ -85,6 +88,7 @@ impl Console {
             pause: ServerAction::new(),
             mark: ServerAction::new(),
             cut_over: ServerAction::new(),
+            finalize: ServerAction::new(),
         }
     }
 
@@ -144,6 +148,7 @@ impl Console {
             Action::Pause => drop(self.pause.dispatch(PauseMigration { name, pause: true })),
             Action::Continue => drop(self.pause.dispatch(PauseMigration { name, pause: false })),
             Action::CutOver => drop(self.cut_over.dispatch(CutOverMigration { name })),
+            Action::Finalize => drop(self.finalize.dispatch(FinalizeMigration { name })),
         }
     }
 
@@ -164,6 +169,11 @@ impl Console {
         Effect::new(move |_| {
             if let Some(answer) = console.resume.value().get() {
                 console.answered(answer, "resume requested");
+            }
+        });
+        Effect::new(move |_| {
+            if let Some(answer) = console.finalize.value().get() {
+                console.answered(answer, "finalized: its backup is dropped");
             }
         });
         Effect::new(move |_| {

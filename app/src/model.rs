@@ -41,6 +41,8 @@ pub struct MigrationRow {
     pub status_note: Option<String>,
     /// Since when a run that holds its cut-over is ready for it.
     pub cutover_ready_since: Option<UnixMillis>,
+    /// The backup a completed run keeps of what it replaced, until rolled back or finalized.
+    pub backup: Option<BackupView>,
     /// Percent, 0 to 100.
     pub progress: u8,
     pub current_operation_index: u32,
@@ -61,6 +63,15 @@ pub struct MigrationRow {
     pub allowed_actions: Vec<Action>,
     /// On a ClickHouse cluster, each shard of the latest operation that ran shard by shard.
     pub shards: Vec<ShardRow>,
+}
+
+/// A backup a completed migration keeps: what Finalize drops, and what rolling it back restores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupView {
+    pub table: String,
+    pub since: Option<UnixMillis>,
+    /// Its size on disk when it was made, in words (`1.2 GiB`).
+    pub size: String,
 }
 
 /// Where one shard of a cluster is in an operation that runs on every shard.
@@ -236,6 +247,11 @@ mod from_engine {
                 heartbeat_age_seconds: record.heartbeat_age_seconds.map(|age| age.max(0.0) as u64),
                 status_note: record.status_note,
                 cutover_ready_since: record.cutover_ready_since.map(|at| at.timestamp_millis()),
+                backup: record.backup_table.clone().map(|table| BackupView {
+                    table,
+                    since: record.backup_since.map(|at| at.timestamp_millis()),
+                    size: engine::plan::bytes_text(record.backup_bytes.unwrap_or_default().max(0) as u64),
+                }),
                 progress: record.progress.clamp(0, 100) as u8,
                 current_operation_index: record.current_operation_index.max(0) as u32,
                 operation_count: overview.operation_count as u32,

@@ -231,6 +231,18 @@ impl MigrationContext {
             .await
     }
 
+    /// Records that the run keeps `table` (in the product's database) as the backup of what it replaced, with
+    /// its size on disk now (on this node): staff can roll the completed migration back from it, or finalize it
+    /// (drop it). `None` records that it is gone (a rollback swapped it back).
+    pub async fn record_backup(&self, table: Option<&str>) -> Result<()> {
+        let Some(position) = &self.position else { return Ok(()) };
+        let backup = match table {
+            Some(table) => Some((table, crate::tables::bytes_on_disk(&self.clickhouse, table).await?)),
+            None => None,
+        };
+        position.store.record_backup(&self.migration, &position.runner_id, backup).await
+    }
+
     /// Records one partition (or other unit) copied by `INSERT … SELECT`: its rows, its bytes on disk and how long
     /// the statement took. Plans estimate a copy's duration from these; a sample that cannot be written is only
     /// logged, since the copy itself succeeded.

@@ -56,7 +56,7 @@ use crate::parameters::{ParameterSpec, Parameters};
 use crate::record::{AuditEntry, MigrationError, MigrationRecord};
 use crate::settings::RuntimeSettings;
 use crate::status::{Action, Phase, Status};
-use crate::store::Store;
+use crate::store::{RunRequest, Store};
 use crate::upgrade::UpgradeCheck;
 use crate::version::Version;
 
@@ -124,10 +124,10 @@ pub struct MigrationOverview {
 }
 
 /// `reason` trimmed, refused when empty: the escape hatches say why on the row and in the audit log.
-fn required_reason<'a>(action: Action, name: &str, reason: &'a str) -> Result<&'a str> {
+fn required_reason<'a>(verb: &str, name: &str, reason: &'a str) -> Result<&'a str> {
     let reason = reason.trim();
     if reason.is_empty() {
-        return Err(Error::InvalidRequest(format!("{} {name}: give the reason, for the row and the audit log", action.verb())));
+        return Err(Error::InvalidRequest(format!("{verb} {name}: give the reason, for the row and the audit log")));
     }
     Ok(reason)
 }
@@ -235,10 +235,9 @@ impl Engine {
             defined: definition.is_some(),
             phase: record.phase(self.config.lease_timeout),
             allowed_actions: record
-                .phase(self.config.lease_timeout)
+                .observed(self.config.lease_timeout)
                 .allowed_actions()
-                .iter()
-                .copied()
+                .into_iter()
                 .filter(|action| match action {
                     Action::Stop | Action::StopAndRollback => true,
                     Action::Adjust => definition.is_some_and(|definition| definition.parameters.iter().any(|spec| spec.adjustable)),
@@ -304,6 +303,29 @@ impl Engine {
     /// Queues a fresh run of `name` with the given parameter values, after checking its status, the
     /// instance version, its dependencies and the parameters. Refused requests change nothing.
     pub async fn start(&self, name: &str, actor: &str, values: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        self.start_run(name, actor, values, None).await
+    }
+
+    /// [`Engine::start`] with its precheck and health checks skipped for this run (an escape hatch: a check that
+    /// fails for a reason staff know is harmless), `reason` shown on the row and kept in the audit log.
+    pub async fn start_skipping_checks(
+        &self,
+        name: &str,
+        actor: &str,
+        values: &serde_json::Map<String, serde_json::Value>,
+        reason: &str,
+    ) -> Result<()> {
+        let reason = required_reason("start skipping the checks of", name, reason)?;
+        self.start_run(name, actor, values, Some(reason)).await
+    }
+
+    async fn start_run(
+        &self,
+        name: &str,
+        actor: &str,
+        values: &serde_json::Map<String, serde_json::Value>,
+        checks_skipped: Option<&str>,
+    ) -> Result<()> {
         let definition = self.require_definition(name)?;
         let record = self.record(name).await?;
         Action::Start.check(name, record.observed(self.config.lease_timeout))?;
@@ -325,8 +347,12 @@ impl Engine {
             }
         }
         let parameters = Parameters::from_json(name, &definition.parameters, values)?.to_json();
-        self.store.request_run(name, record.status, actor, Some(&parameters)).await?;
-        self.store.audit(actor, "start", Some(name), &parameters).await
+        let mut details = parameters.clone();
+        if let (Some(reason), Some(details)) = (checks_skipped, details.as_object_mut()) {
+            details.insert("skip_checks".into(), serde_json::Value::String(reason.into()));
+        }
+        let run = RunRequest { parameters: Some(&parameters), checks_skipped, action: "start", details };
+        self.store.request_run(name, record.status, actor, run).await
     }
 
     /// Queues a resume of an errored migration from its current operation and checkpoint.
@@ -334,17 +360,18 @@ impl Engine {
         self.require_definition(name)?;
         let record = self.record(name).await?;
         Action::Resume.check(name, record.observed(self.config.lease_timeout))?;
-        self.store.request_run(name, Status::Errored, actor, None).await?;
-        self.store.audit(actor, "resume", Some(name), &serde_json::json!({ "operation_index": record.current_operation_index })).await
+        let details = serde_json::json!({ "operation_index": record.current_operation_index });
+        self.store
+            .request_run(name, Status::Errored, actor, RunRequest { parameters: None, checks_skipped: None, action: "resume", details })
+            .await
     }
 
-    /// Queues a rollback of an errored migration.
+    /// Queues a rollback of an errored migration, or of a completed one from the backup it kept.
     pub async fn rollback(&self, name: &str, actor: &str) -> Result<()> {
         self.require_definition(name)?;
         let record = self.record(name).await?;
         Action::Rollback.check(name, record.observed(self.config.lease_timeout))?;
-        self.store.request_rollback(name, actor).await?;
-        self.store.audit(actor, "rollback", Some(name), &serde_json::json!({})).await
+        self.store.request_rollback(name, actor).await
     }
 
     /// Stops a starting or running migration: kills its current ClickHouse query at once (the runner, in
@@ -357,7 +384,6 @@ impl Engine {
         }
         request.check(name, record.observed(self.config.lease_timeout))?;
         self.store.request_stop(name, actor, rollback).await?;
-        self.store.audit(actor, request.as_str(), Some(name), &serde_json::json!({})).await?;
         if self.store.stop_unclaimed(name, &format!("stopped by {actor} before it started")).await? {
             return Ok(());
         }
@@ -391,6 +417,17 @@ impl Engine {
         Ok(self.overview(self.store.request_adjust(name, actor, &changes).await?))
     }
 
+    /// Drops the backup a completed migration kept (a rewrite's original table, on every node of a cluster),
+    /// after which it can no longer be rolled back. Returns the migration as it is now.
+    pub async fn finalize(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
+        let record = self.record(name).await?;
+        Action::Finalize.check(name, record.observed(self.config.lease_timeout))?;
+        let table = record.backup_table.clone().unwrap_or_default();
+        let drop = self.clickhouse.drop_table_sql(&self.clickhouse.qualified(&table));
+        self.clickhouse.execute(&drop, &format!("amigo-{name}-finalize-{}", uuid::Uuid::new_v4().simple()), &Default::default()).await?;
+        Ok(self.overview(self.store.finalize(name, actor, &table).await?))
+    }
+
     /// Lets a run that holds its cut-over (ready to cut over) swap its tables now. Returns the migration.
     pub async fn cut_over(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
         let record = self.record(name).await?;
@@ -404,7 +441,8 @@ impl Engine {
     pub async fn mark_errored(&self, name: &str, actor: &str, reason: &str) -> Result<MigrationOverview> {
         let record = self.record(name).await?;
         Action::MarkErrored.check(name, record.observed(self.config.lease_timeout))?;
-        let record = self.store.mark_errored(name, actor, required_reason(Action::MarkErrored, name, reason)?, self.config.lease_timeout);
+        let record =
+            self.store.mark_errored(name, actor, required_reason(Action::MarkErrored.verb(), name, reason)?, self.config.lease_timeout);
         Ok(self.overview(record.await?))
     }
 
@@ -413,7 +451,7 @@ impl Engine {
     pub async fn mark_completed(&self, name: &str, actor: &str, reason: &str) -> Result<MigrationOverview> {
         let record = self.record(name).await?;
         Action::MarkCompleted.check(name, record.observed(self.config.lease_timeout))?;
-        let record = self.store.mark_completed(name, actor, required_reason(Action::MarkCompleted, name, reason)?);
+        let record = self.store.mark_completed(name, actor, required_reason(Action::MarkCompleted.verb(), name, reason)?);
         Ok(self.overview(record.await?))
     }
 

@@ -39,6 +39,13 @@ pub struct MigrationRecord {
     pub cutover_ready_since: Option<DateTime<Utc>>,
     /// Who let it cut over, until its runner does.
     pub cutover_approved_by: Option<String>,
+    /// The backup its run kept of what it replaced (a rewrite's original table), until a rollback or Finalize.
+    pub backup_table: Option<String>,
+    pub backup_since: Option<DateTime<Utc>>,
+    /// The backup's size on disk when it was made (on the node amigo connects to).
+    pub backup_bytes: Option<i64>,
+    /// Staff skip the precheck and health checks for this run (the reason is its `status_note`).
+    pub checks_skipped: bool,
     pub updated_at: DateTime<Utc>,
     /// On a ClickHouse cluster, where each shard is in the latest operation that ran shard by shard.
     pub shards: Vec<ShardPosition>,
@@ -58,6 +65,7 @@ impl MigrationRecord {
             waiting: self.waiting_reason.is_some(),
             claimed: self.runner_id.is_some(),
             cutover_ready: self.cutover_ready_since.is_some() && self.cutover_approved_by.is_none(),
+            backup_kept: self.backup_table.is_some(),
         }
     }
 

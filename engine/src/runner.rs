@@ -214,7 +214,7 @@ impl Runner {
         }
         if record.started_at.is_none() {
             store.clear_shards(&record.name).await?;
-            if let Some(reason) = self.startup_failure(&definition, &context).await? {
+            if let Some(reason) = self.startup_failure(&definition, &context, record.checks_skipped).await? {
                 store.record_error(&record.name, None, None, &reason).await?;
                 return store.finish_run(&record.name, &self.runner_id, Status::FailedAtStartup, false).await;
             }
@@ -234,7 +234,8 @@ impl Runner {
             store.record_position(&record.name, &self.runner_id, index, position.percent(0.0), "").await?;
             store.begin_operation(&record.name, index).await?;
             let step_context = context.within_run(position);
-            let end = self.supervise(&definition, &step_context, run_operation(&definition, index, &step_context), shutdown.clone()).await;
+            let step = run_operation(&definition, index, &step_context);
+            let end = self.supervise(&definition, &step_context, step, !record.checks_skipped, shutdown.clone()).await;
             if let StepEnd::Done = end {
                 store.finish_operation(&record.name, index).await?;
                 store.save_checkpoint(&record.name, &self.runner_id, None).await?;
@@ -248,7 +249,12 @@ impl Runner {
     }
 
     /// What stops a fresh start: service versions out of range or a failing precheck.
-    async fn startup_failure(&self, definition: &MigrationDefinition, context: &MigrationContext) -> Result<Option<String>> {
+    async fn startup_failure(
+        &self,
+        definition: &MigrationDefinition,
+        context: &MigrationContext,
+        precheck_skipped: bool,
+    ) -> Result<Option<String>> {
         let clickhouse_version = self.engine.clickhouse.version();
         if !definition.clickhouse_versions.contains(clickhouse_version) {
             return Ok(Some(format!(
@@ -263,22 +269,27 @@ impl Runner {
                 definition.name, definition.postgres_versions
             )));
         }
-        if let Some(precheck) = &definition.precheck {
-            if let CheckOutcome::Fail(reason) = precheck(context.clone()).await? {
-                return Ok(Some(format!("precheck failed: {reason}")));
+        match &definition.precheck {
+            Some(_) if precheck_skipped => tracing::warn!(migration = %definition.name, "precheck skipped for this run, as staff asked"),
+            Some(precheck) => {
+                if let CheckOutcome::Fail(reason) = precheck(context.clone()).await? {
+                    return Ok(Some(format!("precheck failed: {reason}")));
+                }
             }
+            None => {}
         }
         Ok(None)
     }
 
     /// Drives one step while keeping the lease alive, watching for stop requests, running the health check
-    /// and listening for shutdown. The health check runs beside the heartbeats and must answer before the
+    /// (unless `health_checked` is false: staff skipped it for this run) and listening for shutdown. The health check runs beside the heartbeats and must answer before the
     /// next one is due: a server that stopped answering (paused, cut off) fails it instead of hanging the run.
     async fn supervise(
         &self,
         definition: &MigrationDefinition,
         context: &MigrationContext,
         step: impl std::future::Future<Output = Result<()>>,
+        health_checked: bool,
         mut shutdown: watch::Receiver<bool>,
     ) -> StepEnd {
         let name = &definition.name;
@@ -326,7 +337,7 @@ impl Runner {
                         }
                     }
                 }
-                _ = health.tick(), if definition.health_check.is_some() && health_check.is_terminated() => {
+                _ = health.tick(), if health_checked && definition.health_check.is_some() && health_check.is_terminated() => {
                     let check = definition.health_check.as_ref().expect("guarded by the branch condition");
                     health_check.set(tokio::time::timeout(health_interval, check(context.clone())).fuse());
                 }

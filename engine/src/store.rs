@@ -21,7 +21,7 @@ const COPY_SAMPLES_READ: i64 = 50;
 const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_operation_index, current_query_id, \
      runner_id, started_at, finished_at, min_version, max_version, parameters, checkpoint, requested_action, \
      requested_by, rolling_back, stop_requested_by, stop_and_rollback, waiting_reason, pause_requested_by, held_since, status_note, \
-     cutover_ready_since, cutover_approved_by, \
+     cutover_ready_since, cutover_approved_by, backup_table, backup_since, backup_bytes, checks_skipped, \
      updated_at, (SELECT extract(epoch FROM now() - heartbeat_at)::float8 FROM runner_lease \
       WHERE migration_name = async_migration.name) AS heartbeat_age_seconds, \
      (SELECT coalesce(jsonb_agg(jsonb_build_object('shard', shard, 'operation_index', operation_index, 'node', node, \
@@ -57,10 +57,25 @@ fn record_from_row(row: &PgRow) -> Result<MigrationRecord> {
         status_note: row.try_get("status_note")?,
         cutover_ready_since: row.try_get("cutover_ready_since")?,
         cutover_approved_by: row.try_get("cutover_approved_by")?,
+        backup_table: row.try_get("backup_table")?,
+        backup_since: row.try_get("backup_since")?,
+        backup_bytes: row.try_get("backup_bytes")?,
+        checks_skipped: row.try_get("checks_skipped")?,
         heartbeat_age_seconds: row.try_get("heartbeat_age_seconds")?,
         updated_at: row.try_get("updated_at")?,
         shards: serde_json::from_value(row.try_get("shards")?).map_err(|error| Error::Corrupt(format!("shard positions: {error}")))?,
     })
+}
+
+/// A start or resume as [`Store::request_run`] queues it.
+pub struct RunRequest<'a> {
+    /// The run's parameter values (a start), or `None` to keep the stored ones (a resume).
+    pub parameters: Option<&'a serde_json::Value>,
+    /// Why staff skip the precheck and health checks for this run, when they do.
+    pub checks_skipped: Option<&'a str>,
+    /// The audit log's entry: its action and details.
+    pub action: &'a str,
+    pub details: serde_json::Value,
 }
 
 /// The migration state store in Postgres.
@@ -148,10 +163,14 @@ impl Store {
             .await?)
     }
 
-    /// Queues a run (start or resume): `from` → starting. A start resets progress and the checkpoint.
-    pub async fn request_run(&self, name: &str, from: Status, actor: &str, parameters: Option<&serde_json::Value>) -> Result<()> {
+    /// Queues a run (start or resume): `from` → starting, with its audit row (`action` and `details`) in the same
+    /// transaction. A start resets progress and the checkpoint. `checks_skipped` (why staff skip them) has the run
+    /// skip its precheck and health checks, and is shown on its row.
+    pub async fn request_run(&self, name: &str, from: Status, actor: &str, run: RunRequest<'_>) -> Result<()> {
         check_move(name, from, Status::Starting)?;
         let fresh_start = from != Status::Errored;
+        let note = run.checks_skipped.map(|reason| format!("prechecks and health checks skipped for this run by {actor}: {reason}"));
+        let mut transaction = self.pool.begin().await?;
         let outcome = sqlx::query(
             "UPDATE async_migration SET status = 'starting', requested_action = 'run', requested_by = $3,
                  parameters = COALESCE($4, parameters),
@@ -160,44 +179,57 @@ impl Store {
                  checkpoint = CASE WHEN $5 THEN NULL ELSE checkpoint END,
                  started_at = CASE WHEN $5 THEN NULL ELSE started_at END,
                  finished_at = NULL, current_query_id = '', stop_requested_by = NULL, stop_and_rollback = false,
-                 waiting_reason = NULL, pause_requested_by = NULL, held_since = NULL, status_note = NULL,
-                 cutover_ready_since = NULL, cutover_approved_by = NULL, updated_at = now()
+                 waiting_reason = NULL, pause_requested_by = NULL, held_since = NULL, status_note = $6,
+                 checks_skipped = $6 IS NOT NULL, cutover_ready_since = NULL, cutover_approved_by = NULL, updated_at = now()
              WHERE name = $1 AND status = $2 AND NOT rolling_back AND runner_id IS NULL",
         )
         .bind(name)
         .bind(from.as_str())
         .bind(actor)
-        .bind(parameters)
+        .bind(run.parameters)
         .bind(fresh_start)
-        .execute(&self.pool)
+        .bind(note)
+        .execute(&mut *transaction)
         .await;
         match outcome {
-            Ok(result) if result.rows_affected() == 1 => Ok(()),
-            Ok(_) => Err(Error::ChangedMeanwhile { migration: name.into() }),
+            Ok(result) if result.rows_affected() == 1 => {}
+            Ok(_) => return Err(Error::ChangedMeanwhile { migration: name.into() }),
             Err(sqlx::Error::Database(error)) if error.constraint() == Some("async_migration_one_active") => {
+                drop(transaction);
                 let active = self.active_migration().await?.unwrap_or_default();
-                Err(Error::AnotherMigrationActive { migration: name.into(), active })
+                return Err(Error::AnotherMigrationActive { migration: name.into(), active });
             }
-            Err(error) => Err(error.into()),
+            Err(error) => return Err(error.into()),
         }
+        insert_audit(&mut transaction, actor, run.action, Some(name), &run.details).await?;
+        transaction.commit().await?;
+        Ok(())
     }
 
-    /// Queues a rollback of an errored migration.
+    /// Queues a rollback of an errored migration, or of a completed one from the backup it kept, with its audit
+    /// row in the same transaction.
     pub async fn request_rollback(&self, name: &str, actor: &str) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE async_migration SET rolling_back = true, requested_action = 'rollback', requested_by = $2,
                  waiting_reason = NULL, updated_at = now()
-             WHERE name = $1 AND status = 'errored' AND NOT rolling_back AND runner_id IS NULL",
+             WHERE name = $1 AND NOT rolling_back AND runner_id IS NULL
+                 AND (status = 'errored' OR status = 'completed' AND backup_table IS NOT NULL)",
         )
         .bind(name)
         .bind(actor)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
-        expect_one_row(result.rows_affected(), name)
+        expect_one_row(result.rows_affected(), name)?;
+        insert_audit(&mut transaction, actor, "rollback", Some(name), &serde_json::json!({})).await?;
+        transaction.commit().await?;
+        Ok(())
     }
 
-    /// Marks a stop request on a starting or running migration; a second stop while one is pending is refused.
+    /// Marks a stop request on a starting or running migration, with its audit row in the same transaction; a
+    /// second stop while one is pending is refused.
     pub async fn request_stop(&self, name: &str, actor: &str, rollback: bool) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE async_migration SET stop_requested_by = $2, stop_and_rollback = $3, updated_at = now()
              WHERE name = $1 AND status IN ('starting', 'running') AND stop_requested_by IS NULL",
@@ -205,11 +237,15 @@ impl Store {
         .bind(name)
         .bind(actor)
         .bind(rollback)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
         if result.rows_affected() == 1 {
+            let action = if rollback { "stop_and_rollback" } else { "stop" };
+            insert_audit(&mut transaction, actor, action, Some(name), &serde_json::json!({})).await?;
+            transaction.commit().await?;
             return Ok(());
         }
+        drop(transaction);
         match self.migration(name).await? {
             Some(record) if record.stop_requested_by.is_some() && record.status.is_active() => {
                 Err(Error::AlreadyStopping { migration: name.into(), by: record.stop_requested_by.unwrap_or_default() })
@@ -284,6 +320,50 @@ impl Store {
         let audited: serde_json::Map<String, serde_json::Value> =
             changes.iter().map(|(key, value)| (key.clone(), serde_json::json!({ "from": before[key], "to": value }))).collect();
         insert_audit(&mut transaction, actor, "adjust", Some(name), &serde_json::Value::Object(audited)).await?;
+        transaction.commit().await?;
+        record_from_row(&row)
+    }
+
+    /// Records the backup the run keeps of what it replaced (`Some((table, bytes))`), or that it is gone
+    /// (`None`: swapped back by a rollback).
+    pub async fn record_backup(&self, name: &str, runner_id: &str, backup: Option<(&str, u64)>) -> Result<()> {
+        sqlx::query(
+            "UPDATE async_migration SET backup_table = $3, backup_since = CASE WHEN $3 IS NULL THEN NULL ELSE coalesce(backup_since, now()) END,
+                 backup_bytes = $4, updated_at = now()
+             WHERE name = $1 AND runner_id = $2",
+        )
+        .bind(name)
+        .bind(runner_id)
+        .bind(backup.map(|(table, _)| table))
+        .bind(backup.map(|(_, bytes)| i64::try_from(bytes).unwrap_or(i64::MAX)))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that staff finalized a completed migration: its backup `table` (dropped by the caller) is gone, in
+    /// one transaction with the audit row, if the migration still keeps that backup. Returns the migration.
+    pub async fn finalize(&self, name: &str, actor: &str, table: &str) -> Result<MigrationRecord> {
+        let mut transaction = self.pool.begin().await?;
+        let before: Option<(Option<chrono::DateTime<chrono::Utc>>, Option<i64>)> = sqlx::query_as(
+            "SELECT backup_since, backup_bytes FROM async_migration
+             WHERE name = $1 AND status = 'completed' AND backup_table = $2 AND runner_id IS NULL AND NOT rolling_back FOR UPDATE",
+        )
+        .bind(name)
+        .bind(table)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some((kept_since, freed_bytes)) = before else { return Err(Error::ChangedMeanwhile { migration: name.into() }) };
+        let row = sqlx::query(&format!(
+            "UPDATE async_migration SET backup_table = NULL, backup_since = NULL, backup_bytes = NULL, updated_at = now()
+             WHERE name = $1 RETURNING {MIGRATION_COLUMNS}"
+        ))
+        .bind(name)
+        .fetch_one(&mut *transaction)
+        .await?;
+        let kept_for = kept_since.map(|since| (chrono::Utc::now() - since).num_seconds());
+        let details = serde_json::json!({ "dropped": table, "kept_for_seconds": kept_for, "freed_bytes": freed_bytes });
+        insert_audit(&mut transaction, actor, "finalize", Some(name), &details).await?;
         transaction.commit().await?;
         record_from_row(&row)
     }
@@ -774,6 +854,9 @@ impl Store {
                  progress = CASE WHEN $3 = 'completed' THEN 100 WHEN $4 THEN 0 ELSE progress END,
                  current_operation_index = CASE WHEN $4 THEN 0 ELSE current_operation_index END,
                  checkpoint = CASE WHEN $4 OR $3 = 'completed' THEN NULL ELSE checkpoint END,
+                 backup_table = CASE WHEN $3 = 'rolled_back' THEN NULL ELSE backup_table END,
+                 backup_since = CASE WHEN $3 = 'rolled_back' THEN NULL ELSE backup_since END,
+                 backup_bytes = CASE WHEN $3 = 'rolled_back' THEN NULL ELSE backup_bytes END,
                  updated_at = now()
              WHERE name = $1 AND runner_id = $2",
         )

@@ -420,6 +420,41 @@ async fn a_failing_precheck_fails_the_start_and_changes_no_data() {
 }
 
 #[tokio::test]
+async fn staff_can_skip_a_failing_precheck_and_health_check_for_one_run() {
+    let journal = Journal::default();
+    let broken = |_| async { Ok(CheckOutcome::Fail("the replica-lag probe is down".into())) };
+    let wait_past_a_health_check = Operation::rust(
+        "wait past a health check",
+        |_| async {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok(())
+        },
+        engine::definition::nothing_to_undo,
+    );
+    let definition = journaled("0001_checked", 1, None, Arc::new(AtomicBool::new(false)), &journal)
+        .operation(wait_past_a_health_check)
+        .precheck(broken)
+        .health_check(broken);
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.update_setting("health_check_interval_seconds", &json!(1), TESTER).await.unwrap();
+    let unexplained = instance.engine.start_skipping_checks("0001_checked", TESTER, &serde_json::Map::new(), " ").await.unwrap_err();
+    assert_eq!(unexplained.to_string(), "start skipping the checks of 0001_checked: give the reason, for the row and the audit log");
+    assert_eq!(instance.overview("0001_checked").await.record.status, Status::NotStarted);
+
+    let reason = "the probe itself is broken; the replicas are in sync (see the dashboard)";
+    instance.engine.start_skipping_checks("0001_checked", TESTER, &serde_json::Map::new(), reason).await.unwrap();
+    let queued = instance.overview("0001_checked").await;
+    let note = format!("prechecks and health checks skipped for this run by {TESTER}: {reason}");
+    assert_eq!((queued.record.checks_skipped, queued.record.status_note.as_deref()), (true, Some(note.as_str())));
+    instance.spawn_runner();
+    let done = instance.wait_until_settled("0001_checked").await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", instance.engine.errors("0001_checked").await);
+    assert_eq!(journal.entries(), ["run 0"]);
+    let start = instance.engine.audit_log(10).await.unwrap().into_iter().find(|entry| entry.action == "start").unwrap();
+    assert_eq!(start.parameters["skip_checks"], reason);
+}
+
+#[tokio::test]
 async fn a_migration_needing_a_newer_clickhouse_fails_at_startup() {
     let definition = MigrationDefinition::new("0001_future_sql", "needs features from the future").requires_clickhouse("99.1");
     let instance = Instance::new(vec![definition]).await;
@@ -560,6 +595,7 @@ async fn every_request_is_refused_in_every_status_that_does_not_allow_it() {
                 MarkErrored => instance.engine.mark_errored("0001_any", TESTER, "its runner's host is gone").await.map(drop),
                 MarkCompleted => instance.engine.mark_completed("0001_any", TESTER, "finished by hand").await.map(drop),
                 CutOver => instance.engine.cut_over("0001_any", TESTER).await.map(drop),
+                Finalize => instance.engine.finalize("0001_any", TESTER).await.map(drop),
             };
             if allowed.contains(&action) {
                 outcome.unwrap_or_else(|error| panic!("{action:?} from {status:?} was refused: {error}"));

@@ -315,10 +315,10 @@ async fn a_paused_rewrite_holds_between_partitions_then_continues_while_rows_kee
     let again = engine.pause(ORDERS, TESTER).await.unwrap_err();
     assert_eq!(
         again.to_string(),
-        format!("cannot pause {ORDERS}: it is pausing, and pause needs it to be queued, starting, running or waiting")
+        format!("cannot pause {ORDERS}: it is pausing, and pause needs it to be queued, starting, running, waiting or ready to cut over")
     );
     let paused = wait_for(&engine, ORDERS, Duration::from_secs(60), "paused", |overview| overview.phase == Phase::Paused).await;
-    assert_eq!(paused.allowed_actions, [Action::Continue, Action::Stop, Action::StopAndRollback]);
+    assert_eq!(paused.allowed_actions, [Action::Continue, Action::Adjust, Action::Stop, Action::StopAndRollback]);
     assert_eq!(paused.record.status, Status::Running);
     assert_eq!(paused.record.current_operation_index, 1, "held within the copy");
     let held_at = copied_partitions(&paused);
@@ -384,6 +384,44 @@ async fn a_rewrite_held_ready_to_cut_over_keeps_copying_new_rows_until_staff_cut
     assert_rewritten(&engine, &original).await;
     let actions: Vec<String> = engine.audit_log(10).await.unwrap().into_iter().rev().map(|entry| entry.action).collect();
     assert_eq!(actions[..2], ["start", "cut over"], "{actions:?}");
+}
+
+#[tokio::test]
+async fn a_completed_rewrite_rolls_back_from_its_backup_and_a_finalized_one_drops_it() {
+    let engine = connected(vec![orders_migration()]).await;
+    seed_orders(&engine).await;
+    let _runner = spawn_runner(&engine);
+    let original = definition_of(&engine, "orders").await;
+    engine.start(ORDERS, TESTER, &serde_json::Map::new()).await.unwrap();
+    let done = settled(&engine, ORDERS).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
+    assert_eq!(done.record.backup_table.as_deref(), Some("orders_rewrite_backup"));
+    assert!(done.record.backup_since.is_some() && done.record.backup_bytes.is_some_and(|bytes| bytes > 0), "{:?}", done.record);
+    assert_eq!(done.allowed_actions, [Action::Rollback, Action::Finalize]);
+
+    // Rolled back after completion: the original is the product's table again, as it was, and no backup is left.
+    engine.rollback(ORDERS, TESTER).await.unwrap();
+    let rolled_back = settled(&engine, ORDERS).await;
+    assert_eq!(rolled_back.record.status, Status::RolledBack, "{:?}", engine.errors(ORDERS).await);
+    assert_eq!(rolled_back.record.backup_table, None);
+    assert_eq!(definition_of(&engine, "orders").await, original);
+    assert_eq!(table_names(&engine).await, ["orders", "orders_source", "orders_view"]);
+    assert_eq!(count(&engine, "SELECT count() FROM orders").await, SEEDED_ORDERS);
+
+    // Run again, then finalized: the backup is dropped, and nothing is left to roll back from.
+    engine.start(ORDERS, TESTER, &serde_json::Map::new()).await.unwrap();
+    assert_eq!(settled(&engine, ORDERS).await.record.status, Status::Completed);
+    let finalized = engine.finalize(ORDERS, TESTER).await.unwrap();
+    assert_eq!((finalized.record.backup_table.as_deref(), finalized.allowed_actions.as_slice()), (None, &[][..]));
+    assert_eq!(table_names(&engine).await, ["orders", "orders_source", "orders_view"]);
+    let refused = engine.rollback(ORDERS, TESTER).await.unwrap_err();
+    assert_eq!(refused.to_string(), format!("cannot roll back {ORDERS}: it completed and no backup of what it replaced is kept"));
+    let audit = engine.audit_log(10).await.unwrap();
+    let finalize = audit.iter().find(|entry| entry.action == "finalize").expect("audited");
+    assert_eq!(finalize.parameters["dropped"], "orders_rewrite_backup");
+    assert!(finalize.parameters["freed_bytes"].as_i64().is_some_and(|bytes| bytes > 0), "{:?}", finalize.parameters);
+    let again = engine.finalize(ORDERS, TESTER).await.unwrap_err();
+    assert!(matches!(again, Error::IllegalAction(_)), "{again}");
 }
 
 /// The plan of the orders rewrite with its defaults.

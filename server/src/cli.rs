@@ -148,6 +148,9 @@ pub enum MigrationsCommand {
         /// A parameter value, KEY=VALUE; repeat for more.
         #[arg(long = "param", value_name = "KEY=VALUE")]
         parameters: Vec<String>,
+        /// Skip its precheck and health checks for this run, for this reason (shown on its row, audited).
+        #[arg(long, value_name = "REASON")]
+        skip_checks: Option<String>,
         /// Run it in this process and wait until it ends, showing progress.
         #[arg(long)]
         wait: bool,
@@ -168,7 +171,7 @@ pub enum MigrationsCommand {
         #[arg(long)]
         rollback: bool,
     },
-    /// Roll back an errored migration.
+    /// Roll back an errored migration (or a completed one, from the backup it kept).
     Rollback {
         name: String,
         /// Run the rollback in this process and wait until it ends.
@@ -197,6 +200,8 @@ pub enum MigrationsCommand {
     },
     /// Let a run that holds its cut-over (ready to cut over) swap its tables now.
     CutOver { name: String },
+    /// Drop the backup a completed migration kept (a rewrite's original table); it can no longer be rolled back.
+    Finalize { name: String },
     /// Escape hatch: mark errored a migration whose runner stopped heartbeating, so that it can be resumed or
     /// rolled back.
     MarkErrored {

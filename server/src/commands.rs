@@ -31,10 +31,13 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             }
             Ok(ExitCode::SUCCESS)
         }
-        MigrationsCommand::Start { name, parameters, wait } => {
+        MigrationsCommand::Start { name, parameters, skip_checks, wait } => {
             let values = engine.parameters_from_assignments(name, parameters)?.to_json();
             let values = values.as_object().cloned().unwrap_or_default();
-            engine.start(name, &actor, &values).await?;
+            match skip_checks {
+                Some(reason) => engine.start_skipping_checks(name, &actor, &values, reason).await?,
+                None => engine.start(name, &actor, &values).await?,
+            }
             finish_request(engine, name, "started", *wait).await
         }
         MigrationsCommand::Plan { name, parameters, json } => {
@@ -80,6 +83,13 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
             let adjusted = engine.adjust(name, &actor, &values).await?;
             let now: Vec<String> = values.keys().map(|key| format!("{key} = {}", adjusted.record.parameters[key])).collect();
             println!("{name}: {} from its next unit of work", now.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrationsCommand::Finalize { name } => {
+            let before = engine.migration(name).await?.record;
+            engine.finalize(name, &actor).await?;
+            let size = engine::plan::bytes_text(before.backup_bytes.unwrap_or_default().max(0) as u64);
+            println!("{name}: finalized; dropped {} ({size} when it was made)", before.backup_table.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
         MigrationsCommand::CutOver { name } => {

@@ -92,6 +92,7 @@ fn staff_calls() -> Vec<(&'static str, Value)> {
         ("adjust_migration", json!({ "name": MIGRATION, "parameters": { "batch_size": "5" } })),
         ("mark_migration", json!({ "name": MIGRATION, "completed": true, "reason": "by hand" })),
         ("cut_over_migration", json!({ "name": MIGRATION })),
+        ("finalize_migration", json!({ "name": MIGRATION })),
         ("get_migration_errors", json!({ "name": MIGRATION })),
         ("plan_migration", json!({ "name": MIGRATION, "parameters": {} })),
         ("get_migration_details", json!({ "name": MIGRATION })),

@@ -92,6 +92,22 @@ pub struct Observed {
     pub runner_silent: bool,
     /// The run holds its cut-over for staff: copied and caught up, still copying new inserts.
     pub cutover_ready: bool,
+    /// Its run left a backup of what it replaced (a rewrite's original table) that nobody has dropped yet.
+    pub backup_kept: bool,
+}
+
+impl Observed {
+    /// What staff may ask now, in menu order: the phase's actions ([`Phase::allowed_actions`]), and for a
+    /// completed migration whose backup is kept, rolling it back (from the backup) or finalizing it (dropping
+    /// the backup).
+    pub fn allowed_actions(&self) -> Vec<Action> {
+        let phase = Phase::of(*self);
+        let mut actions = phase.allowed_actions().to_vec();
+        if phase == Phase::Completed && self.backup_kept {
+            actions.extend([Action::Rollback, Action::Finalize]);
+        }
+        actions
+    }
 }
 
 /// What staff see a migration doing: its status, refined by what its runner and staff are doing to it.
@@ -258,6 +274,8 @@ pub enum Action {
     Resume,
     Pause,
     Continue,
+    /// Drop the backup a completed migration kept, after which it can no longer be rolled back.
+    Finalize,
     /// Change the parameters a migration declares adjustable while it runs.
     Adjust,
     /// Let a run that holds its cut-over swap the tables now.
@@ -274,7 +292,7 @@ pub enum Action {
 
 impl Action {
     /// The menu's order.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Start,
         Action::Resume,
         Action::Pause,
@@ -286,21 +304,26 @@ impl Action {
         Action::Rollback,
         Action::MarkErrored,
         Action::MarkCompleted,
+        Action::Finalize,
     ];
 
-    /// Refuses the action unless the phase `observed` gives allows it.
+    /// Refuses the action unless it is allowed in the situation `observed` ([`Observed::allowed_actions`]).
     pub fn check(self, migration: &str, observed: Observed) -> Result<(), IllegalAction> {
         let phase = Phase::of(observed);
-        if phase.allowed_actions().contains(&self) {
+        if observed.allowed_actions().contains(&self) {
             Ok(())
         } else {
             Err(IllegalAction { action: self, migration: migration.to_string(), phase })
         }
     }
 
-    /// The phases this action may be asked in.
+    /// The phases this action may be asked in (rollback and finalize also when completed with a backup kept).
     pub fn allowed_in(self) -> Vec<Phase> {
-        Phase::ALL.into_iter().filter(|phase| phase.allowed_actions().contains(&self)).collect()
+        let after_completion = matches!(self, Action::Rollback | Action::Finalize);
+        Phase::ALL
+            .into_iter()
+            .filter(|phase| phase.allowed_actions().contains(&self) || after_completion && *phase == Phase::Completed)
+            .collect()
     }
 
     /// The verb as staff read it.
@@ -317,6 +340,7 @@ impl Action {
             Action::Rollback => "roll back",
             Action::MarkErrored => "mark errored",
             Action::MarkCompleted => "mark completed",
+            Action::Finalize => "finalize",
         }
     }
 
@@ -334,6 +358,7 @@ impl Action {
             Action::Rollback => "rollback",
             Action::MarkErrored => "mark_errored",
             Action::MarkCompleted => "mark_completed",
+            Action::Finalize => "finalize",
         }
     }
 
@@ -351,6 +376,7 @@ impl Action {
             Action::Rollback => "Roll back",
             Action::MarkErrored => "Mark errored",
             Action::MarkCompleted => "Mark completed",
+            Action::Finalize => "Finalize",
         }
     }
 
@@ -359,7 +385,13 @@ impl Action {
     pub fn is_destructive(self) -> bool {
         matches!(
             self,
-            Action::Stop | Action::StopAndRollback | Action::Rollback | Action::CutOver | Action::MarkErrored | Action::MarkCompleted
+            Action::Stop
+                | Action::StopAndRollback
+                | Action::Rollback
+                | Action::CutOver
+                | Action::Finalize
+                | Action::MarkErrored
+                | Action::MarkCompleted
         )
     }
 
@@ -384,7 +416,18 @@ impl fmt::Display for IllegalAction {
         if *phase == Phase::RollingBack {
             return write!(formatter, "cannot {verb} {migration}: it is being rolled back; wait until the rollback ends");
         }
-        let allowed: Vec<String> = action.allowed_in().iter().map(Phase::to_string).collect();
+        let after_completion = matches!(action, Action::Rollback | Action::Finalize);
+        if *phase == Phase::Completed && after_completion {
+            return write!(formatter, "cannot {verb} {migration}: it completed and no backup of what it replaced is kept");
+        }
+        let allowed: Vec<String> = action
+            .allowed_in()
+            .iter()
+            .map(|allowed| match allowed {
+                Phase::Completed if after_completion => "completed with its backup kept".to_string(),
+                other => other.to_string(),
+            })
+            .collect();
         let allowed = match allowed.split_last() {
             Some((last, [])) => last.clone(),
             Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
@@ -411,6 +454,8 @@ pub fn is_legal_move(from: Status, to: Status) -> bool {
             | (Running, Errored)
             | (Errored, RolledBack)
             | (Errored, Completed) // staff finished it by hand (mark completed)
+            | (Completed, RolledBack) // rolled back from the backup it kept
+            | (Completed, Errored) // that rollback failed
     )
 }
 
@@ -539,9 +584,23 @@ mod tests {
     }
 
     #[test]
+    fn a_completed_migration_with_its_backup_kept_can_be_rolled_back_or_finalized() {
+        let completed = in_status(Status::Completed);
+        assert_eq!(completed.allowed_actions(), []);
+        assert_eq!(Observed { backup_kept: true, ..completed }.allowed_actions(), [Action::Rollback, Action::Finalize]);
+        assert_eq!(Phase::of(Observed { backup_kept: true, ..completed }), Phase::Completed);
+        assert_eq!(Observed { backup_kept: true, rolling_back: true, ..completed }.allowed_actions(), []);
+        let refusal = Action::Finalize.check("0001_x", completed).unwrap_err();
+        assert_eq!(refusal.to_string(), "cannot finalize 0001_x: it completed and no backup of what it replaced is kept");
+    }
+
+    #[test]
     fn refusals_name_the_migration_its_phase_and_what_is_needed() {
         let refusal = Action::Rollback.check("0001_orders_sort_key", in_status(Status::NotStarted)).unwrap_err();
-        assert_eq!(refusal.to_string(), "cannot roll back 0001_orders_sort_key: it is not started, and roll back needs it to be errored");
+        assert_eq!(
+            refusal.to_string(),
+            "cannot roll back 0001_orders_sort_key: it is not started, and roll back needs it to be completed with its backup kept or errored"
+        );
         let refusal = Action::Continue.check("0001_orders_sort_key", in_status(Status::Running)).unwrap_err();
         assert_eq!(
             refusal.to_string(),
@@ -571,6 +630,8 @@ mod tests {
             (Running, Errored),
             (Errored, RolledBack),
             (Errored, Completed),
+            (Completed, RolledBack),
+            (Completed, Errored),
         ];
         for from in Status::ALL {
             for to in Status::ALL {

@@ -9,7 +9,7 @@ use leptos::prelude::*;
 use crate::api::{AdjustMigration, MarkMigration, PlanMigration, StartMigration};
 use crate::components::details::Plan;
 use crate::console::{use_console, Dialog};
-use crate::dom::{self, MenuMove};
+use crate::dom;
 use crate::model::{Action, ParameterField, ParameterKind};
 
 /// Whichever dialog is open, if any.
@@ -25,48 +25,42 @@ pub fn Dialogs() -> impl IntoView {
     }
 }
 
-/// A modal frame: takes the focus, keeps Tab inside, closes on Escape or a click beside it, and gives the
-/// focus back to the migration's menu button when it closes.
+/// A modal frame: the platform's `<dialog>` opened with `showModal()`, which keeps the focus inside and the page
+/// behind inert, and closes on Escape; a click beside it closes it too. It focuses its first field (or default
+/// button) and gives the focus back to the migration's menu button when it closes.
 #[component]
 fn Modal(title: String, name: String, children: Children) -> impl IntoView {
     let console = use_console();
-    let modal_ref = NodeRef::<leptos::html::Div>::new();
-    let focusable = "input, button:not([disabled]), select, textarea";
+    let dialog_ref = NodeRef::<leptos::html::Dialog>::new();
     Effect::new(move |_| {
-        if let Some(modal) = modal_ref.get() {
-            dom::focus_first(&modal, "input, .dialog-actions .button-default");
+        if let Some(dialog) = dialog_ref.get() {
+            if !dialog.open() {
+                let _ = dialog.show_modal();
+            }
+            dom::focus_first(&dialog, "input, .dialog-actions .button-default");
         }
     });
     let close = move || {
         console.dialog.set(None);
         dom::focus_id(&format!("actions-{name}"));
     };
-    let on_key = {
+    let on_close = {
         let close = close.clone();
-        move |event: leptos::ev::KeyboardEvent| {
-            if event.key() == "Escape" {
-                event.prevent_default();
-                close();
-            } else if event.key() == "Tab" {
-                if let Some(modal) = modal_ref.get_untracked() {
-                    event.prevent_default();
-                    dom::move_focus(&modal, focusable, if event.shift_key() { MenuMove::Previous } else { MenuMove::Next });
-                }
-            }
-        }
+        move |_| close()
     };
+    // The dialog's own box has no padding: a click whose target is the dialog itself landed on its backdrop.
     let on_backdrop = move |event: leptos::ev::MouseEvent| {
         if event.target() == event.current_target() {
             close();
         }
     };
     view! {
-        <div class="modal-backdrop" on:click=on_backdrop>
-            <div class="modal" role="dialog" aria-modal="true" aria-labelledby="dialog-title" node_ref=modal_ref on:keydown=on_key>
+        <dialog class="modal" aria-labelledby="dialog-title" node_ref=dialog_ref on:close=on_close on:click=on_backdrop>
+            <div class="modal-body">
                 <h2 id="dialog-title">{title}</h2>
                 {children()}
             </div>
-        </div>
+        </dialog>
     }
 }
 
@@ -87,12 +81,14 @@ fn RunDialog(name: String) -> impl IntoView {
     });
     let refusal = move || console.start.value().get().and_then(Result::err).map(|error| error.to_string());
     let pending = console.start.pending();
+    let skip_reason = RwSignal::new(String::new());
     let submit = {
         let name = name.clone();
         move |event: leptos::ev::SubmitEvent| {
             event.prevent_default();
             let parameters = values.get_untracked().into_iter().map(|(key, value)| (key, serde_json::Value::String(value))).collect();
-            console.start.dispatch(StartMigration { name: name.clone(), parameters });
+            let skip_checks = Some(skip_reason.get_untracked()).filter(|reason| !reason.trim().is_empty());
+            console.start.dispatch(StartMigration { name: name.clone(), parameters, skip_checks });
         }
     };
     let plan = ServerAction::<PlanMigration>::new();
@@ -118,6 +114,22 @@ fn RunDialog(name: String) -> impl IntoView {
                 <p class="muted">{row.description.clone()}</p>
                 {row.parameters.is_empty().then(|| view! { <p>"This migration takes no parameters."</p> })}
                 {fields}
+                <details class="skip-checks">
+                    <summary>"Skip its checks for this run"</summary>
+                    <div class="field">
+                        <label for="skip-checks-reason">"Why"</label>
+                        <input
+                            type="text"
+                            id="skip-checks-reason"
+                            aria-describedby="skip-checks-help"
+                            prop:value=move || skip_reason.get()
+                            on:input=move |event| skip_reason.set(event_target_value(&event))
+                        />
+                        <p class="field-help" id="skip-checks-help">
+                            "With a reason, this run skips the precheck and health checks (a check failing for a reason you know is harmless). The reason is shown on the row and kept in the audit log."
+                        </p>
+                    </div>
+                </details>
                 {move || refusal().map(|text| view! { <p class="form-error" role="alert">{text}</p> })}
                 {planned}
                 <div class="dialog-actions">
@@ -256,30 +268,46 @@ fn ParameterInput(field: ParameterField, values: RwSignal<BTreeMap<String, Strin
 #[component]
 fn ConfirmDialog(name: String, action: Action) -> impl IntoView {
     let console = use_console();
-    let (title, consequence) = match action {
+    let row = console.rows.with_untracked(|rows| rows.get(&name).cloned().unwrap_or_default());
+    let completed_with_backup = row.backup.is_some();
+    let (title, consequence): (String, String) = match action {
         Action::StopAndRollback => (
             format!("Stop and roll back {name}?"),
-            "Its running ClickHouse query is killed at once, then every operation it completed is undone, newest first. The migration ends rolled back and can be run again later.",
+            "Its running ClickHouse query is killed at once, then every operation it completed is undone, newest first. The migration ends rolled back and can be run again later.".to_string(),
+        ),
+        Action::Rollback if completed_with_backup => (
+            format!("Roll back {name}?"),
+            "It completed: rolling it back undoes every operation, newest first, swapping the backup it kept back in place of the table it made. The migration ends rolled back and can be run again later.".to_string(),
         ),
         Action::Rollback => (
             format!("Roll back {name}?"),
-            "Every operation it completed is undone, newest first, starting with the one where it stopped. The migration ends rolled back and can be run again later.",
+            "Every operation it completed is undone, newest first, starting with the one where it stopped. The migration ends rolled back and can be run again later.".to_string(),
+        ),
+        Action::Finalize => (
+            format!("Finalize {name}?"),
+            match &row.backup {
+                Some(backup) => format!(
+                    "Its backup {} is dropped, which frees {} on disk (its size when it was made); the migration can no longer be rolled back.",
+                    backup.table, backup.size
+                ),
+                None => "Its backup is dropped; the migration can no longer be rolled back.".to_string(),
+            },
         ),
         Action::CutOver => (
             format!("Cut over {name}?"),
-            "The tables are swapped now: the product reads and writes the new table from then on, and the original is kept as its backup. Rows inserted around the swap are copied over, and every partition is verified.",
+            "The tables are swapped now: the product reads and writes the new table from then on, and the original is kept as its backup. Rows inserted around the swap are copied over, and every partition is verified.".to_string(),
         ),
         Action::MarkErrored => (
             format!("Mark {name} errored?"),
-            "Its runner stopped heartbeating and no live runner has taken it over. Make sure that runner's process is gone: marking it errored releases its lease, and it can then be resumed or rolled back.",
+            "Its runner stopped heartbeating and no live runner has taken it over. Make sure that runner's process is gone: marking it errored releases its lease, and it can then be resumed or rolled back.".to_string(),
         ),
         Action::MarkCompleted => (
             format!("Mark {name} completed?"),
-            "Nothing runs: amigo records it as completed, as if its operations had run, so that what depends on it may start and the upgrade may go on. Do this only when its work was finished by hand.",
+            "Nothing runs: amigo records it as completed, as if its operations had run, so that what depends on it may start and the upgrade may go on. Do this only when its work was finished by hand.".to_string(),
         ),
         _ => (
             format!("Stop {name}?"),
-            "Its running ClickHouse query is killed at once and it is left errored: you can then resume it from the operation where it stopped, or roll it back.",
+            "Its running ClickHouse query is killed at once and it is left errored: you can then resume it from the operation where it stopped, or roll it back.".to_string(),
         ),
     };
     let reason = RwSignal::new(String::new());

@@ -194,8 +194,11 @@ fn situation(row: &MigrationRow) -> Option<String> {
             "its runner's last heartbeat was {} ago; no live runner has taken it over",
             time::duration(row.heartbeat_age_seconds? as i64 * 1000)
         )),
-        Phase::Errored | Phase::Completed => row.status_note.clone(),
-        _ => row.waiting_reason.clone(),
+        Phase::Completed if row.backup.is_some() => row.backup.as_ref().map(|backup| {
+            let kept = backup.since.map(|since| format!(" for {}", time::duration(time::now_millis() - since))).unwrap_or_default();
+            format!("backup {} kept{kept}: {} on disk; roll back from it, or Finalize to drop it", backup.table, backup.size)
+        }),
+        _ => row.waiting_reason.clone().or_else(|| row.status_note.clone()),
     }
 }
 

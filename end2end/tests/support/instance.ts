@@ -59,9 +59,15 @@ export class Instance {
     return execFileSync(amigoBinary, args, { env: this.env(extra), encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
-  /** Runs one statement on the ClickHouse server and returns its text answer, trimmed. */
+  /** Runs one statement on the ClickHouse server and returns its text answer, trimmed. ClickHouse closes an idle
+   * keep-alive connection after 3 s and Node reuses one for 4 s: a request sent on a connection the server just
+   * closed never reached it, and is sent again once on a new one. */
   async clickhouse(sql: string): Promise<string> {
-    const response = await fetch(clickhouseUrl, { method: 'POST', body: sql });
+    const send = () => fetch(clickhouseUrl, { method: 'POST', body: sql });
+    const response = await send().catch((error: Error) => {
+      if ((error.cause as { code?: string } | undefined)?.code !== 'UND_ERR_SOCKET') throw error;
+      return send();
+    });
     const text = await response.text();
     if (!response.ok) throw new Error(`ClickHouse refused ${sql}: ${text}`);
     return text.trim();

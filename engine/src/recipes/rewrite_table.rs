@@ -589,7 +589,13 @@ impl RewriteTable {
     /// Operation 3: the swap, idempotent so that a resume after a crash mid-way finishes it. Once the names are
     /// swapped, it waits for the inserts that were already running (they may still write into the original),
     /// then copies into the new table every row the original received since the last catch-up.
+    /// Operation 3: the swap, after which the original is kept as the backup ([`MigrationContext::record_backup`]).
     async fn swap(&self, context: &MigrationContext) -> Result<()> {
+        self.swap_tables(context).await?;
+        context.record_backup(Some(&self.backup_table)).await
+    }
+
+    async fn swap_tables(&self, context: &MigrationContext) -> Result<()> {
         let table = self.storage_table(&context.clickhouse).await?;
         let (table, new_table, backup_table) = (table.as_str(), self.new_table.as_str(), self.backup_table.as_str());
         if self.is_rebuilt(&context.clickhouse, table).await? {
@@ -632,7 +638,13 @@ impl RewriteTable {
 
     /// Rollback of operation 3: the original back under its name, with the rows inserted after the swap;
     /// idempotent like the swap.
+    /// Rollback of operation 3: the swap back, after which no backup is kept.
     async fn swap_back(&self, context: &MigrationContext) -> Result<()> {
+        self.swap_tables_back(context).await?;
+        context.record_backup(None).await
+    }
+
+    async fn swap_tables_back(&self, context: &MigrationContext) -> Result<()> {
         let table = self.storage_table(&context.clickhouse).await?;
         let (table, new_table, backup_table) = (table.as_str(), self.new_table.as_str(), self.backup_table.as_str());
         let (new_exists, backup_exists) =
