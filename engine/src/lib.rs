@@ -2,8 +2,8 @@
 //!
 //! This crate knows nothing of HTTP or Leptos, and no product: a product hands it its migrations, written in
 //! Rust ([`definition`], [`recipes`]) and as files ([`loader`]), at [`Engine::connect`]. The web server and the
-//! CLI drive it through [`Engine`]'s verbs (list, plan, start, stop, rollback, resume, settings); a
-//! [`runner::Runner`] executes what they queue.
+//! CLI drive it through [`Engine`]'s verbs (list, plan, start, pause, continue, adjust, cut over, stop,
+//! rollback, resume, finalize, the escape hatches, settings); a [`runner::Runner`] executes what they queue.
 //!
 //! The core is the state machine ([`status`]), the store of migration state in Postgres ([`store`], read as
 //! [`record`]s), the runner and what an operation reaches ([`context`], [`clickhouse`] with the server's
