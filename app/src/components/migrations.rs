@@ -183,7 +183,8 @@ fn tone(row: &MigrationRow) -> &'static str {
     }
 }
 
-/// What the badge's phase waits on, under it: who paused or stopped it, or why the runner waits.
+/// What the line under the badge says: who paused or stopped it, why the runner waits, the backup a completed
+/// run keeps, or staff's note (checks skipped, marked by hand).
 fn situation(row: &MigrationRow) -> Option<String> {
     match row.phase {
         Phase::Pausing => Some(format!("paused by {}; the unit of work in progress finishes first", row.pause_requested_by.as_deref()?)),
