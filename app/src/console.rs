@@ -156,36 +156,19 @@ impl Console {
     /// and Adjust's answers are shown by their forms).
     pub fn show_answers(&self) {
         let console = *self;
-        Effect::new(move |_| {
-            if let Some(answer) = console.stop.value().get() {
-                console.answered(answer, "stop requested");
-            }
-        });
-        Effect::new(move |_| {
-            if let Some(answer) = console.rollback.value().get() {
-                console.answered(answer, "rollback requested");
-            }
-        });
-        Effect::new(move |_| {
-            if let Some(answer) = console.resume.value().get() {
-                console.answered(answer, "resume requested");
-            }
-        });
-        Effect::new(move |_| {
-            if let Some(answer) = console.finalize.value().get() {
-                console.answered(answer, "finalized: its backup is dropped");
-            }
-        });
-        Effect::new(move |_| {
-            if let Some(answer) = console.cut_over.value().get() {
-                console.answered(answer, "cutting over: the tables are swapped next");
-            }
-        });
-        Effect::new(move |_| {
-            if let Some(answer) = console.mark.value().get() {
-                console.answered(answer, "marked");
-            }
-        });
+        let show = move |answers: MappedSignal<Option<Result<MigrationRow, AppError>>>, what: &'static str| {
+            Effect::new(move |_| {
+                if let Some(answer) = answers.get() {
+                    console.answered(answer, what);
+                }
+            });
+        };
+        show(console.stop.value(), "stop requested");
+        show(console.rollback.value(), "rollback requested");
+        show(console.resume.value(), "resume requested");
+        show(console.finalize.value(), "finalized: its backup is dropped");
+        show(console.cut_over.value(), "cutting over: the tables are swapped next");
+        show(console.mark.value(), "marked");
         Effect::new(move |_| {
             let Some(answer) = console.pause.value().get() else { return };
             let paused = answer.as_ref().is_ok_and(|row| row.pause_requested_by.is_some());

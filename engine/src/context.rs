@@ -14,7 +14,7 @@ use crate::cluster::Cluster;
 use crate::definition::{CheckOutcome, StepFn};
 use crate::parameters::{ParameterValue, Parameters};
 use crate::pressure;
-use crate::preview::PartitionSize;
+use crate::preview::{clickhouse_footprint, partition_sizes, PartitionSize};
 use crate::settings::RuntimeSettings;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -237,7 +237,7 @@ impl MigrationContext {
     pub async fn record_backup(&self, table: Option<&str>) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
         let backup = match table {
-            Some(table) => Some((table, crate::tables::bytes_on_disk(&self.clickhouse, table).await?)),
+            Some(table) => Some((table, clickhouse_footprint(table, &partition_sizes(&self.clickhouse, table).await?).bytes)),
             None => None,
         };
         position.store.record_backup(&self.migration, &position.runner_id, backup).await

@@ -256,6 +256,13 @@ impl Engine {
         self.store.migration(name).await?.ok_or_else(|| Error::UnknownMigration(name.into()))
     }
 
+    /// The record of `name`, refused unless its situation allows `action` ([`status::Action::check`]).
+    async fn record_allowing(&self, name: &str, action: Action) -> Result<MigrationRecord> {
+        let record = self.record(name).await?;
+        action.check(name, record.observed(self.config.lease_timeout))?;
+        Ok(record)
+    }
+
     /// The names of every migration this binary defines.
     pub fn definition_names(&self) -> Vec<String> {
         self.definitions.iter().map(|definition| definition.name.clone()).collect()
@@ -327,8 +334,7 @@ impl Engine {
         checks_skipped: Option<&str>,
     ) -> Result<()> {
         let definition = self.require_definition(name)?;
-        let record = self.record(name).await?;
-        Action::Start.check(name, record.observed(self.config.lease_timeout))?;
+        let record = self.record_allowing(name, Action::Start).await?;
         if !definition.versions.contains(&self.config.instance_version) {
             return Err(Error::VersionOutOfRange {
                 migration: name.into(),
@@ -358,8 +364,7 @@ impl Engine {
     /// Queues a resume of an errored migration from its current operation and checkpoint.
     pub async fn resume(&self, name: &str, actor: &str) -> Result<()> {
         self.require_definition(name)?;
-        let record = self.record(name).await?;
-        Action::Resume.check(name, record.observed(self.config.lease_timeout))?;
+        let record = self.record_allowing(name, Action::Resume).await?;
         let details = serde_json::json!({ "operation_index": record.current_operation_index });
         self.store
             .request_run(name, Status::Errored, actor, RunRequest { parameters: None, checks_skipped: None, action: "resume", details })
@@ -369,8 +374,7 @@ impl Engine {
     /// Queues a rollback of an errored migration, or of a completed one from the backup it kept.
     pub async fn rollback(&self, name: &str, actor: &str) -> Result<()> {
         self.require_definition(name)?;
-        let record = self.record(name).await?;
-        Action::Rollback.check(name, record.observed(self.config.lease_timeout))?;
+        self.record_allowing(name, Action::Rollback).await?;
         self.store.request_rollback(name, actor).await
     }
 
@@ -408,8 +412,7 @@ impl Engine {
     /// is unknown or not adjustable or a value invalid. Returns the migration as it is now.
     pub async fn adjust(&self, name: &str, actor: &str, values: &serde_json::Map<String, serde_json::Value>) -> Result<MigrationOverview> {
         let definition = self.require_definition(name)?;
-        let record = self.record(name).await?;
-        Action::Adjust.check(name, record.observed(self.config.lease_timeout))?;
+        self.record_allowing(name, Action::Adjust).await?;
         let changes = Parameters::adjustments(name, &definition.parameters, values)?;
         if changes.is_empty() {
             return Err(Error::InvalidRequest(format!("adjust {name}: give at least one parameter to change")));
@@ -420,8 +423,7 @@ impl Engine {
     /// Drops the backup a completed migration kept (a rewrite's original table, on every node of a cluster),
     /// after which it can no longer be rolled back. Returns the migration as it is now.
     pub async fn finalize(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
-        let record = self.record(name).await?;
-        Action::Finalize.check(name, record.observed(self.config.lease_timeout))?;
+        let record = self.record_allowing(name, Action::Finalize).await?;
         let table = record.backup_table.clone().unwrap_or_default();
         let drop = self.clickhouse.drop_table_sql(&self.clickhouse.qualified(&table));
         self.clickhouse.execute(&drop, &format!("amigo-{name}-finalize-{}", uuid::Uuid::new_v4().simple()), &Default::default()).await?;
@@ -430,8 +432,7 @@ impl Engine {
 
     /// Lets a run that holds its cut-over (ready to cut over) swap its tables now. Returns the migration.
     pub async fn cut_over(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
-        let record = self.record(name).await?;
-        Action::CutOver.check(name, record.observed(self.config.lease_timeout))?;
+        self.record_allowing(name, Action::CutOver).await?;
         Ok(self.overview(self.store.request_cutover(name, actor).await?))
     }
 
@@ -439,8 +440,7 @@ impl Engine {
     /// marks it errored (resumable, or to roll back), with `reason` on its row, in its error log and in the
     /// audit log. Returns the migration as it is now.
     pub async fn mark_errored(&self, name: &str, actor: &str, reason: &str) -> Result<MigrationOverview> {
-        let record = self.record(name).await?;
-        Action::MarkErrored.check(name, record.observed(self.config.lease_timeout))?;
+        self.record_allowing(name, Action::MarkErrored).await?;
         let record =
             self.store.mark_errored(name, actor, required_reason(Action::MarkErrored.verb(), name, reason)?, self.config.lease_timeout);
         Ok(self.overview(record.await?))
@@ -449,15 +449,13 @@ impl Engine {
     /// An escape hatch for an errored migration whose work staff finished by hand: marks it completed, with
     /// `reason` on its row and in the audit log. Returns the migration as it is now.
     pub async fn mark_completed(&self, name: &str, actor: &str, reason: &str) -> Result<MigrationOverview> {
-        let record = self.record(name).await?;
-        Action::MarkCompleted.check(name, record.observed(self.config.lease_timeout))?;
+        self.record_allowing(name, Action::MarkCompleted).await?;
         let record = self.store.mark_completed(name, actor, required_reason(Action::MarkCompleted.verb(), name, reason)?);
         Ok(self.overview(record.await?))
     }
 
     async fn pause_or_continue(&self, name: &str, actor: &str, action: Action) -> Result<MigrationOverview> {
-        let record = self.record(name).await?;
-        action.check(name, record.observed(self.config.lease_timeout))?;
+        self.record_allowing(name, action).await?;
         Ok(self.overview(self.store.request_pause(name, actor, action == Action::Pause).await?))
     }
 

@@ -165,6 +165,12 @@ pub enum ParameterError {
     NotAdjustable { migration: String, name: String, adjustable: String },
 }
 
+/// A `KEY=VALUE` assignment from the command line: the key, trimmed, and the value as typed.
+pub fn split_assignment(assignment: &str) -> Result<(&str, &str), ParameterError> {
+    let (name, text) = assignment.split_once('=').ok_or_else(|| ParameterError::NotAnAssignment { assignment: assignment.into() })?;
+    Ok((name.trim(), text))
+}
+
 /// Validated values for every parameter of a migration (defaults filled in), as stored with its run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -175,9 +181,8 @@ impl Parameters {
     pub fn from_assignments(migration: &str, specs: &[ParameterSpec], assignments: &[String]) -> Result<Parameters, ParameterError> {
         let mut given = BTreeMap::new();
         for assignment in assignments {
-            let (name, text) =
-                assignment.split_once('=').ok_or_else(|| ParameterError::NotAnAssignment { assignment: assignment.clone() })?;
-            let spec = find_spec(migration, specs, name.trim())?;
+            let (name, text) = split_assignment(assignment)?;
+            let spec = find_spec(migration, specs, name)?;
             let value = spec.parse(text).map_err(|reason| invalid(migration, spec, reason))?;
             if given.insert(spec.name.clone(), value).is_some() {
                 return Err(ParameterError::Repeated { migration: migration.into(), name: spec.name.clone() });

@@ -45,17 +45,6 @@ pub async fn partition_row_counts(clickhouse: &ClickHouse, table: &str) -> Resul
         .await?)
 }
 
-/// The bytes on disk of `table`'s active parts (on this node).
-pub async fn bytes_on_disk(clickhouse: &ClickHouse, table: &str) -> Result<u64> {
-    Ok(clickhouse
-        .client()
-        .query("SELECT toUInt64(sum(bytes_on_disk)) FROM system.parts WHERE database = ? AND table = ? AND active")
-        .bind(clickhouse.database())
-        .bind(table)
-        .fetch_one()
-        .await?)
-}
-
 /// How many rows `table` holds.
 pub async fn row_count(clickhouse: &ClickHouse, table: &str) -> Result<u64> {
     let query = format!("SELECT count() FROM {}", clickhouse.qualified(table));

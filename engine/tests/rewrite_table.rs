@@ -48,6 +48,15 @@ async fn connected(definitions: Vec<MigrationDefinition>) -> Engine {
     Engine::connect(&config, definitions).await.expect("connect")
 }
 
+/// An engine with the orders migration over seeded `orders`, a runner, and `orders`' definition before it.
+async fn seeded_orders_with_a_runner() -> (Engine, tokio::sync::watch::Sender<bool>, (String, String)) {
+    let engine = connected(vec![orders_migration()]).await;
+    seed_orders(&engine).await;
+    let runner = spawn_runner(&engine);
+    let original = definition_of(&engine, "orders").await;
+    (engine, runner, original)
+}
+
 async fn execute(engine: &Engine, sql: &str) {
     engine.clickhouse().client().query(sql).execute().await.unwrap_or_else(|error| panic!("{sql}: {error}"));
 }
@@ -238,10 +247,7 @@ fn copied_partitions(overview: &engine::MigrationOverview) -> usize {
 
 #[tokio::test]
 async fn a_replacing_table_fed_by_a_view_is_rewritten_while_rows_keep_arriving_through_it() {
-    let engine = connected(vec![orders_migration()]).await;
-    seed_orders(&engine).await;
-    let _runner = spawn_runner(&engine);
-    let original = definition_of(&engine, "orders").await;
+    let (engine, _runner, original) = seeded_orders_with_a_runner().await;
     let product = Product::start(&engine);
     let merges_stopped = stop_merges_on_the_copy(&engine);
     let started = Instant::now();
@@ -258,10 +264,7 @@ async fn a_replacing_table_fed_by_a_view_is_rewritten_while_rows_keep_arriving_t
 
 #[tokio::test]
 async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving() {
-    let engine = connected(vec![orders_migration()]).await;
-    seed_orders(&engine).await;
-    let _runner = spawn_runner(&engine);
-    let original = definition_of(&engine, "orders").await;
+    let (engine, _runner, original) = seeded_orders_with_a_runner().await;
     let planned = plan_of_orders(&engine).await;
     assert_planned_before_any_copy(&engine, &planned).await;
     let product = Product::start(&engine);
@@ -301,10 +304,7 @@ async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving(
 
 #[tokio::test]
 async fn a_paused_rewrite_holds_between_partitions_then_continues_while_rows_keep_arriving() {
-    let engine = connected(vec![orders_migration()]).await;
-    seed_orders(&engine).await;
-    let _runner = spawn_runner(&engine);
-    let original = definition_of(&engine, "orders").await;
+    let (engine, _runner, original) = seeded_orders_with_a_runner().await;
     let product = Product::start(&engine);
     let merges_stopped = stop_merges_on_the_copy(&engine);
     engine.start(ORDERS, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.unwrap();
@@ -347,10 +347,7 @@ async fn a_paused_rewrite_holds_between_partitions_then_continues_while_rows_kee
 
 #[tokio::test]
 async fn a_rewrite_held_ready_to_cut_over_keeps_copying_new_rows_until_staff_cut_over() {
-    let engine = connected(vec![orders_migration()]).await;
-    seed_orders(&engine).await;
-    let _runner = spawn_runner(&engine);
-    let original = definition_of(&engine, "orders").await;
+    let (engine, _runner, original) = seeded_orders_with_a_runner().await;
     let product = Product::start(&engine);
     let merges_stopped = stop_merges_on_the_copy(&engine);
     engine.start(ORDERS, TESTER, json!({ "max_threads": 1, "hold_cutover": true }).as_object().unwrap()).await.unwrap();
@@ -388,10 +385,7 @@ async fn a_rewrite_held_ready_to_cut_over_keeps_copying_new_rows_until_staff_cut
 
 #[tokio::test]
 async fn a_completed_rewrite_rolls_back_from_its_backup_and_a_finalized_one_drops_it() {
-    let engine = connected(vec![orders_migration()]).await;
-    seed_orders(&engine).await;
-    let _runner = spawn_runner(&engine);
-    let original = definition_of(&engine, "orders").await;
+    let (engine, _runner, original) = seeded_orders_with_a_runner().await;
     engine.start(ORDERS, TESTER, &serde_json::Map::new()).await.unwrap();
     let done = settled(&engine, ORDERS).await;
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);

@@ -75,10 +75,8 @@ pub async fn migrations(engine: &Engine, command: &MigrationsCommand) -> Result<
         MigrationsCommand::Adjust { name, parameters } => {
             let mut values = serde_json::Map::new();
             for assignment in parameters {
-                let (key, value) = assignment.split_once('=').ok_or_else(|| {
-                    engine::Error::Parameter(engine::parameters::ParameterError::NotAnAssignment { assignment: assignment.clone() })
-                })?;
-                values.insert(key.trim().to_string(), serde_json::Value::String(value.to_string()));
+                let (key, value) = engine::parameters::split_assignment(assignment).map_err(engine::Error::Parameter)?;
+                values.insert(key.to_string(), serde_json::Value::String(value.to_string()));
             }
             let adjusted = engine.adjust(name, &actor, &values).await?;
             let now: Vec<String> = values.keys().map(|key| format!("{key} = {}", adjusted.record.parameters[key])).collect();
