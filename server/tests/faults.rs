@@ -105,7 +105,7 @@ async fn running_migration_queries(engine: &Engine) -> u64 {
     engine
         .clickhouse()
         .client()
-        .query("SELECT count() FROM system.processes WHERE startsWith(query_id, 'amigo-0001_events_sort_key-')")
+        .query("SELECT count() FROM system.processes WHERE startsWith(query_id, 'amigo-0001_events_sort_key-') AND position(query, currentDatabase()) > 0")
         .fetch_one()
         .await
         .unwrap()
