@@ -7,7 +7,9 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
 use crate::error::AppError;
-use crate::model::{AuditRow, ErrorEntry, LoggedInUser, MigrationDetails, MigrationRow, PlanView, SettingRow, UpgradeStatus};
+use crate::model::{
+    AuditRow, ErrorEntry, LoggedInUser, MigrationDetails, MigrationRow, NotificationRow, PlanView, SettingRow, UpgradeStatus,
+};
 
 /// Where staff land after logging in.
 pub const STAFF_PAGE: &str = "/instance/async_migrations";
@@ -188,6 +190,20 @@ pub async fn get_settings() -> Result<Vec<SettingRow>, AppError> {
 pub async fn update_setting(key: String, value: serde_json::Value) -> Result<Vec<SettingRow>, AppError> {
     let (engine, user) = require_staff().await?;
     Ok(SettingRow::all(&engine.update_setting(&key, &value, &user.email).await?))
+}
+
+/// Reads the newest 20 notifications with how their delivery went.
+#[server(endpoint = "get_notifications", input = Json)]
+pub async fn get_notifications() -> Result<Vec<NotificationRow>, AppError> {
+    let (engine, _) = require_staff().await?;
+    Ok(engine.notifications(20).await?.into_iter().map(NotificationRow::from).collect())
+}
+
+/// Queues a test notification to the webhook set in the settings.
+#[server(endpoint = "send_test_notification", input = Json)]
+pub async fn send_test_notification() -> Result<NotificationRow, AppError> {
+    let (engine, user) = require_staff().await?;
+    Ok(engine.send_test_notification(&user.email).await?.into())
 }
 
 /// Reads the newest 200 audit entries: who did what, when.

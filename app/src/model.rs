@@ -113,8 +113,33 @@ pub struct AuditRow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SettingValue {
-    Boolean { value: bool },
-    WholeNumber { value: u64, min: u64, max: u64, unit: String },
+    Boolean {
+        value: bool,
+    },
+    WholeNumber {
+        value: u64,
+        min: u64,
+        max: u64,
+        unit: String,
+    },
+    /// An http(s) address, empty for none.
+    Url {
+        value: String,
+    },
+}
+
+/// One notification and how its delivery went, as the settings tab lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub occurred_at: UnixMillis,
+    /// The message as the webhook received it.
+    pub text: String,
+    /// `delivered`, `retrying`, `queued` or `given up`.
+    pub state: String,
+    pub attempts: i32,
+    pub last_outcome: Option<String>,
+    pub last_attempt_at: Option<UnixMillis>,
 }
 
 /// One runtime setting as the settings tab shows it.
@@ -395,6 +420,20 @@ mod from_engine {
         }
     }
 
+    impl From<engine::notifications::Notification> for NotificationRow {
+        fn from(notification: engine::notifications::Notification) -> Self {
+            NotificationRow {
+                id: notification.id,
+                occurred_at: notification.occurred_at.timestamp_millis(),
+                text: notification.text(),
+                state: notification.delivery_state().into(),
+                attempts: notification.attempts,
+                last_outcome: notification.last_outcome,
+                last_attempt_at: notification.last_attempt_at.map(|at| at.timestamp_millis()),
+            }
+        }
+    }
+
     impl From<engine::record::AuditEntry> for AuditRow {
         fn from(entry: engine::record::AuditEntry) -> Self {
             let empty = entry.parameters.is_null() || entry.parameters.as_object().is_some_and(|object| object.is_empty());
@@ -424,6 +463,7 @@ mod from_engine {
                             SettingKind::WholeNumber { min, max, unit } => {
                                 SettingValue::WholeNumber { value: current.as_u64().unwrap_or_default(), min, max, unit: unit.into() }
                             }
+                            SettingKind::Url => SettingValue::Url { value: current.as_str().unwrap_or_default().into() },
                         },
                     }
                 })

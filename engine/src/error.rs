@@ -130,7 +130,7 @@ fn problem_lines(problems: &[crate::loader::Problem]) -> String {
 
 /// `error`'s message followed by those of its causes it does not already include: the ClickHouse client's
 /// "network error: client error (Connect)" says little without the "Connection refused" beneath it.
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut cause = error.source();
     while let Some(source) = cause {

@@ -21,6 +21,7 @@ pub mod error;
 pub mod input_properties;
 pub mod loader;
 pub mod metrics;
+pub mod notifications;
 pub mod parameters;
 pub mod plan;
 pub mod pressure;

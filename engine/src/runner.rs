@@ -100,8 +100,14 @@ impl Runner {
     }
 
     /// Works until `shutdown` turns true: wakes on every change announced by Postgres and at least once per
-    /// heartbeat interval. A run in progress when shutdown comes is stopped and left resumable.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+    /// heartbeat interval. A run in progress when shutdown comes is stopped and left resumable. Beside it, the
+    /// runner delivers notifications ([`crate::notifications::Courier`]), a long run or not.
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
+        let courier = self.engine.courier();
+        tokio::join!(self.work(shutdown.clone()), courier.run(shutdown));
+    }
+
+    async fn work(&self, mut shutdown: watch::Receiver<bool>) {
         let mut changes = self.engine.subscribe().await;
         tracing::info!(runner_id = %self.runner_id, "runner started");
         if let Err(error) = self.engine.complete_not_required().await {

@@ -21,6 +21,10 @@ pub struct RuntimeSettings {
     /// How long a migration ready to cut over waits for staff's Cut over before it fails (resumable); 0 waits
     /// as long as it takes.
     pub cutover_timeout_hours: u64,
+    /// Where notifications are posted (JSON, Slack-compatible); empty sends none.
+    pub webhook_url: String,
+    /// How long a migration waits on pressure before a notification says so; 0 never says.
+    pub notify_waiting_minutes: u64,
 }
 
 impl Default for RuntimeSettings {
@@ -32,6 +36,8 @@ impl Default for RuntimeSettings {
             health_check_interval_seconds: 10,
             min_free_disk_percent: 10,
             cutover_timeout_hours: 72,
+            webhook_url: String::new(),
+            notify_waiting_minutes: 30,
         }
     }
 }
@@ -47,6 +53,8 @@ pub enum SettingKind {
         max: u64,
         unit: &'static str,
     },
+    /// An `http` or `https` address, or empty for none.
+    Url,
 }
 
 /// A setting as the settings tab and the CLI present it.
@@ -59,7 +67,7 @@ pub struct SettingSpec {
 }
 
 /// Every setting, in the order the settings tab shows them (auto-start first).
-pub const SETTINGS: [SettingSpec; 6] = [
+pub const SETTINGS: [SettingSpec; 8] = [
     SettingSpec {
         key: "auto_start",
         label: "Auto-run migrations",
@@ -96,6 +104,18 @@ pub const SETTINGS: [SettingSpec; 6] = [
         description: "How long a migration run with its cut-over on hold waits, ready and still catching up, for someone to click Cut over; then it fails and can be resumed. 0 waits as long as it takes.",
         kind: SettingKind::WholeNumber { min: 0, max: 24 * 365, unit: "h" },
     },
+    SettingSpec {
+        key: "webhook_url",
+        label: "Notification webhook",
+        description: "Where amigo posts a JSON message (Slack-compatible: its text is in \"text\") when a migration errors, completes, is ready to cut over or waits too long; retried for about an hour and a half until it is delivered. Empty sends none.",
+        kind: SettingKind::Url,
+    },
+    SettingSpec {
+        key: "notify_waiting_minutes",
+        label: "Notify after waiting (minutes)",
+        description: "How long a migration may wait on pressure (disk, merges, a health check) before the webhook is told; 0 never tells.",
+        kind: SettingKind::WholeNumber { min: 0, max: 7 * 24 * 60, unit: "min" },
+    },
 ];
 
 impl RuntimeSettings {
@@ -129,6 +149,16 @@ impl RuntimeSettings {
                 }
                 *self.number_mut(key) = number;
             }
+            SettingKind::Url => {
+                let text = value.as_str().ok_or_else(|| invalid(format!("{value} is not text")))?.trim();
+                if !text.is_empty() {
+                    let parsed = url::Url::parse(text).map_err(|error| invalid(format!("{text:?} is not an address: {error}")))?;
+                    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                        return Err(invalid(format!("{text:?} is not an http:// or https:// address")));
+                    }
+                }
+                self.webhook_url = text.into();
+            }
         }
         Ok(())
     }
@@ -149,6 +179,7 @@ impl RuntimeSettings {
             "health_check_interval_seconds" => &mut self.health_check_interval_seconds,
             "min_free_disk_percent" => &mut self.min_free_disk_percent,
             "cutover_timeout_hours" => &mut self.cutover_timeout_hours,
+            "notify_waiting_minutes" => &mut self.notify_waiting_minutes,
             _ => unreachable!("{key} is not a whole-number setting"),
         }
     }
@@ -190,6 +221,19 @@ mod tests {
         assert_eq!(settings.health_check_interval_seconds, 2);
         settings.apply("min_free_disk_percent", &json!(0)).unwrap();
         assert_eq!(settings.min_free_disk_percent, 0);
+    }
+
+    #[test]
+    fn the_webhook_is_an_http_address_or_empty() {
+        let mut settings = RuntimeSettings::default();
+        for refused in [json!(5), json!("hooks.slack.com/x"), json!("ftp://example.com/x"), json!("http://"), json!("not an address")] {
+            assert!(settings.apply("webhook_url", &refused).is_err(), "{refused} was accepted");
+        }
+        assert_eq!(settings, RuntimeSettings::default());
+        settings.apply("webhook_url", &json!(" https://hooks.slack.com/services/T0/B0/x ")).unwrap();
+        assert_eq!(settings.webhook_url, "https://hooks.slack.com/services/T0/B0/x");
+        settings.apply("webhook_url", &json!("")).unwrap();
+        assert_eq!(settings.webhook_url, "");
     }
 
     #[test]

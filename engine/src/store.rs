@@ -179,7 +179,7 @@ impl Store {
                  checkpoint = CASE WHEN $5 THEN NULL ELSE checkpoint END,
                  started_at = CASE WHEN $5 THEN NULL ELSE started_at END,
                  finished_at = NULL, current_query_id = '', stop_requested_by = NULL, stop_and_rollback = false,
-                 waiting_reason = NULL, pause_requested_by = NULL, held_since = NULL, status_note = $6,
+                 waiting_reason = NULL, waiting_since = NULL, pause_requested_by = NULL, held_since = NULL, status_note = $6,
                  checks_skipped = $6 IS NOT NULL, cutover_ready_since = NULL, cutover_approved_by = NULL, updated_at = now()
              WHERE name = $1 AND status = $2 AND NOT rolling_back AND runner_id IS NULL",
         )
@@ -212,7 +212,7 @@ impl Store {
         let mut transaction = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE async_migration SET rolling_back = true, requested_action = 'rollback', requested_by = $2,
-                 waiting_reason = NULL, updated_at = now()
+                 waiting_reason = NULL, waiting_since = NULL, updated_at = now()
              WHERE name = $1 AND NOT rolling_back AND runner_id IS NULL
                  AND (status = 'errored' OR status = 'completed' AND backup_table IS NOT NULL)",
         )
@@ -793,12 +793,16 @@ impl Store {
     }
 
     pub async fn set_waiting_reason(&self, name: &str, runner_id: &str, reason: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE async_migration SET waiting_reason = $3, updated_at = now() WHERE name = $1 AND runner_id = $2")
-            .bind(name)
-            .bind(runner_id)
-            .bind(reason)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE async_migration SET waiting_reason = $3,
+                 waiting_since = CASE WHEN $3::text IS NOT NULL THEN coalesce(waiting_since, now()) END, updated_at = now()
+             WHERE name = $1 AND runner_id = $2",
+        )
+        .bind(name)
+        .bind(runner_id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -848,7 +852,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE async_migration SET status = $3, runner_id = NULL, requested_action = NULL, rolling_back = false,
-                 stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL, current_query_id = '',
+                 stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL, waiting_since = NULL, current_query_id = '',
                  pause_requested_by = NULL, held_since = NULL, cutover_ready_since = NULL, cutover_approved_by = NULL,
                  finished_at = CASE WHEN status = $3 THEN finished_at ELSE now() END,
                  progress = CASE WHEN $3 = 'completed' THEN 100 WHEN $4 THEN 0 ELSE progress END,
@@ -1132,7 +1136,7 @@ async fn abandon(
     }
     let row = sqlx::query(&format!(
         "UPDATE async_migration SET status = 'errored', runner_id = NULL, requested_action = NULL,
-             rolling_back = false, stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL,
+             rolling_back = false, stop_requested_by = NULL, stop_and_rollback = false, waiting_reason = NULL, waiting_since = NULL,
              pause_requested_by = NULL, held_since = NULL, cutover_ready_since = NULL, cutover_approved_by = NULL,
              current_query_id = '', finished_at = now(), updated_at = now()
          WHERE name = $1 AND runner_id = $2 AND status IN ('starting', 'running', 'errored')
@@ -1151,7 +1155,7 @@ async fn abandon(
 }
 
 /// An entry of the audit log, written with `connection` (inside a request's transaction, or alone).
-async fn insert_audit(
+pub(crate) async fn insert_audit(
     connection: &mut sqlx::PgConnection,
     actor: &str,
     action: &str,

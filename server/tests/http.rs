@@ -99,6 +99,8 @@ fn staff_calls() -> Vec<(&'static str, Value)> {
         ("get_settings", json!({})),
         ("update_setting", json!({ "key": "auto_start", "value": true })),
         ("get_audit_log", json!({})),
+        ("get_notifications", json!({})),
+        ("send_test_notification", json!({})),
         ("get_upgrade_status", json!({})),
     ]
 }

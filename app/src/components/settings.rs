@@ -1,11 +1,12 @@
 //! The Settings tab: each runtime setting (auto-run first) with its description and current value, saved
-//! one at a time with feedback next to it.
+//! one at a time with feedback next to it; the notifications sent to the webhook, and a test one.
 
 use leptos::prelude::*;
 
-use crate::api::{get_settings, UpdateSetting};
-use crate::components::LoadError;
-use crate::model::{SettingRow, SettingValue};
+use crate::api::{get_notifications, get_settings, SendTestNotification, UpdateSetting};
+use crate::components::{LoadError, Moment};
+use crate::console::use_console;
+use crate::model::{NotificationRow, SettingRow, SettingValue};
 
 #[component]
 pub fn SettingsTab() -> impl IntoView {
@@ -23,6 +24,84 @@ pub fn SettingsTab() -> impl IntoView {
                 })}
             </Suspense>
         </section>
+        <NotificationsPanel/>
+    }
+}
+
+/// The latest notifications with their delivery, read again every 2 s while one is not yet delivered, and
+/// a button that sends a test one.
+#[component]
+fn NotificationsPanel() -> impl IntoView {
+    let console = use_console();
+    let send = ServerAction::<SendTestNotification>::new();
+    let pending = RwSignal::new(false);
+    let notifications = Resource::new(
+        move || (send.version().get(), console.status_changes.get(), pending.get().then(|| console.now.get() / 2000)),
+        |_| get_notifications(),
+    );
+    Effect::new(move |_| {
+        if let Some(Ok(rows)) = notifications.get() {
+            pending.set(rows.iter().any(|row| row.state == "queued" || row.state == "retrying"));
+        }
+    });
+    let refused = move || match send.value().get() {
+        Some(Err(error)) => Some(view! { <span class="form-error" role="alert">{error.to_string()}</span> }),
+        _ => None,
+    };
+    view! {
+        <section class="panel" aria-labelledby="notifications-title">
+            <div class="panel-header">
+                <h2 id="notifications-title">"Notifications"</h2>
+                <span class="muted">"Sent to the webhook above; each is retried for about an hour and a half until it is delivered."</span>
+                <button type="button" class="button small" disabled=move || send.pending().get() on:click=move |_| {
+                    send.dispatch(SendTestNotification {});
+                }>"Send a test notification"</button>
+                {refused}
+            </div>
+            <Transition fallback=|| view! { <p class="loading">"Loading notifications…"</p> }>
+                {move || notifications.get().map(|loaded| match loaded {
+                    Ok(rows) if rows.is_empty() => view! { <p class="empty">"No notification has been sent."</p> }.into_any(),
+                    Ok(rows) => view! { <NotificationsTable rows/> }.into_any(),
+                    Err(error) => view! { <LoadError error/> }.into_any(),
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn NotificationsTable(rows: Vec<NotificationRow>) -> impl IntoView {
+    view! {
+        <table class="audit notifications">
+            <thead>
+                <tr>
+                    <th scope="col">"When"</th>
+                    <th scope="col">"Message"</th>
+                    <th scope="col">"Delivery"</th>
+                    <th scope="col">"Last answer"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {rows
+                    .into_iter()
+                    .map(|row| {
+                        let attempts = match row.attempts {
+                            0 => String::new(),
+                            1 => " after 1 attempt".into(),
+                            n => format!(" after {n} attempts"),
+                        };
+                        view! {
+                            <tr data-notification=row.id data-state=row.state.clone()>
+                                <td data-label="When"><Moment at=Signal::stored(Some(row.occurred_at))/></td>
+                                <td data-label="Message">{row.text}</td>
+                                <td data-label="Delivery">{format!("{}{attempts}", row.state)}</td>
+                                <td data-label="Last answer" class="mono">{row.last_outcome.unwrap_or_else(|| "—".into())}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
     }
 }
 
@@ -100,6 +179,30 @@ fn SettingItem(
                     <span class="switch-track" aria-hidden="true"></span>
                     <span class="switch-state">{if value { "On" } else { "Off" }}</span>
                 </label>
+            }
+            .into_any()
+        }
+        SettingValue::Url { value } => {
+            let input = NodeRef::<leptos::html::Input>::new();
+            let key = key.clone();
+            let save = move |event: leptos::ev::SubmitEvent| {
+                event.prevent_default();
+                let Some(input) = input.get_untracked() else { return };
+                submit(key.clone(), serde_json::Value::String(input.value()));
+            };
+            view! {
+                <form class="address" on:submit=save>
+                    <input
+                        type="text"
+                        inputmode="url"
+                        id=id.clone()
+                        value=value
+                        node_ref=input
+                        placeholder="https://hooks.slack.com/services/…"
+                        aria-describedby=format!("{id}-description")
+                    />
+                    <button type="submit" class="button small">"Save"</button>
+                </form>
             }
             .into_any()
         }
