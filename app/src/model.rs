@@ -139,7 +139,6 @@ pub struct NotificationRow {
     pub state: String,
     pub attempts: i32,
     pub last_outcome: Option<String>,
-    pub last_attempt_at: Option<UnixMillis>,
 }
 
 /// One runtime setting as the settings tab shows it.
@@ -429,7 +428,6 @@ mod from_engine {
                 state: notification.delivery_state().into(),
                 attempts: notification.attempts,
                 last_outcome: notification.last_outcome,
-                last_attempt_at: notification.last_attempt_at.map(|at| at.timestamp_millis()),
             }
         }
     }

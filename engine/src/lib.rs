@@ -505,7 +505,9 @@ impl Engine {
     pub async fn update_setting(&self, key: &str, value: &serde_json::Value, actor: &str) -> Result<RuntimeSettings> {
         let mut settings = self.settings().await?;
         settings.apply(key, value)?;
-        self.store.save_setting(key, value, actor).await?;
+        // Saved as applied (an address trimmed), so that what Postgres's notification trigger reads is what is in force.
+        let applied = settings.value(key).unwrap_or_else(|| value.clone());
+        self.store.save_setting(key, &applied, actor).await?;
         Ok(settings)
     }
 

@@ -227,14 +227,16 @@ impl Courier {
         let notification = notification_from_row(&row)?;
         let outcome = self.post(url, &notification.payload()).await;
         let attempts = notification.attempts + 1;
-        let (delivered, text) = match &outcome {
-            Ok(text) => (true, text.clone()),
-            Err(text) => (false, text.clone()),
+        let (delivered, text) = match outcome {
+            Ok(text) => {
+                tracing::info!(notification = notification.id, event = %notification.event, "notification delivered");
+                (true, text)
+            }
+            Err(error) => {
+                tracing::warn!(notification = notification.id, attempts, %error, "notification not delivered");
+                (false, error)
+            }
         };
-        match &outcome {
-            Ok(_) => tracing::info!(notification = notification.id, event = %notification.event, "notification delivered"),
-            Err(error) => tracing::warn!(notification = notification.id, attempts, %error, "notification not delivered"),
-        }
         sqlx::query(
             "UPDATE notification SET attempts = $2, last_attempt_at = now(), last_outcome = $3,
                  delivered_at = CASE WHEN $4 THEN now() END,

@@ -224,6 +224,7 @@ async fn two_couriers_racing_deliver_each_notification_once() {
 #[tokio::test]
 async fn without_a_webhook_nothing_is_queued_and_a_test_is_refused() {
     let engine = engine_with(vec![one_step("0001_step", Arc::new(AtomicBool::new(false)))]).await;
+    engine.update_setting("webhook_url", &json!("   "), TESTER).await.unwrap();
     assert_eq!(run_to_the_end(&engine, "0001_step").await, Status::Completed);
     let refused = engine.send_test_notification(TESTER).await.unwrap_err();
     assert_eq!(refused.to_string(), "no webhook is set: save the setting webhook_url first");
