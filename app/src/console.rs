@@ -1,5 +1,5 @@
 //! The staff console's shared state: the migration rows (server-rendered, then kept current by the event
-//! stream and by the answers of actions), the actions, the open menu or dialog, and the messages shown.
+//! stream and by the answers of actions), the actions, the open dialog, and the messages shown.
 
 use std::collections::BTreeMap;
 
@@ -43,7 +43,6 @@ pub struct Console {
     pub now: RwSignal<UnixMillis>,
     /// Bumped whenever a migration's status changes, so the banner and the audit log read again.
     pub status_changes: RwSignal<u32>,
-    pub open_menu: RwSignal<Option<String>>,
     pub dialog: RwSignal<Option<Dialog>>,
     /// The migration whose errors the errors panel shows.
     pub errors_for: RwSignal<Option<String>>,
@@ -76,7 +75,6 @@ impl Console {
             connection: RwSignal::new(Connection::Connecting),
             now: RwSignal::new(crate::time::now_millis()),
             status_changes: RwSignal::new(0),
-            open_menu: RwSignal::new(None),
             dialog: RwSignal::new(None),
             errors_for: RwSignal::new(None),
             details_for: RwSignal::new(None),
@@ -122,7 +120,6 @@ impl Console {
     /// Asks the server to do `action` to `name` (Run opens its form first; the others are confirmed
     /// first when destructive).
     pub fn request(&self, name: &str, action: Action) {
-        self.open_menu.set(None);
         if action == Action::Start {
             self.start.value().set(None);
             self.dialog.set(Some(Dialog::Run(name.into())));

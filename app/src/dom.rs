@@ -1,5 +1,5 @@
 //! Small browser helpers for the components: moving focus in menus and dialogs, the clipboard, and telling
-//! whether a click landed inside an element. Called only from event handlers and effects, which run in the
+//! whether a popover is showing. Called only from event handlers and effects, which run in the
 //! browser.
 
 use leptos::prelude::{document, window};
@@ -74,12 +74,9 @@ pub fn focus_id(id: &str) {
     }
 }
 
-/// True when the event's target sits inside an element matching `selector`.
-pub fn target_is_inside(target: Option<web_sys::EventTarget>, selector: &str) -> bool {
-    target
-        .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
-        .and_then(|element| element.closest(selector).ok().flatten())
-        .is_some()
+/// True when this popover is showing.
+pub fn is_popover_open(element: &web_sys::Element) -> bool {
+    element.matches(":popover-open").unwrap_or(false)
 }
 
 /// Puts `text` on the clipboard (the browser may refuse outside a secure context; nothing breaks then).

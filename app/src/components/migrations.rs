@@ -300,50 +300,42 @@ fn short_query_id(query_id: &str) -> String {
     format!("…{}", characters[characters.len() - 12..].iter().collect::<String>())
 }
 
-/// The "…" button and its menu: only what the status allows, and the error log. Arrow keys, Home and End
-/// move through the items, Escape closes it.
+/// The "…" button and its menu, a popover (the browser closes it on Escape and on a click elsewhere): only
+/// what the status allows, and the error log. Arrow keys, Home and End move through the items.
 #[component]
 fn ActionMenu(name: String, row: Memo<MigrationRow>) -> impl IntoView {
     let console = use_console();
     let button_id = format!("actions-{name}");
     let menu_id = format!("menu-{name}");
-    let open = {
-        let name = name.clone();
-        Memo::new(move |_| console.open_menu.with(|open| open.as_deref() == Some(name.as_str())))
-    };
+    let anchor = anchor_name(&name);
     let menu_ref = NodeRef::<leptos::html::Ul>::new();
-    Effect::new(move |_| {
-        if let (true, Some(menu)) = (open.get(), menu_ref.get()) {
-            dom::focus_first(&menu, "[role=menuitem]");
-        }
-    });
-    let toggle = {
-        let name = name.clone();
-        move |_| console.open_menu.update(|open| *open = if open.as_deref() == Some(name.as_str()) { None } else { Some(name.clone()) })
-    };
-    let open_with_arrow = {
-        let name = name.clone();
-        move |event: leptos::ev::KeyboardEvent| {
-            if event.key() == "ArrowDown" {
-                event.prevent_default();
-                console.open_menu.set(Some(name.clone()));
+    let focus_first_when_open = move |_| {
+        if let Some(menu) = menu_ref.get_untracked() {
+            if dom::is_popover_open(&menu) {
+                dom::focus_first(&menu, "[role=menuitem]");
             }
         }
     };
-    let on_menu_key = {
-        let button_id = button_id.clone();
-        move |event: leptos::ev::KeyboardEvent| {
-            let key = event.key();
-            if key == "Escape" {
-                event.prevent_default();
-                console.open_menu.set(None);
-                dom::focus_id(&button_id);
-            } else if key == "Tab" {
-                console.open_menu.set(None);
-            } else if let (Some(movement), Some(menu)) = (MenuMove::from_key(&key), menu_ref.get_untracked()) {
-                event.prevent_default();
-                dom::move_focus(&menu, "[role=menuitem]", movement);
+    let open_with_arrow = move |event: leptos::ev::KeyboardEvent| {
+        if event.key() == "ArrowDown" {
+            event.prevent_default();
+            if let Some(menu) = menu_ref.get_untracked() {
+                if dom::is_popover_open(&menu) {
+                    dom::focus_first(&menu, "[role=menuitem]");
+                } else {
+                    let _ = menu.show_popover();
+                }
             }
+        }
+    };
+    let on_menu_key = move |event: leptos::ev::KeyboardEvent| {
+        let Some(menu) = menu_ref.get_untracked() else { return };
+        let key = event.key();
+        if key == "Tab" {
+            let _ = menu.hide_popover();
+        } else if let Some(movement) = MenuMove::from_key(&key) {
+            event.prevent_default();
+            dom::move_focus(&menu, "[role=menuitem]", movement);
         }
     };
     let items = {
@@ -357,12 +349,17 @@ fn ActionMenu(name: String, row: Memo<MigrationRow>) -> impl IntoView {
                 .into_iter()
                 .map(|(label, action)| {
                     let name = name.clone();
-                    let choose = move |_| match action {
-                        Some(action) => console.request(&name, action),
-                        None => {
-                            console.open_menu.set(None);
-                            let panel = if label == "Details" { console.details_for } else { console.errors_for };
-                            panel.set(Some(name.clone()));
+                    // Closed first, so that its dialog or panel takes the focus the popover gives back to the button.
+                    let choose = move |_| {
+                        if let Some(menu) = menu_ref.get_untracked() {
+                            let _ = menu.hide_popover();
+                        }
+                        match action {
+                            Some(action) => console.request(&name, action),
+                            None => {
+                                let panel = if label == "Details" { console.details_for } else { console.errors_for };
+                                panel.set(Some(name.clone()));
+                            }
                         }
                     };
                     let destructive = action.is_some_and(|action| action.is_destructive());
@@ -383,32 +380,56 @@ fn ActionMenu(name: String, row: Memo<MigrationRow>) -> impl IntoView {
                 type="button"
                 id=button_id.clone()
                 class="button ghost menu-button"
+                style=format!("anchor-name: {anchor}")
                 aria-haspopup="menu"
-                aria-expanded=move || open.get().to_string()
                 aria-controls=menu_id.clone()
                 aria-label=format!("Actions for {name}")
-                on:click=toggle
+                popovertarget=menu_id.clone()
                 on:keydown=open_with_arrow
             >
                 "…"
             </button>
-            <Show when=move || open.get()>
-                <ul class="menu" role="menu" id=menu_id.clone() aria-labelledby=button_id.clone() node_ref=menu_ref on:keydown=on_menu_key.clone()>
-                    {items.clone()}
-                </ul>
-            </Show>
+            <ul
+                class="menu"
+                role="menu"
+                id=menu_id
+                popover="auto"
+                style=format!("position-anchor: {anchor}")
+                aria-labelledby=button_id
+                node_ref=menu_ref
+                on:toggle=focus_first_when_open
+                on:keydown=on_menu_key
+            >
+                {items}
+            </ul>
         </div>
     }
     .into_any()
 }
 
+/// The CSS anchor name that ties a row's menu to its button: `--actions-` and the migration's name, any
+/// character an identifier may not hold replaced by `-`.
+fn anchor_name(migration: &str) -> String {
+    let name: String = migration
+        .chars()
+        .map(|character| if character.is_ascii_alphanumeric() || character == '_' || character == '-' { character } else { '-' })
+        .collect();
+    format!("--actions-{name}")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::short_query_id;
+    use super::{anchor_name, short_query_id};
 
     #[test]
     fn long_query_ids_keep_their_distinctive_end() {
         assert_eq!(short_query_id("amigo-e2e_0003_slow_copy-op1-3bb801f08a9b"), "…3bb801f08a9b");
         assert_eq!(short_query_id("short-id"), "short-id");
+    }
+
+    #[test]
+    fn anchor_names_are_dashed_identifiers() {
+        assert_eq!(anchor_name("0001_events_sort_key"), "--actions-0001_events_sort_key");
+        assert_eq!(anchor_name("shop.orders v2"), "--actions-shop-orders-v2");
     }
 }

@@ -84,18 +84,12 @@ fn StaffConsole(user: LoggedInUser) -> impl IntoView {
     console.show_answers();
     Effect::new(move |_| {
         let tick = set_interval_with_handle(move || console.now.set(crate::time::now_millis()), Duration::from_secs(1)).ok();
-        let clicks = window_event_listener(leptos::ev::click, move |event| {
-            if !crate::dom::target_is_inside(event.target(), ".menu-anchor") {
-                console.open_menu.set(None);
-            }
-        });
         #[cfg(feature = "hydrate")]
         let stream = crate::live::follow_migrations(move |rows| console.apply(rows), console.connection);
         on_cleanup(move || {
             if let Some(tick) = tick {
                 tick.clear();
             }
-            clicks.remove();
             #[cfg(feature = "hydrate")]
             stream.abort();
         });
