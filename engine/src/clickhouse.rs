@@ -193,12 +193,16 @@ impl ClickHouse {
     /// Kills the query with this id and waits until it is gone (`KILL QUERY ... SYNC`). Killing a query that
     /// already ended is not an error; no answer within a few seconds is.
     pub async fn kill_query(&self, query_id: &str) -> Result<()> {
-        self.kill_queries(&[query_id]).await
+        self.kill_within_timeout(self.client.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute()).await
     }
 
-    /// Kills the queries with these ids, like [`ClickHouse::kill_query`].
-    pub async fn kill_queries(&self, query_ids: &[&str]) -> Result<()> {
-        let kill = self.client.query("KILL QUERY WHERE has(?, query_id) SYNC").bind(query_ids).execute();
+    /// Kills every query whose id begins with `prefix` and contains `part`, like [`ClickHouse::kill_query`].
+    pub async fn kill_queries_named(&self, prefix: &str, part: &str) -> Result<()> {
+        let sql = "KILL QUERY WHERE substring(query_id, 1, length(?)) = ? AND position(query_id, ?) > 0 SYNC";
+        self.kill_within_timeout(self.client.query(sql).bind(prefix).bind(prefix).bind(part).execute()).await
+    }
+
+    async fn kill_within_timeout(&self, kill: impl std::future::Future<Output = ::clickhouse::error::Result<()>>) -> Result<()> {
         match tokio::time::timeout(KILL_TIMEOUT, kill).await {
             Ok(outcome) => Ok(outcome?),
             Err(_) => Err(Error::ClickHouseUnreachable {

@@ -108,15 +108,6 @@ impl Cluster {
         }
         Ok(chosen)
     }
-
-    /// Kills query `query_id` on the node at `address` (as recorded for a shard), like
-    /// [`ClickHouse::kill_query`]; an address the cluster no longer lists has nothing to kill.
-    pub async fn kill_query_on(&self, address: &str, query_id: &str) -> Result<()> {
-        match self.nodes.iter().find(|node| node.address == address) {
-            Some(node) => node.clickhouse.kill_query(query_id).await,
-            None => Ok(()),
-        }
-    }
 }
 
 /// How many replicated tables of the engine's database cannot be written on this node now.

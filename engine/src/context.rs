@@ -71,6 +71,41 @@ pub struct MigrationContext {
     /// Set for a rollback: a statement ClickHouse refuses the connection for waits until it answers (the
     /// runner's rollback timeout bounds the wait), instead of failing the rollback.
     rolling_back: bool,
+    /// Inside [`MigrationContext::in_parallel`]: the unit of work whose fraction done this context reports.
+    unit: Option<Arc<UnitShare>>,
+}
+
+/// What the units of [`MigrationContext::in_parallel`] have done, in their weights: the operation's progress.
+struct StreamShares {
+    total: f64,
+    /// The units finished, and the work done before.
+    done: f64,
+    /// Each unit in flight (by its place in the list) and the weight of it done.
+    in_flight: BTreeMap<usize, f64>,
+}
+
+/// One unit of work of [`MigrationContext::in_parallel`] and its weight.
+struct UnitShare {
+    key: usize,
+    weight: f64,
+    shares: Arc<Mutex<StreamShares>>,
+}
+
+impl UnitShare {
+    /// The operation's fraction done with this unit `fraction` (0.0 to 1.0) done.
+    fn overall(&self, fraction: f64) -> f64 {
+        let mut shares = self.shares.lock().expect("stream shares lock");
+        shares.in_flight.insert(self.key, self.weight * fraction.clamp(0.0, 1.0));
+        (shares.done + shares.in_flight.values().sum::<f64>()) / shares.total
+    }
+
+    /// The operation's fraction done once this unit is done.
+    fn finish(&self) -> f64 {
+        let mut shares = self.shares.lock().expect("stream shares lock");
+        shares.in_flight.remove(&self.key);
+        shares.done += self.weight;
+        (shares.done + shares.in_flight.values().sum::<f64>()) / shares.total
+    }
 }
 
 /// One shard's part of an operation that runs on every shard.
@@ -152,6 +187,7 @@ impl MigrationContext {
             position: None,
             shard: None,
             rolling_back: false,
+            unit: None,
         }
     }
 
@@ -253,8 +289,20 @@ impl MigrationContext {
         }
     }
 
-    /// Reports how much of the current operation is done (0.0 to 1.0); written at most every 250 ms.
+    /// Reports how much of the current operation is done (0.0 to 1.0), or inside
+    /// [`MigrationContext::in_parallel`] of its unit of work; written at most every 250 ms.
     pub async fn report_progress(&self, fraction: f64) -> Result<()> {
+        if self.position.is_none() {
+            return Ok(());
+        }
+        match &self.unit {
+            Some(unit) => self.report_overall_progress(unit.overall(fraction)).await,
+            None => self.report_overall_progress(fraction).await,
+        }
+    }
+
+    /// [`MigrationContext::report_progress`] of the operation as a whole.
+    async fn report_overall_progress(&self, fraction: f64) -> Result<()> {
         let Some(position) = &self.position else { return Ok(()) };
         if let Some(shard) = &self.shard {
             let query_id = {
@@ -371,14 +419,11 @@ impl MigrationContext {
         }
     }
 
-    /// A query id naming the migration and operation, unique per statement.
+    /// A query id naming the migration and operation, unique per statement ([`query_id`]).
     pub fn new_query_id(&self) -> String {
         let operation = self.position.as_ref().map_or(0, |position| position.operation_index);
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        match &self.shard {
-            Some(shard) => format!("amigo-{}-op{}-shard{}-{}", self.migration, operation, shard.shard, &unique[..12]),
-            None => format!("amigo-{}-op{}-{}", self.migration, operation, &unique[..12]),
-        }
+        query_id(self.clickhouse.database(), &self.migration, operation, self.shard.as_ref().map(|shard| shard.shard), &unique[..12])
     }
 
     /// Records `query_id` as the statement now running.
@@ -425,10 +470,7 @@ impl MigrationContext {
         let Some(position) = &self.position else { return Ok(()) };
         let (mut held, mut shown): (bool, Option<String>) = (false, None);
         loop {
-            let (paused_by, values) = position.store.between_units(&self.migration).await?;
-            if let Ok(values) = serde_json::from_value::<Parameters>(values) {
-                *self.adjusted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(values);
-            }
+            let (paused_by, reason) = self.what_holds(held).await?;
             if paused_by.is_some() != held {
                 held = paused_by.is_some();
                 position.store.set_held(&self.migration, &position.runner_id, held).await?;
@@ -437,13 +479,6 @@ impl MigrationContext {
                     None => tracing::info!(migration = %self.migration, "continuing"),
                 }
             }
-            let reason = match &position.throttle {
-                Some(throttle) if !held => match throttle(self.clone()).await? {
-                    CheckOutcome::Pass => None,
-                    CheckOutcome::Fail(reason) => Some(reason),
-                },
-                _ => None,
-            };
             if reason != shown {
                 position.store.set_waiting_reason(&self.migration, &position.runner_id, reason.as_deref()).await?;
                 if let Some(reason) = &reason {
@@ -455,6 +490,98 @@ impl MigrationContext {
                 return Ok(());
             }
             tokio::time::sleep(HOLD_RECHECK_INTERVAL).await;
+        }
+    }
+
+    /// Whether something would hold the run before its next unit of work ([`MigrationContext::hold_between_units`])
+    /// now, without showing it: asked while other units still run, which finish before the run is held.
+    async fn must_hold(&self) -> Result<bool> {
+        let (paused_by, reason) = self.what_holds(false).await?;
+        Ok(paused_by.is_some() || reason.is_some())
+    }
+
+    /// Who paused the run, and why its throttle check holds it (not asked while `held`); takes in staff's
+    /// adjustments of the parameters on the way.
+    async fn what_holds(&self, held: bool) -> Result<(Option<String>, Option<String>)> {
+        let Some(position) = &self.position else { return Ok((None, None)) };
+        let (paused_by, values) = position.store.between_units(&self.migration).await?;
+        if let Ok(values) = serde_json::from_value::<Parameters>(values) {
+            *self.adjusted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(values);
+        }
+        let reason = match &position.throttle {
+            Some(throttle) if !held && paused_by.is_none() => match throttle(self.clone()).await? {
+                CheckOutcome::Pass => None,
+                CheckOutcome::Fail(reason) => Some(reason),
+            },
+            _ => None,
+        };
+        Ok((paused_by, reason))
+    }
+
+    /// Runs `work` on each of `units` (each with its weight in the operation's progress, e.g. its rows), as many
+    /// at once as `streams` says (asked again before each unit, so that an adjusted parameter takes effect at
+    /// the next one), and returns once all are done or as soon as one fails (the runner then kills every
+    /// statement of the migration). `work` gets a context whose progress reports are its unit's fraction done
+    /// (the operation's progress counts every stream: `already_done` weight plus each unit's share), and the
+    /// number of the stream it runs on, below the largest parallelism asked, none in use by another unit.
+    /// Before each unit the run is held as [`MigrationContext::hold_between_units`] says, once the units in
+    /// flight have finished: a pause lets every stream finish its unit.
+    pub async fn in_parallel<Unit, Streams, Work, WorkFuture>(
+        &self,
+        units: Vec<(Unit, u64)>,
+        already_done: u64,
+        streams: Streams,
+        work: Work,
+    ) -> Result<()>
+    where
+        Streams: Fn(&MigrationContext) -> usize,
+        Work: Fn(MigrationContext, usize, Unit) -> WorkFuture,
+        WorkFuture: Future<Output = Result<()>>,
+    {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let total = already_done + units.iter().map(|(_, weight)| weight).sum::<u64>();
+        let shares =
+            Arc::new(Mutex::new(StreamShares { total: total.max(1) as f64, done: already_done as f64, in_flight: BTreeMap::new() }));
+        let mut queue = units.into_iter().enumerate().peekable();
+        let mut running = FuturesUnordered::new();
+        let mut busy: BTreeSet<usize> = BTreeSet::new();
+        let work = &work;
+        loop {
+            if queue.peek().is_some() && running.len() < streams(self).max(1) {
+                if running.is_empty() {
+                    self.hold_between_units().await?;
+                } else if self.must_hold().await? {
+                    while let Some((stream, outcome)) = running.next().await {
+                        busy.remove(&stream);
+                        outcome?;
+                    }
+                    continue;
+                }
+                if running.len() >= streams(self).max(1) {
+                    continue;
+                }
+                let Some((key, (unit, weight))) = queue.next() else { continue };
+                let stream = (0..).find(|stream| !busy.contains(stream)).expect("a free stream");
+                busy.insert(stream);
+                let share = Arc::new(UnitShare { key, weight: weight as f64, shares: shares.clone() });
+                let unit_context = MigrationContext { unit: Some(share.clone()), ..self.clone() };
+                let parent = self.clone();
+                running.push(async move {
+                    let outcome = match work(unit_context, stream, unit).await {
+                        Ok(()) => parent.report_overall_progress(share.finish()).await,
+                        Err(error) => Err(error),
+                    };
+                    (stream, outcome)
+                });
+                continue;
+            }
+            match running.next().await {
+                Some((stream, outcome)) => {
+                    busy.remove(&stream);
+                    outcome?;
+                }
+                None => return Ok(()),
+            }
         }
     }
 
@@ -612,6 +739,35 @@ impl MigrationContext {
         }
         self.report_progress(1.0).await
     }
+}
+
+/// The query id of a statement of operation `operation` of `migration` run for the product database `database`:
+/// `amigo-<migration>-op<operation>-` (with `shard<n>-` on a cluster), the instance's tag, then `unique`.
+pub fn query_id(database: &str, migration: &str, operation: usize, shard: Option<u32>, unique: &str) -> String {
+    let (prefix, tag) = (query_id_prefix(migration), instance_tag(database));
+    match shard {
+        Some(shard) => format!("{prefix}{operation}-shard{shard}-{tag}{unique}"),
+        None => format!("{prefix}{operation}-{tag}{unique}"),
+    }
+}
+
+/// How the query id of every statement of `migration` begins: `amigo-<migration>-op`.
+fn query_id_prefix(migration: &str) -> String {
+    format!("amigo-{migration}-op")
+}
+
+/// What tells this instance's statements from those of another instance (another product database) on the same
+/// server running a migration of the same name: six hex digits of a hash of the database's name, at the start of
+/// the id's unique part (FNV-1a, stable across builds).
+fn instance_tag(database: &str) -> String {
+    let hash = database.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{:06x}", hash >> 40)
+}
+
+/// The condition of `system.processes` that picks every statement of `migration` run for the product database
+/// `database`: every stream's, whatever was recorded, so that a stop kills them all.
+pub(crate) fn statements_of(migration: &str, database: &str) -> (String, String) {
+    (query_id_prefix(migration), format!("-{}", instance_tag(database)))
 }
 
 /// A fraction done (0.0 to 1.0) in whole percent.

@@ -392,8 +392,7 @@ impl Engine {
         if self.store.stop_unclaimed(name, &format!("stopped by {actor} before it started")).await? {
             return Ok(());
         }
-        let current = self.record(name).await?;
-        self.kill_queries(&current, Some(&current.current_query_id)).await
+        self.kill_statements(name).await
     }
 
     /// Pauses a running migration: its runner finishes the unit of work in progress (a partition, a batch),
@@ -460,20 +459,16 @@ impl Engine {
         Ok(self.overview(self.store.request_pause(name, actor, action == Action::Pause).await?))
     }
 
-    /// Kills `query_id` (a statement of the whole operation, on the server amigo connects to) and, on a
-    /// cluster, each shard's current query on its node. Tries them all; returns the first failure.
-    pub(crate) async fn kill_queries(&self, record: &MigrationRecord, query_id: Option<&str>) -> Result<()> {
-        let mut outcome = match query_id.filter(|id| !id.is_empty()) {
-            Some(query_id) => self.clickhouse.kill_query(query_id).await,
-            None => Ok(()),
-        };
+    /// Kills every statement of migration `name` this instance runs: every stream's, on the server amigo connects
+    /// to and, on a cluster, on every node (all at once). Tries them all; returns the first failure.
+    pub(crate) async fn kill_statements(&self, name: &str) -> Result<()> {
+        let (prefix, tag) = context::statements_of(name, self.clickhouse.database());
+        let mut servers = vec![&self.clickhouse];
         if let Some(cluster) = &self.cluster {
-            for shard in record.shards.iter().filter(|shard| !shard.current_query_id.is_empty()) {
-                let killed = cluster.kill_query_on(&shard.node, &shard.current_query_id).await;
-                outcome = outcome.and(killed);
-            }
+            servers.extend(cluster.nodes().iter().map(|node| &node.clickhouse));
         }
-        outcome
+        let outcomes = futures::future::join_all(servers.into_iter().map(|server| server.kill_queries_named(&prefix, &tag))).await;
+        outcomes.into_iter().collect()
     }
 
     /// Every figure `/metrics` reports, read now, with each migration's phase.

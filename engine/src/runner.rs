@@ -43,9 +43,7 @@ impl Engine {
     /// left behind.
     pub async fn reap_dead_runners(&self) -> Result<()> {
         for lease in self.store.take_stale_leases(self.config.lease_timeout).await? {
-            if let Some(record) = self.store.migration(&lease.migration_name).await? {
-                self.kill_queries(&record, Some(&record.current_query_id)).await?;
-            }
+            self.kill_statements(&lease.migration_name).await?;
             if let Some(record) = self.store.abandon_run(&lease).await? {
                 tracing::warn!(migration = %record.name, runner_id = %lease.runner_id, "runner died; migration errored");
             }
@@ -198,16 +196,10 @@ impl Runner {
         let store = &self.engine.store;
         let definition = self.engine.definition(&record.name).cloned().ok_or_else(|| Error::UnknownMigration(record.name.clone()))?;
         let parameters = stored_parameters(&definition, record)?;
-        // A statement whose kill failed when an earlier attempt ended (ClickHouse did not answer) may still run,
-        // and would race this attempt: the copy of a partition could land after its new copy's `DROP PARTITION`.
-        // Its id is in the error log; killing the ids of statements that ended is a no-op.
-        let earlier_errors = store.errors(&record.name).await?;
-        let earlier_queries: Vec<&str> = earlier_errors.iter().filter_map(|error| error.query_id.as_deref()).collect();
-        if !earlier_queries.is_empty() {
-            self.engine.clickhouse.kill_queries(&earlier_queries).await?;
-        }
-        // So may each shard's last statement, on a cluster.
-        self.engine.kill_queries(record, None).await?;
+        // A statement whose kill failed when an earlier attempt ended (ClickHouse did not answer), on any node,
+        // may still run and would race this attempt: the copy of a partition could land after its new copy's
+        // `DROP PARTITION`.
+        self.engine.kill_statements(&record.name).await?;
         let context = MigrationContext::for_checks(
             &record.name,
             self.engine.clickhouse.clone(),
@@ -369,9 +361,7 @@ impl Runner {
             StepEnd::Done => unreachable!("handled by the caller"),
             StepEnd::LeaseLost => {
                 tracing::warn!(migration = %name, "lease lost; leaving the migration to whoever took it");
-                if let Some(record) = store.migration(name).await? {
-                    self.engine.kill_queries(&record, query_id.as_deref()).await?;
-                }
+                self.engine.kill_statements(name).await?;
                 return Ok(());
             }
             StepEnd::Failed(error) => {
@@ -387,10 +377,8 @@ impl Runner {
         };
         // The failure is recorded even when ClickHouse cannot be reached; what still runs there is killed
         // before the migration runs again.
-        if let Some(record) = store.migration(name).await? {
-            if let Err(error) = self.engine.kill_queries(&record, query_id.as_deref()).await {
-                message = format!("{message}; its query could not be killed: {error}");
-            }
+        if let Err(error) = self.engine.kill_statements(name).await {
+            message = format!("{message}; its query could not be killed: {error}");
         }
         if let Some(on_interrupt) = definition.operations[index].on_interrupt.as_ref().filter(|_| interrupted) {
             // Bounded like a rollback, so that clean-up that hangs (a server that stopped answering) cannot keep
@@ -443,9 +431,7 @@ impl Runner {
                 Ok(Ok(())) => continue,
                 Ok(Err(error)) => format!("rollback of operation {index} failed: {error}{AFTER_A_FAILED_ROLLBACK}"),
                 Err(_) => {
-                    if let Some(record) = store.migration(name).await? {
-                        self.engine.kill_queries(&record, step_context.current_query_id().as_deref()).await?;
-                    }
+                    self.engine.kill_statements(name).await?;
                     format!(
                         "rollback of operation {index} ran past the rollback timeout of {} s{AFTER_A_FAILED_ROLLBACK}",
                         timeout.as_secs()

@@ -376,16 +376,18 @@ async fn a_query_whose_kill_failed_is_killed_before_the_migration_runs_again() {
     let journal = Journal::default();
     let instance = Instance::new(vec![journaled("0001_left_behind", 1, None, Arc::new(AtomicBool::new(false)), &journal)]).await;
     let clickhouse = instance.engine.clickhouse().clone();
-    let run_for_minutes = |query_id: &'static str| {
+    let run_for_minutes = |query_id: String| {
         let query =
             clickhouse.client().query("SELECT sum(sipHash64(number)) FROM numbers(100000000000)").with_setting("query_id", query_id);
         tokio::spawn(async move { query.execute().await })
     };
-    // An earlier attempt's error names its statement, which ClickHouse did not answer the kill of; a run of
-    // the same migration in another database has a statement of its own running.
-    let left_behind = run_for_minutes("amigo-0001_left_behind-op0-earlier");
-    let elsewhere = run_for_minutes("amigo-0001_left_behind-op0-elsewhere");
-    for query_id in ["amigo-0001_left_behind-op0-earlier", "amigo-0001_left_behind-op0-elsewhere"] {
+    // An earlier attempt's statement, which ClickHouse did not answer the kill of, is still running; a run of the
+    // same migration for another database on the same server has a statement of its own running.
+    let earlier = engine::context::query_id(clickhouse.database(), "0001_left_behind", 0, None, "earlier");
+    let other = engine::context::query_id("another_product", "0001_left_behind", 0, None, "elsewhere");
+    let left_behind = run_for_minutes(earlier.clone());
+    let elsewhere = run_for_minutes(other.clone());
+    for query_id in [&earlier, &other] {
         let deadline = Instant::now() + Duration::from_secs(10);
         while clickhouse.query_progress(query_id).await.unwrap().is_none() {
             assert!(Instant::now() < deadline, "query {query_id} never showed in system.processes");
@@ -393,14 +395,14 @@ async fn a_query_whose_kill_failed_is_killed_before_the_migration_runs_again() {
         }
     }
     let message = "operation 0 failed: the copy broke; its query could not be killed: no answer to KILL QUERY within 5 s";
-    instance.engine.store().record_error("0001_left_behind", Some(0), Some("amigo-0001_left_behind-op0-earlier"), message).await.unwrap();
+    instance.engine.store().record_error("0001_left_behind", Some(0), Some(&earlier), message).await.unwrap();
 
     instance.engine.start("0001_left_behind", TESTER, &serde_json::Map::new()).await.unwrap();
     instance.spawn_runner();
     assert_eq!(instance.wait_until_settled("0001_left_behind").await.record.status, Status::Completed);
-    assert!(clickhouse.query_progress("amigo-0001_left_behind-op0-earlier").await.unwrap().is_none(), "killed");
-    assert!(clickhouse.query_progress("amigo-0001_left_behind-op0-elsewhere").await.unwrap().is_some(), "left alone");
-    clickhouse.kill_query("amigo-0001_left_behind-op0-elsewhere").await.unwrap();
+    assert!(clickhouse.query_progress(&earlier).await.unwrap().is_none(), "killed");
+    assert!(clickhouse.query_progress(&other).await.unwrap().is_some(), "left alone");
+    clickhouse.kill_query(&other).await.unwrap();
     assert!(left_behind.await.unwrap().is_err() && elsewhere.await.unwrap().is_err());
 }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
+use engine::recipes::partition_copy::CopyCheckpoint;
 use engine::recipes::rewrite_table::RewriteTable;
 use engine::status::{Action, Phase, Status};
 use engine::tables::{partition_filter, partition_row_counts};
@@ -300,6 +301,57 @@ async fn a_stopped_rewrite_resumes_from_its_checkpoint_while_rows_keep_arriving(
     let speed = measured.measured_bytes_per_second.expect("the copies measured their speed");
     assert!(speed > 0.0);
     assert_eq!(measured.estimated_seconds, Some(measured.copied_bytes as f64 / speed), "{}", measured.duration_text());
+}
+
+/// The checkpoint of the orders copy, as the recipe saves it.
+fn copy_checkpoint(overview: &engine::MigrationOverview) -> CopyCheckpoint {
+    overview.record.checkpoint.clone().map(|checkpoint| serde_json::from_value(checkpoint).unwrap()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn large_partitions_are_copied_in_slices_on_two_streams_and_a_resume_redoes_only_the_slices_in_flight() {
+    let (engine, _runner, original) = seeded_orders_with_a_runner().await;
+    let product = Product::start(&engine);
+    let merges_stopped = stop_merges_on_the_copy(&engine);
+    let parameters = json!({ "max_threads": 1, "parallelism": 2, "slice_rows": 300 });
+    engine.start(ORDERS, TESTER, parameters.as_object().unwrap()).await.unwrap();
+    wait_for(&engine, ORDERS, Duration::from_secs(60), "two partitions and a slice of a third copied", |overview| {
+        let copy = copy_checkpoint(overview);
+        copy.copied.len() >= 2 && copy.slices.values().any(|sliced| !sliced.done.is_empty())
+    })
+    .await;
+    engine.stop(ORDERS, TESTER, false).await.unwrap();
+    let stopped = settled(&engine, ORDERS).await;
+    assert_eq!((stopped.record.status, stopped.record.current_operation_index), (Status::Errored, 1), "stopped during the copy");
+    let mut copy = copy_checkpoint(&stopped);
+    // 1,000 rows a partition in slices of at most 300: four ranges of `id`, the original's first sort-key element
+    // (more in today's, which the product's inserts fill).
+    for sliced in copy.slices.values() {
+        assert_eq!(sliced.key, "id");
+        assert!(sliced.bounds.len() >= 3, "{sliced:?}");
+    }
+    let in_flight: usize = copy.slices.values().map(|sliced| sliced.in_flight.len()).sum();
+    assert!(in_flight <= 2, "at most one slice in flight per stream: {copy:?}");
+    // As if the runner had been killed between a slice's attach and the checkpoint that records it: the resume must
+    // find that slice in the new table rather than attach it twice.
+    let sliced = copy.slices.values_mut().find(|sliced| !sliced.done.is_empty()).expect("a partition partly copied");
+    let attached = *sliced.done.iter().next().unwrap();
+    sliced.done.remove(&attached);
+    sliced.in_flight.insert(attached);
+    sqlx::query("UPDATE async_migration SET checkpoint = $1 WHERE name = $2")
+        .bind(serde_json::to_value(&copy).unwrap())
+        .bind(ORDERS)
+        .execute(engine.store().pool())
+        .await
+        .unwrap();
+
+    engine.resume(ORDERS, TESTER).await.unwrap();
+    let done = settled(&engine, ORDERS).await;
+    let acknowledged = product.stop().await;
+    merges_stopped.await.unwrap();
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
+    assert_every_acknowledged_row_once(&engine, acknowledged).await;
+    assert_rewritten(&engine, &original).await;
 }
 
 #[tokio::test]

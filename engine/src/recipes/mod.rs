@@ -3,5 +3,6 @@
 
 pub mod move_partitions;
 pub mod mutation;
+pub mod partition_copy;
 pub mod postgres_batches;
 pub mod rewrite_table;

@@ -25,23 +25,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::capabilities::Capabilities;
-use crate::clickhouse::{quote_identifier, ClickHouse, QueryOptions};
+use crate::clickhouse::{ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::definition::{nothing_to_undo, CheckOutcome, MigrationDefinition, Operation};
 use crate::parameters::{quote_string, ParameterSpec, ParameterValue};
 use crate::pressure::busiest_partition;
-use crate::preview::{clickhouse_footprint, least_free_disk_space, partition_sizes, DurationKind, OperationPreview, PartitionSize};
+use crate::preview::{clickhouse_footprint, least_free_disk_space, partition_sizes, DurationKind, OperationPreview};
+use crate::recipes::partition_copy::{self, CopiedColumns, PartitionCopy};
 use crate::tables::{
     identities_missing, partition_checksums, partition_filter, partition_row_counts, split_top_level, strip_enclosing_parentheses,
     table_exists, top_level_positions,
 };
 use crate::{Error, Result};
 
-/// The parameter that caps the threads of each partition's copy (0: the server's default).
-pub const MAX_THREADS: &str = "max_threads";
 /// The parameter that bounds the catch-up passes before the swap.
 pub const CATCH_UP_PASSES: &str = "catch_up_passes";
 /// The parameter that turns on the checksum comparison after the swap (declared when a row checksum is given).
@@ -110,13 +108,6 @@ struct TableShape {
     sampling_key: String,
 }
 
-/// A column an `INSERT … SELECT` copies, as `system.columns` lists it.
-#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
-struct StoredColumn {
-    name: String,
-    default_kind: String,
-}
-
 /// What a shard's tables held just before the swap: rows per partition of the original, and the partitions that
 /// differed from the copy's.
 type BeforeSwap = (BTreeMap<String, u64>, BTreeSet<String>);
@@ -137,18 +128,11 @@ impl RewriteTable {
         self.operations().into_iter().fold(migration, MigrationDefinition::operation)
     }
 
-    /// The parameters the operations read: `max_threads`, `catch_up_passes`, `hold_cutover` and, with a
-    /// `row_checksum`, `verify_checksums`. A migration that does not declare them gets their defaults.
+    /// The parameters the operations read: the copy's ([`partition_copy::parameters`]: `parallelism`,
+    /// `slice_rows`, `max_threads`), `catch_up_passes`, `hold_cutover` and, with a `row_checksum`, `verify_checksums`. A migration that does not declare them gets their defaults.
     pub fn parameters(&self) -> Vec<ParameterSpec> {
-        let mut parameters = vec![
-            ParameterSpec::integer(
-                MAX_THREADS,
-                "Threads ClickHouse may use for each partition's copy; 0 leaves the server's default",
-                0,
-                0,
-                256,
-            )
-            .adjustable(),
+        let mut parameters = partition_copy::parameters();
+        parameters.extend([
             ParameterSpec::integer(
                 CATCH_UP_PASSES,
                 "How many times partitions that received inserts during the copy are copied again before the swap",
@@ -161,7 +145,7 @@ impl RewriteTable {
                 "After the copy and catch-up, wait ready to cut over (still copying new inserts) until someone clicks Cut over, then swap the tables",
                 false,
             ),
-        ];
+        ]);
         if self.row_checksum.is_some() {
             parameters.push(ParameterSpec::boolean(
                 VERIFY_CHECKSUMS,
@@ -231,15 +215,12 @@ impl RewriteTable {
     async fn preview_copy(&self, context: &MigrationContext) -> Result<OperationPreview> {
         let clickhouse = &context.clickhouse;
         let table = self.storage_table(clickhouse).await?;
-        let columns = copied_columns(clickhouse, &table).await?;
+        let copy = self.partition_copy(clickhouse).await?;
         let partitions = partition_sizes(clickhouse, &table).await?;
-        let mut statements = Vec::with_capacity(partitions.len() * 2);
-        for partition in &partitions {
-            statements.extend(self.partition_copy_sql(clickhouse, &table, &columns, &partition.partition_id).await?);
-        }
+        let statements = copy.preview(context, &partitions).await?;
         let footprint = clickhouse_footprint(&table, &partitions);
         let mut note =
-            "pauses before each partition while ClickHouse is under pressure; the max_threads parameter is sent as the copy's max_threads"
+            "copies `parallelism` partitions (or slices) at once, a partition of more than `slice_rows` rows in slices through staging tables; pauses before each while ClickHouse is under pressure; the max_threads parameter is sent as each copy's max_threads"
                 .to_string();
         if context.cluster.is_some() {
             note.push_str("; on a cluster every shard copies its own partitions at once (the figures are this node's shard)");
@@ -419,8 +400,10 @@ impl RewriteTable {
         )
     }
 
-    /// Rollback of operation 0: the new table dropped (on every node), at once in an Atomic database.
+    /// Rollback of operation 0: the staging tables of a copy that stopped dropped, and the new table (on every node),
+    /// at once in an Atomic database.
     async fn drop_new_table(&self, context: &MigrationContext) -> Result<()> {
+        context.on_every_shard(|context| async move { partition_copy::drop_staging_tables(&context, &self.new_table).await }).await?;
         let sql = context.clickhouse.drop_table_sql(&context.clickhouse.qualified(&self.new_table));
         context.clickhouse_execute(&sql, &QueryOptions::default()).await
     }
@@ -432,70 +415,22 @@ impl RewriteTable {
     }
 
     async fn copy_partitions_of_shard(&self, context: &MigrationContext) -> Result<()> {
-        let table = self.storage_table(&context.clickhouse).await?;
-        let columns = copied_columns(&context.clickhouse, &table).await?;
-        let source: BTreeMap<String, PartitionSize> = partition_sizes(&context.clickhouse, &table)
-            .await?
-            .into_iter()
-            .map(|partition| (partition.partition_id.clone(), partition))
-            .collect();
-        let mut copied: BTreeSet<String> =
-            context.checkpoint().and_then(|checkpoint| serde_json::from_value(checkpoint["copied"].clone()).ok()).unwrap_or_default();
-        let sizes: Vec<PartitionSize> = source.values().cloned().collect();
-        context.track_partitions(&sizes, &copied).await?;
-        let total = source.len().max(1) as f64;
-        for (index, (partition_id, size)) in source.iter().enumerate() {
-            if copied.contains(partition_id) {
-                continue;
-            }
-            context.hold_between_units().await?;
-            let started = Instant::now();
-            self.copy_partition(context, &table, &columns, partition_id, index as f64 / total..(index + 1) as f64 / total).await?;
-            context.record_copy_sample(size.rows, size.bytes_on_disk, started.elapsed()).await;
-            context.partition_done(partition_id, started.elapsed()).await?;
-            copied.insert(partition_id.clone());
-            context.save_checkpoint(json!({ "copied": copied })).await?;
-            context
-                .record_rows_copied(copied.iter().filter_map(|partition_id| source.get(partition_id)).map(|size| size.rows).sum())
-                .await?;
-            context.report_progress((index + 1) as f64 / total).await?;
-        }
-        Ok(())
+        let copy = self.partition_copy(&context.clickhouse).await?;
+        let sizes = partition_sizes(&context.clickhouse, &copy.source).await?;
+        copy.copy_all(context, &sizes).await
     }
 
-    /// Replaces partition `partition_id` of the new table with a fresh copy of the same partition of `table`:
-    /// dropping it first makes the copy idempotent (a resume or a catch-up replaces a half-copied partition).
-    async fn copy_partition(
-        &self,
-        context: &MigrationContext,
-        table: &str,
-        columns: &CopiedColumns,
-        partition_id: &str,
-        span: std::ops::Range<f64>,
-    ) -> Result<()> {
-        let [drop, copy] = self.partition_copy_sql(&context.clickhouse, table, columns, partition_id).await?;
-        context.clickhouse_execute_part(&drop, &QueryOptions::default(), span.start..span.start).await?;
-        context.clickhouse_execute_part(&copy, &copy_options(context, columns), span).await
-    }
-
-    /// The two statements of a partition's copy: the copy's partition dropped, the original's inserted.
-    async fn partition_copy_sql(
-        &self,
-        clickhouse: &ClickHouse,
-        table: &str,
-        columns: &CopiedColumns,
-        partition_id: &str,
-    ) -> Result<[String; 2]> {
-        let new_table = clickhouse.qualified(&self.new_table);
-        let filter = partition_filter(clickhouse, table, partition_id).await?;
-        Ok([
-            format!("ALTER TABLE {new_table} DROP PARTITION ID {}", quote_string(partition_id)),
-            format!(
-                "INSERT INTO {new_table} ({list}) SELECT {list} FROM {} WHERE {filter}",
-                clickhouse.qualified(table),
-                list = columns.list
-            ),
-        ])
+    /// The copy of the table (this node's, on a cluster) into the new table, whose staging tables have the new
+    /// table's storage without replication.
+    async fn partition_copy(&self, clickhouse: &ClickHouse) -> Result<PartitionCopy> {
+        let source = self.storage_table(clickhouse).await?;
+        let shape = table_shape(clickhouse, &source).await?.ok_or_else(|| Error::Migration(format!("{source} does not exist")))?;
+        let storage = self.new_storage(&shape, clickhouse.capabilities(), clickhouse.database());
+        let (family, arguments) = unreplicated_engine(&storage);
+        let engine = if arguments.is_empty() { family.to_string() } else { format!("{family}({})", arguments.join(", ")) };
+        let staging_storage = format!("{engine} {}", storage[engine_text(&storage).len()..].trim());
+        let columns = CopiedColumns::of(clickhouse, &source).await?;
+        Ok(PartitionCopy { source, target: self.new_table.clone(), staging_storage, columns })
     }
 
     /// Partitions whose row counts differ between `table` and the new table.
@@ -531,21 +466,20 @@ impl RewriteTable {
     /// Copies again every partition that differs between the table and its copy; whether there was any.
     async fn catch_up_pass(&self, context: &MigrationContext) -> Result<bool> {
         let table = self.storage_table(&context.clickhouse).await?;
-        let changed = self.differing_partitions(context, &table).await?;
+        let changed: BTreeSet<String> = self.differing_partitions(context, &table).await?.into_iter().collect();
         if changed.is_empty() {
             return Ok(false);
         }
-        let columns = copied_columns(&context.clickhouse, &table).await?;
         tracing::info!(migration = %context.migration, partitions = ?changed, "copying again partitions that received inserts");
-        for partition_id in &changed {
-            self.copy_partition(context, &table, &columns, partition_id, 0.0..0.0).await?;
-        }
+        let copy = self.partition_copy(&context.clickhouse).await?;
+        let sizes = partition_sizes(&context.clickhouse, &table).await?;
+        copy.copy_again(context, &sizes.into_iter().filter(|size| changed.contains(&size.partition_id)).collect::<Vec<_>>()).await?;
         Ok(true)
     }
 
     /// Copies into `into` the rows of `from` whose row identity `into` lacks, in the given partitions.
     async fn copy_missing_rows(&self, context: &MigrationContext, from: &str, into: &str, partitions: &BTreeSet<String>) -> Result<()> {
-        let columns = copied_columns(&context.clickhouse, from).await?;
+        let columns = CopiedColumns::of(&context.clickhouse, from).await?;
         let identity = strip_enclosing_parentheses(&self.row_identity);
         for partition_id in partitions {
             let filter = partition_filter(&context.clickhouse, from, partition_id).await?;
@@ -555,7 +489,7 @@ impl RewriteTable {
                  AND ({identity}) NOT IN (SELECT {identity} FROM {into} WHERE {filter})",
                 list = columns.list
             );
-            context.clickhouse_execute_part(&sql, &copy_options(context, &columns), 0.0..0.0).await?;
+            context.clickhouse_execute_part(&sql, &columns.options(context), 0.0..0.0).await?;
         }
         Ok(())
     }
@@ -945,45 +879,6 @@ async fn too_many_parts(clickhouse: &ClickHouse, tables: &[&str]) -> Result<Chec
     } else {
         CheckOutcome::Pass
     })
-}
-
-/// The columns an `INSERT … SELECT` between the original and its copy names: every column stored (not `ALIAS`
-/// or `EPHEMERAL`), `MATERIALIZED` ones included, so that their values are copied rather than computed again.
-struct CopiedColumns {
-    /// Quoted and comma-separated.
-    list: String,
-    /// Some are `MATERIALIZED`: an insert may name them only with `insert_allow_materialized_columns`.
-    materialized: bool,
-}
-
-async fn copied_columns(clickhouse: &ClickHouse, table: &str) -> Result<CopiedColumns> {
-    let columns: Vec<StoredColumn> = clickhouse
-        .client()
-        .query("SELECT name, default_kind FROM system.columns WHERE database = ? AND table = ?")
-        .bind(clickhouse.database())
-        .bind(table)
-        .fetch_all()
-        .await?;
-    let stored: Vec<&StoredColumn> =
-        columns.iter().filter(|column| !matches!(column.default_kind.as_str(), "ALIAS" | "EPHEMERAL")).collect();
-    Ok(CopiedColumns {
-        list: stored.iter().map(|column| quote_identifier(&column.name)).collect::<Vec<_>>().join(", "),
-        materialized: stored.iter().any(|column| column.default_kind == "MATERIALIZED"),
-    })
-}
-
-/// The settings of a copy: `max_threads` when the parameter sets it, and what lets it write `MATERIALIZED`
-/// columns.
-fn copy_options(context: &MigrationContext, columns: &CopiedColumns) -> QueryOptions {
-    let mut settings = Vec::new();
-    let max_threads = integer_parameter(context, MAX_THREADS, 0);
-    if max_threads > 0 {
-        settings.push(("max_threads".to_string(), max_threads.to_string()));
-    }
-    if columns.materialized {
-        settings.push(("insert_allow_materialized_columns".to_string(), "1".to_string()));
-    }
-    QueryOptions { settings, timeout: None }
 }
 
 /// An integer parameter of the run as it is now (adjusted while it runs), or `default` where the migration does
