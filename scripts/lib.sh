@@ -34,3 +34,30 @@ wasm_build_command() {
             /usr/bin/cargo build --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort)
     fi
 }
+
+# Builds the browser bundle into target/site: the WASM (profile wasm-release), its JS glue, the stylesheet and
+# the public files, each of the first three with its brotli and gzip copies beside it.
+build_front() {
+    local site=target/site
+    wasm_build_command
+    # `|| return 1`: set -e does not apply inside a function called from `build_front || ...`.
+    "${WASM_BUILD[@]}" --quiet -p frontend --profile wasm-release --target-dir target/front || return 1
+    mkdir -p "$site/pkg"
+    # The name section (function names for stack traces) is over half of the .wasm: the browser gets none.
+    wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
+        --out-dir "$site/pkg" --out-name amigo \
+        target/front/wasm32-unknown-unknown/wasm-release/frontend.wasm || return 1
+    cp style/main.css "$site/pkg/amigo.css"
+    cp -R public/. "$site/"
+    precompress "$site/pkg"/amigo_bg.wasm "$site/pkg"/amigo.js "$site/pkg"/amigo.css
+}
+
+# Writes FILE.br and FILE.gz beside each file, at the strongest settings: the server sends the one the browser
+# accepts (brotli first) instead of compressing on every request.
+precompress() {
+    local file
+    for file in "$@"; do
+        brotli --force --best --keep --output="$file.br" "$file" || return 1
+        gzip --force --best --keep --no-name "$file" || return 1
+    done
+}

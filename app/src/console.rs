@@ -10,6 +10,7 @@ use crate::api::{
 };
 use crate::error::AppError;
 use crate::live::Connection;
+use crate::loading::Loaded;
 use crate::model::{Action, MigrationRow, UnixMillis};
 
 /// A dialog over the page.
@@ -33,7 +34,7 @@ pub struct Notice {
 /// Everything the console's components share; cheap to copy, provided as context.
 #[derive(Clone, Copy)]
 pub struct Console {
-    pub migrations: Resource<Result<Vec<MigrationRow>, AppError>>,
+    pub migrations: Loaded<Result<Vec<MigrationRow>, AppError>>,
     /// Rows received after the page loaded: from the event stream and from actions' answers.
     pub live_rows: RwSignal<BTreeMap<String, MigrationRow>>,
     /// The rows as shown: the newest of each.
@@ -62,7 +63,7 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(migrations: Resource<Result<Vec<MigrationRow>, AppError>>) -> Console {
+    pub fn new(migrations: Loaded<Result<Vec<MigrationRow>, AppError>>) -> Console {
         let live_rows = RwSignal::new(BTreeMap::new());
         let rows = Memo::new(move |_| {
             let loaded = migrations.get().and_then(Result::ok).unwrap_or_default();

@@ -6,6 +6,7 @@ pub mod console;
 pub mod dom;
 pub mod error;
 pub mod live;
+pub mod loading;
 pub mod model;
 pub mod pages;
 #[cfg(feature = "ssr")]

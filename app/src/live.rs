@@ -75,10 +75,11 @@ mod browser {
                                 continue;
                             }
                             let Some(data) = message.data().as_string() else { continue };
+                            // From bytes, as everything else the page reads (see crate::loading).
                             let rows = if kind == SNAPSHOT_EVENT {
-                                serde_json::from_str::<Vec<MigrationRow>>(&data).ok()
+                                serde_json::from_slice::<Vec<MigrationRow>>(data.as_bytes()).ok()
                             } else {
-                                serde_json::from_str::<MigrationRow>(&data).ok().map(|row| vec![row])
+                                serde_json::from_slice::<MigrationRow>(data.as_bytes()).ok().map(|row| vec![row])
                             };
                             connection.set(Connection::Live);
                             retry = FIRST_RETRY;

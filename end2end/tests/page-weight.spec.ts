@@ -1,9 +1,15 @@
-// What the staff page costs: bytes on the wire (HTML + JS + WASM + CSS, as served, gzip) and the time from
-// the page request to a hydrated page, in Chromium with a cold cache. Written to
-// target/test-logs/page-weight.json and printed, with generous budgets so a regression shows.
+// What the staff page costs: bytes on the wire (HTML + JS + WASM + CSS, as served: the bundle precompressed with
+// brotli by scripts/build) and the time from the page request to a hydrated page, in Chromium with a cold cache.
+// Written to target/test-logs/page-weight.json and printed; the budgets are a little above what it measures now
+// (bench/README.md has the figures), so that a regression shows.
 import { test, expect, STAFF, STAFF_PAGE } from './support/instance';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+
+/** HTML + JS + WASM + CSS as transferred: 340 KB now; the goal is 250 KB (bench/README.md says what is left). */
+const TOTAL_BUDGET_BYTES = 350_000;
+/** From the page request to the hydrated page, on localhost: about 600 ms now on 2 busy cores. */
+const HYDRATED_BUDGET_MS = 1_000;
 
 type Kind = 'html' | 'js' | 'wasm' | 'css' | 'other';
 
@@ -60,7 +66,7 @@ test('the staff page: transferred size and time to hydrated', async ({ page, bas
   console.log(`page weight: ${JSON.stringify(report)}`);
 
   expect(transferred.wasm).toBeGreaterThan(0);
-  expect(encodings.wasm).toBe('gzip');
-  expect(total).toBeLessThan(1_500_000);
-  expect(hydratedAfter).toBeLessThan(10_000);
+  expect(encodings).toMatchObject({ wasm: 'br', js: 'br', css: 'br' });
+  expect(total).toBeLessThan(TOTAL_BUDGET_BYTES);
+  expect(hydratedAfter).toBeLessThan(HYDRATED_BUDGET_MS);
 });

@@ -5,12 +5,13 @@ use leptos::prelude::*;
 use crate::api::get_audit_log;
 use crate::components::{LoadError, Moment};
 use crate::console::use_console;
+use crate::loading::load;
 use crate::model::AuditRow;
 
 #[component]
 pub fn AuditTab() -> impl IntoView {
     let console = use_console();
-    let audit = Resource::new(move || console.status_changes.get(), |_| get_audit_log());
+    let audit = load(move || console.status_changes.get(), |_| get_audit_log());
     view! {
         <section class="panel" aria-labelledby="audit-title">
             <div class="panel-header">

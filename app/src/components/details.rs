@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use crate::api::get_migration_details;
 use crate::components::{LoadError, MigrationPanel};
 use crate::console::use_console;
+use crate::loading::load;
 use crate::model::{AttemptRow, MigrationDetails, PartitionGroup, PlanView};
 use crate::time;
 
@@ -22,7 +23,7 @@ pub fn DetailsPanel() -> impl IntoView {
             (name, state)
         })
     };
-    let details = Resource::new(source, |source| async move {
+    let details = load(source, |source| async move {
         match source {
             Some((name, _)) => get_migration_details(name).await.map(Some),
             None => Ok(None),

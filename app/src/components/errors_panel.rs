@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use crate::api::get_migration_errors;
 use crate::components::{LoadError, MigrationPanel};
 use crate::console::use_console;
+use crate::loading::load;
 use crate::model::ErrorEntry;
 use crate::time;
 
@@ -18,7 +19,7 @@ pub fn ErrorsPanel() -> impl IntoView {
             (name, state)
         })
     };
-    let errors = Resource::new(source, |source| async move {
+    let errors = load(source, |source| async move {
         match source {
             Some((name, _)) => get_migration_errors(name).await.map(Some),
             None => Ok(None),

@@ -6,11 +6,12 @@ use leptos::prelude::*;
 use crate::api::{get_notifications, get_settings, SendTestNotification, UpdateSetting};
 use crate::components::{LoadError, Moment};
 use crate::console::use_console;
+use crate::loading::load;
 use crate::model::{NotificationRow, SettingRow, SettingValue};
 
 #[component]
 pub fn SettingsTab() -> impl IntoView {
-    let settings = Resource::new(|| (), |_| get_settings());
+    let settings = load(|| (), |_| get_settings());
     view! {
         <section class="panel" aria-labelledby="settings-title">
             <div class="panel-header">
@@ -35,7 +36,7 @@ fn NotificationsPanel() -> impl IntoView {
     let console = use_console();
     let send = ServerAction::<SendTestNotification>::new();
     let pending = RwSignal::new(false);
-    let notifications = Resource::new(
+    let notifications = load(
         move || (send.version().get(), console.status_changes.get(), pending.get().then(|| console.now.get() / 2000)),
         |_| get_notifications(),
     );

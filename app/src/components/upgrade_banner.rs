@@ -5,12 +5,13 @@ use leptos::prelude::*;
 
 use crate::api::get_upgrade_status;
 use crate::console::use_console;
+use crate::loading::load;
 use crate::model::UpgradeStatus;
 
 #[component]
 pub fn UpgradeBanner() -> impl IntoView {
     let console = use_console();
-    let status = Resource::new(move || console.status_changes.get(), |_| get_upgrade_status());
+    let status = load(move || console.status_changes.get(), |_| get_upgrade_status());
     view! {
         <Transition fallback=|| ()>
             {move || {

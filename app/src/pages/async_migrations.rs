@@ -19,12 +19,13 @@ use crate::components::settings::SettingsTab;
 use crate::components::upgrade_banner::UpgradeBanner;
 use crate::components::{Brand, LiveIndicator, NoticeBar};
 use crate::console::Console;
+use crate::loading::load;
 use crate::model::LoggedInUser;
 
 /// Checks who is asking, then shows the console, the "staff only" page, or sends to the login page.
 #[component]
 pub fn AsyncMigrationsPage() -> impl IntoView {
-    let user = Resource::new(|| (), |_| current_user());
+    let user = load(|| (), |_| current_user());
     view! {
         <Title text="Async migrations · amigo"/>
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
@@ -79,7 +80,7 @@ impl Tab {
 /// The console for staff: header, upgrade banner, tabs, and the live connection behind them.
 #[component]
 fn StaffConsole(user: LoggedInUser) -> impl IntoView {
-    let console = Console::new(Resource::new(|| (), |_| list_migrations()));
+    let console = Console::new(load(|| (), |_| list_migrations()));
     provide_context(console);
     console.show_answers();
     Effect::new(move |_| {
