@@ -121,9 +121,10 @@ pub struct ServeArgs {
     /// Address the web server listens on.
     #[arg(long, env = "AMIGO_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
-    /// Folder with the built browser bundle (`pkg/`) and public files.
-    #[arg(long, env = "AMIGO_SITE_ROOT", default_value = "target/site")]
-    pub site_root: String,
+    /// Folder with the built browser bundle (`pkg/`) and public files [default: the bundle compiled into a
+    /// binary built with the `embedded-site` feature, else `target/site`].
+    #[arg(long, env = "AMIGO_SITE_ROOT")]
+    pub site_root: Option<String>,
     /// Do not run migrations in this process (an `amigo worker` does).
     #[arg(long)]
     pub no_runner: bool,

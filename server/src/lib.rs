@@ -4,6 +4,8 @@
 pub mod body_limit;
 pub mod cli;
 pub mod commands;
+#[cfg(feature = "embedded-site")]
+pub mod embedded_site;
 pub mod error;
 pub mod events;
 #[cfg(any(test, feature = "testing"))]

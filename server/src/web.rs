@@ -31,12 +31,25 @@ pub struct ServerState {
     /// The bearer token `/metrics` asks for; `None` turns the route off.
     #[from_ref(skip)]
     pub metrics_token: Option<MetricsToken>,
+    /// Where the browser bundle is served from.
+    #[from_ref(skip)]
+    pub site: SiteFiles,
+}
+
+/// Where the browser bundle and the public files are served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteFiles {
+    /// The folder `LeptosOptions::site_root`, with the `.br` and `.gz` copies beside the files.
+    Folder,
+    /// The bundle compiled into the binary.
+    #[cfg(feature = "embedded-site")]
+    Embedded,
 }
 
 impl ServerState {
     /// State for a server that is never told to shut down (tests).
     pub fn new(leptos_options: LeptosOptions, engine: Engine) -> ServerState {
-        ServerState { leptos_options, engine, shutdown: watch::channel(false).1, metrics_token: None }
+        ServerState { leptos_options, engine, shutdown: watch::channel(false).1, metrics_token: None, site: SiteFiles::Folder }
     }
 
     /// The same state with `/metrics` on, behind `token`.
@@ -70,10 +83,17 @@ pub async fn serve(engine: Engine, args: &ServeArgs) -> Result<ExitCode> {
         let runner = Runner::new(engine.clone());
         tokio::spawn(async move { runner.run(shutdown_signal_receiver).await })
     });
+    let (site, site_root) = match &args.site_root {
+        Some(folder) => (SiteFiles::Folder, folder.as_str()),
+        #[cfg(feature = "embedded-site")]
+        None => (SiteFiles::Embedded, ""),
+        #[cfg(not(feature = "embedded-site"))]
+        None => (SiteFiles::Folder, "target/site"),
+    };
     let leptos_options =
-        LeptosOptions::builder().output_name("amigo").site_root(args.site_root.as_str()).site_pkg_dir("pkg").site_addr(args.listen).build();
+        LeptosOptions::builder().output_name("amigo").site_root(site_root).site_pkg_dir("pkg").site_addr(args.listen).build();
     let metrics_token = args.metrics_token.as_deref().map(MetricsToken::new).transpose()?;
-    let router = router(ServerState { leptos_options, engine, shutdown: shutdown_for_streams, metrics_token });
+    let router = router(ServerState { leptos_options, engine, shutdown: shutdown_for_streams, metrics_token, site });
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|source| Error::Listen { address: args.listen, source })?;
     tracing::info!("serving the staff page at http://{}/instance/async_migrations", args.listen);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
@@ -95,12 +115,19 @@ pub fn router(state: ServerState) -> Router {
     let context_engine = state.engine.clone();
     let provide_engine = move || provide_context(context_engine.clone());
     let shell_options = state.leptos_options.clone();
-    Router::new()
+    let pages = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route(app::live::EVENTS_PATH, get(events::migration_events))
-        .leptos_routes_with_context(&state, routes, provide_engine, move || shell(shell_options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<ServerState, _>(shell))
+        .leptos_routes_with_context(&state, routes, provide_engine, move || shell(shell_options.clone()));
+    // Any other path is a file of the bundle (its brotli or gzip copy when the browser accepts one), else the
+    // app's not-found page.
+    let pages = match state.site {
+        SiteFiles::Folder => pages.fallback(leptos_axum::file_and_error_handler::<ServerState, _>(shell)),
+        #[cfg(feature = "embedded-site")]
+        SiteFiles::Embedded => pages.fallback(crate::embedded_site::files_or_page),
+    };
+    pages
         .layer(middleware::from_fn(body_limit::refuse_oversized_bodies))
         .layer(middleware::from_fn(same_origin::refuse_cross_site))
         .layer(CompressionLayer::new())
