@@ -764,8 +764,9 @@ fn instance_tag(database: &str) -> String {
     format!("{:06x}", hash >> 40)
 }
 
-/// The condition of `system.processes` that picks every statement of `migration` run for the product database
-/// `database`: every stream's, whatever was recorded, so that a stop kills them all.
+/// What picks every statement of `migration` run for the product database `database` out of `system.processes`:
+/// the beginning of its query id, and the tag the id holds. Every stream's, whatever was recorded, so that a stop
+/// kills them all.
 pub(crate) fn statements_of(migration: &str, database: &str) -> (String, String) {
     (query_id_prefix(migration), format!("-{}", instance_tag(database)))
 }

@@ -460,15 +460,19 @@ impl Engine {
     }
 
     /// Kills every statement of migration `name` this instance runs: every stream's, on the server amigo connects
-    /// to and, on a cluster, on every node (all at once). Tries them all; returns the first failure.
+    /// to and, on a cluster, on every node that is up (all at once). Tries them all; returns the first failure.
     pub(crate) async fn kill_statements(&self, name: &str) -> Result<()> {
         let (prefix, tag) = context::statements_of(name, self.clickhouse.database());
-        let mut servers = vec![&self.clickhouse];
-        if let Some(cluster) = &self.cluster {
-            servers.extend(cluster.nodes().iter().map(|node| &node.clickhouse));
-        }
-        let outcomes = futures::future::join_all(servers.into_iter().map(|server| server.kill_queries_named(&prefix, &tag))).await;
-        outcomes.into_iter().collect()
+        let nodes = self.cluster.as_ref().map_or(&[][..], |cluster| cluster.nodes());
+        let on_nodes = futures::future::join_all(nodes.iter().map(|node| async {
+            match node.clickhouse.kill_queries_named(&prefix, &tag).await {
+                // A node that refuses connections is down: nothing of the migration runs there.
+                Err(error) if error.is_connection_refused() => Ok(()),
+                outcome => outcome,
+            }
+        }));
+        let (entry, on_nodes) = futures::future::join(self.clickhouse.kill_queries_named(&prefix, &tag), on_nodes).await;
+        on_nodes.into_iter().fold(entry, Result::and)
     }
 
     /// Every figure `/metrics` reports, read now, with each migration's phase.
