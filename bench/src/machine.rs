@@ -49,6 +49,11 @@ pub fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The 1-minute load average, or 0 where `/proc/loadavg` cannot be read.
+pub fn load_average_1_minute() -> f64 {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|text| text.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+}
+
 /// Bytes free for unprivileged users on the filesystem holding `path` (`df`).
 pub fn free_disk_bytes(path: &Path) -> Result<u64> {
     let failed = |message: String| Error::Command { command: format!("df {}", path.display()), message };

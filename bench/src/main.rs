@@ -12,6 +12,7 @@ mod notification_latency;
 mod postgres_activity;
 mod raw_copy;
 mod report;
+mod resume_cost;
 mod stop_latency;
 mod throughput;
 
@@ -58,7 +59,7 @@ struct Options {
     #[arg(long, default_value = "target/release/amigo")]
     amigo: PathBuf,
     /// The cases to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "notification,live,stop,throughput")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "notification,live,stop,resume,throughput")]
     cases: Vec<Case>,
     /// The Postgres server the benchmark creates its databases on (any database of it).
     #[arg(long, env = "AMIGO_DATABASE_URL", default_value = "postgres://amigo@127.0.0.1:55432/amigo")]
@@ -86,6 +87,8 @@ enum Case {
     Live,
     /// Stop latency.
     Stop,
+    /// Rows a resume copies again after a stop in the middle of a large partition.
+    Resume,
     /// Throughput against the raw script, and the metadata cost of amigo's run.
     Throughput,
 }
@@ -130,6 +133,11 @@ async fn run(options: &Options, databases: &Databases) -> anyhow::Result<String>
         let outcome = stop_latency::measure(databases, options.stops).await;
         databases.drop_all().await?;
         outcome.context("stop latency")?.summarize(&mut summary);
+    }
+    if options.cases.contains(&Case::Resume) {
+        let outcome = resume_cost::measure(databases).await;
+        databases.drop_all().await?;
+        outcome.context("resume cost")?.summarize(&mut summary);
     }
     if options.cases.contains(&Case::Throughput) {
         let cpu = CpuClock::for_pid_file(&options.data_dir.join("clickhouse/clickhouse-server.pid"))?;

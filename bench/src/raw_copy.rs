@@ -1,5 +1,6 @@
-//! The raw baseline: the copy 0001_events_sort_key makes, written by hand as one clickhouse-client script
-//! (create the new table with the same keys, one `INSERT ... SELECT` per partition, one `RENAME`).
+//! The raw baselines: the copy 0001_events_sort_key makes, written by hand as clickhouse-client scripts (create
+//! the new table with the same keys, one `INSERT ... SELECT` per partition, one `RENAME`), on one stream (one
+//! partition after another) or on several at once.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -18,31 +19,49 @@ pub const BACKUP_TABLE: &str = "events_raw_backup";
 const SORTING_KEY: &str = "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid";
 const SAMPLING_KEY: &str = "cityHash64(distinct_id)";
 
-/// How long the script took, and how long ClickHouse says its `INSERT`s took (`clickhouse-client --time`).
+/// How long the copy took, and how long ClickHouse says its `INSERT`s took (`clickhouse-client --time`, summed
+/// over the streams).
 pub struct RawCopy {
     pub elapsed: Duration,
     pub inserts: Duration,
 }
 
-/// The script for `database`, whose `events` has the partitions `partition_ids` (`toYYYYMM(timestamp)`).
-pub fn script(database: &str, partition_ids: &[String]) -> String {
+/// The copy for `database`, whose `events` has the partitions `partition_ids` (`toYYYYMM(timestamp)`), on
+/// `streams` clickhouse-client processes at once: the `CREATE` first, then each stream's `INSERT`s (the
+/// partitions dealt out in turn), the `RENAME` once all have finished. One stream is the sequential script.
+pub async fn run(database: &str, partition_ids: &[String], streams: usize, tcp_port: u16) -> Result<RawCopy> {
     let table = |name: &str| format!("{}.{}", quote_identifier(database), quote_identifier(name));
     let (events, new_table, backup) = (table("events"), table(NEW_TABLE), table(BACKUP_TABLE));
-    let mut script = format!(
-        "CREATE TABLE {new_table} AS {events} ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) \
-         ORDER BY ({SORTING_KEY}) SAMPLE BY {SAMPLING_KEY};\n"
-    );
-    for partition_id in partition_ids {
-        script.push_str(&format!("INSERT INTO {new_table} SELECT * FROM {events} WHERE toYYYYMM(timestamp) = {partition_id};\n"));
-    }
-    script.push_str(&format!("RENAME TABLE {events} TO {backup}, {new_table} TO {events};\n"));
-    script
+    let started = Instant::now();
+    run_script(
+        &format!(
+            "CREATE TABLE {new_table} AS {events} ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) \
+             ORDER BY ({SORTING_KEY}) SAMPLE BY {SAMPLING_KEY};\n"
+        ),
+        tcp_port,
+    )
+    .await?;
+    let scripts: Vec<String> = (0..streams.max(1))
+        .map(|stream| {
+            partition_ids
+                .iter()
+                .skip(stream)
+                .step_by(streams.max(1))
+                .map(|partition_id| format!("INSERT INTO {new_table} SELECT * FROM {events} WHERE toYYYYMM(timestamp) = {partition_id};\n"))
+                .collect()
+        })
+        .collect();
+    let timings =
+        futures::future::try_join_all(scripts.iter().filter(|script| !script.is_empty()).map(|script| run_script(script, tcp_port)))
+            .await?;
+    run_script(&format!("RENAME TABLE {events} TO {backup}, {new_table} TO {events};\n"), tcp_port).await?;
+    Ok(RawCopy { elapsed: started.elapsed(), inserts: timings.into_iter().flatten().sum() })
 }
 
-/// Runs `script` through `clickhouse-client --multiquery` on the local server's native port.
-pub async fn run(script: &str, tcp_port: u16) -> Result<RawCopy> {
+/// Runs `script` through `clickhouse-client --multiquery --time` on the local server's native port, and returns
+/// each statement's time as the server measured it.
+async fn run_script(script: &str, tcp_port: u16) -> Result<Vec<Duration>> {
     let failed = |message: String| Error::Command { command: "clickhouse-client".into(), message };
-    let started = Instant::now();
     let mut client = tokio::process::Command::new("clickhouse-client")
         .args(["--host", "127.0.0.1", "--port", &tcp_port.to_string(), "--multiquery", "--time"])
         .stdin(Stdio::piped())
@@ -54,17 +73,14 @@ pub async fn run(script: &str, tcp_port: u16) -> Result<RawCopy> {
     stdin.write_all(script.as_bytes()).await.map_err(|error| failed(error.to_string()))?;
     drop(stdin);
     let output = client.wait_with_output().await.map_err(|error| failed(error.to_string()))?;
-    let elapsed = started.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         return Err(failed(stderr.trim().to_string()));
     }
-    // One line per statement, in script order: the CREATE, the INSERTs, the RENAME.
-    let statement_seconds: Vec<f64> = stderr.lines().filter_map(|line| line.trim().parse().ok()).collect();
-    let insert_count = script.lines().filter(|line| line.starts_with("INSERT")).count();
-    if statement_seconds.len() != insert_count + 2 {
-        return Err(failed(format!("expected {} timings from --time, got: {}", insert_count + 2, stderr.trim())));
+    let timings: Vec<Duration> = stderr.lines().filter_map(|line| line.trim().parse().ok()).map(Duration::from_secs_f64).collect();
+    let statements = script.lines().filter(|line| !line.trim().is_empty()).count();
+    if timings.len() != statements {
+        return Err(failed(format!("expected {statements} timings from --time, got: {}", stderr.trim())));
     }
-    let inserts = Duration::from_secs_f64(statement_seconds[1..=insert_count].iter().sum());
-    Ok(RawCopy { elapsed, inserts })
+    Ok(timings)
 }
