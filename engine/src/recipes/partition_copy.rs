@@ -162,7 +162,7 @@ impl PartitionCopy {
 
     /// Copies `partitions` again, each whole (its copy dropped first), several at once, with no checkpoint: a
     /// catch-up that stops starts over, and a partition receiving inserts is not cut into slices that would each
-    /// add parts to it; then drops the staging tables.
+    /// add parts to it.
     pub async fn copy_again(&self, context: &MigrationContext, partitions: &[PartitionSize]) -> Result<()> {
         let units = partitions.iter().map(|size| (CopyUnit::Partition(size.partition_id.clone()), size.rows)).collect();
         let ledger = Mutex::new(Ledger { checkpoint: CopyCheckpoint::default(), sizes: BTreeMap::new(), began: BTreeMap::new() });
@@ -186,15 +186,14 @@ impl PartitionCopy {
             .in_parallel(units, already_done, streams, |context, stream, unit| async move {
                 match unit {
                     CopyUnit::Partition(partition_id) => self.copy_partition(&context, &partition_id, ledger, checkpointed).await,
-                    CopyUnit::Slice { partition_id, index } => {
-                        self.copy_slice(&context, stream, &partition_id, index, ledger, checkpointed).await
-                    }
+                    CopyUnit::Slice { partition_id, index } => self.copy_slice(&context, stream, &partition_id, index, ledger).await,
                 }
             })
             .await
     }
 
-    /// A whole partition: its copy dropped, then the source's inserted.
+    /// A whole partition: its copy dropped (when it has rows), then the source's inserted; recorded in the
+    /// checkpoint when `checkpointed`.
     async fn copy_partition(
         &self,
         context: &MigrationContext,
@@ -231,7 +230,6 @@ impl PartitionCopy {
         partition_id: &str,
         index: usize,
         ledger: &Mutex<Ledger>,
-        checkpointed: bool,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let sliced = {
@@ -240,9 +238,7 @@ impl PartitionCopy {
             let sliced = ledger.checkpoint.slices.get_mut(partition_id).expect("a sliced partition");
             sliced.in_flight.insert(index);
             let sliced = sliced.clone();
-            if checkpointed {
-                context.save_checkpoint(ledger.checkpoint.value()).await?;
-            }
+            context.save_checkpoint(ledger.checkpoint.value()).await?;
             sliced
         };
         let staging = self.staging_table(stream);
@@ -264,9 +260,6 @@ impl PartitionCopy {
         if sliced.done.len() == sliced.slice_count() {
             ledger.checkpoint.slices.remove(partition_id);
             ledger.checkpoint.copied.insert(partition_id.to_string());
-        }
-        if !checkpointed {
-            return Ok(());
         }
         ledger.record(context, partition_id, started.elapsed(), share).await
     }

@@ -4,8 +4,8 @@
 //!
 //! 0. create the new table `AS` the original, with only the clauses the rewrite changes replaced (columns,
 //!    codecs, defaults, skip indexes, projections, constraints, TTL, partition key and other settings kept);
-//! 1. copy the original one partition at a time (`DROP PARTITION` of the copy, then `INSERT … SELECT` of that
-//!    partition), saving a checkpoint after each, and pausing before each while ClickHouse is under pressure;
+//! 1. copy the original's partitions, several at once, a large one in slices ([`partition_copy`]), saving a
+//!    checkpoint after each, and pausing before each while ClickHouse is under pressure;
 //! 2. catch up: copy again the partitions whose row counts changed meanwhile, a bounded number of passes;
 //! 3. swap the names atomically (`EXCHANGE TABLES` in an Atomic database, one two-table `RENAME` in an
 //!    Ordinary one), keeping the original as the backup; wait until no insert begun before the swap is still
@@ -129,7 +129,8 @@ impl RewriteTable {
     }
 
     /// The parameters the operations read: the copy's ([`partition_copy::parameters`]: `parallelism`,
-    /// `slice_rows`, `max_threads`), `catch_up_passes`, `hold_cutover` and, with a `row_checksum`, `verify_checksums`. A migration that does not declare them gets their defaults.
+    /// `slice_rows`, `max_threads`), `catch_up_passes`, `hold_cutover` and, with a `row_checksum`,
+    /// `verify_checksums`. A migration that does not declare them gets their defaults.
     pub fn parameters(&self) -> Vec<ParameterSpec> {
         let mut parameters = partition_copy::parameters();
         parameters.extend([
@@ -400,12 +401,13 @@ impl RewriteTable {
         )
     }
 
-    /// Rollback of operation 0: the staging tables of a copy that stopped dropped, and the new table (on every node),
-    /// at once in an Atomic database.
+    /// Rollback of operation 0: the new table dropped (on every node), at once in an Atomic database, then the
+    /// staging tables a copy that stopped left. The drop first: a rollback's statement waits while ClickHouse
+    /// refuses connections, and the staging tables are listed only once it has answered.
     async fn drop_new_table(&self, context: &MigrationContext) -> Result<()> {
-        context.on_every_shard(|context| async move { partition_copy::drop_staging_tables(&context, &self.new_table).await }).await?;
         let sql = context.clickhouse.drop_table_sql(&context.clickhouse.qualified(&self.new_table));
-        context.clickhouse_execute(&sql, &QueryOptions::default()).await
+        context.clickhouse_execute(&sql, &QueryOptions::default()).await?;
+        context.on_every_shard(|context| async move { partition_copy::drop_staging_tables(&context, &self.new_table).await }).await
     }
 
     /// Operation 1: on every shard, every partition of the original, in order, skipping those the checkpoint
