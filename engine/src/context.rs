@@ -423,7 +423,15 @@ impl MigrationContext {
     pub fn new_query_id(&self) -> String {
         let operation = self.position.as_ref().map_or(0, |position| position.operation_index);
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        query_id(self.clickhouse.database(), &self.migration, operation, self.shard.as_ref().map(|shard| shard.shard), &unique[..12])
+        let kind = if self.rolling_back { "undo" } else { "op" };
+        statement_id(
+            self.clickhouse.database(),
+            &self.migration,
+            kind,
+            operation,
+            self.shard.as_ref().map(|shard| shard.shard),
+            &unique[..12],
+        )
     }
 
     /// Records `query_id` as the statement now running.
@@ -742,18 +750,18 @@ impl MigrationContext {
 }
 
 /// The query id of a statement of operation `operation` of `migration` run for the product database `database`:
-/// `amigo-<migration>-op<operation>-` (with `shard<n>-` on a cluster), the instance's tag, then `unique`.
+/// `amigo-<migration>-op<operation>-` (`-undo<operation>-` in its rollback; with `shard<n>-` on a cluster), the
+/// instance's tag, then `unique`.
 pub fn query_id(database: &str, migration: &str, operation: usize, shard: Option<u32>, unique: &str) -> String {
-    let (prefix, tag) = (query_id_prefix(migration), instance_tag(database));
-    match shard {
-        Some(shard) => format!("{prefix}{operation}-shard{shard}-{tag}{unique}"),
-        None => format!("{prefix}{operation}-{tag}{unique}"),
-    }
+    statement_id(database, migration, "op", operation, shard, unique)
 }
 
-/// How the query id of every statement of `migration` begins: `amigo-<migration>-op`.
-fn query_id_prefix(migration: &str) -> String {
-    format!("amigo-{migration}-op")
+fn statement_id(database: &str, migration: &str, kind: &str, operation: usize, shard: Option<u32>, unique: &str) -> String {
+    let tag = instance_tag(database);
+    match shard {
+        Some(shard) => format!("amigo-{migration}-{kind}{operation}-shard{shard}-{tag}{unique}"),
+        None => format!("amigo-{migration}-{kind}{operation}-{tag}{unique}"),
+    }
 }
 
 /// What tells this instance's statements from those of another instance (another product database) on the same
@@ -764,11 +772,13 @@ fn instance_tag(database: &str) -> String {
     format!("{:06x}", hash >> 40)
 }
 
-/// What picks every statement of `migration` run for the product database `database` out of `system.processes`:
-/// the beginning of its query id, and the tag the id holds. Every stream's, whatever was recorded, so that a stop
-/// kills them all.
-pub(crate) fn statements_of(migration: &str, database: &str) -> (String, String) {
-    (query_id_prefix(migration), format!("-{}", instance_tag(database)))
+/// What picks statements of `migration` run for the product database `database` out of `system.processes`: the
+/// beginning of their query ids, and the tag the ids hold. Every stream's, whatever was recorded, so that a stop
+/// kills them all; with `rollbacks`, a rollback's too. A kill ClickHouse takes late (a paused server answers it
+/// once it is back) then cannot end the rollback that began meanwhile.
+pub(crate) fn statements_of(migration: &str, database: &str, rollbacks: bool) -> (String, String) {
+    let prefix = if rollbacks { format!("amigo-{migration}-") } else { format!("amigo-{migration}-op") };
+    (prefix, format!("-{}", instance_tag(database)))
 }
 
 /// A fraction done (0.0 to 1.0) in whole percent.

@@ -459,10 +459,16 @@ impl Engine {
         Ok(self.overview(self.store.request_pause(name, actor, action == Action::Pause).await?))
     }
 
-    /// Kills every statement of migration `name` this instance runs: every stream's, on the server amigo connects
-    /// to and, on a cluster, on every node that is up (all at once). Tries them all; returns the first failure.
+    /// Kills every statement of migration `name` this instance runs, its rollback's included: every stream's, on
+    /// the server amigo connects to and, on a cluster, on every node that is up (all at once). Tries them all;
+    /// returns the first failure.
     pub(crate) async fn kill_statements(&self, name: &str) -> Result<()> {
-        let (prefix, tag) = context::statements_of(name, self.clickhouse.database());
+        self.kill_statements_of(name, true).await
+    }
+
+    /// [`Engine::kill_statements`], of its rollbacks' statements too with `rollbacks`.
+    pub(crate) async fn kill_statements_of(&self, name: &str, rollbacks: bool) -> Result<()> {
+        let (prefix, tag) = context::statements_of(name, self.clickhouse.database(), rollbacks);
         let nodes = self.cluster.as_ref().map_or(&[][..], |cluster| cluster.nodes());
         let on_nodes = futures::future::join_all(nodes.iter().map(|node| async {
             match node.clickhouse.kill_queries_named(&prefix, &tag).await {

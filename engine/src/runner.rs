@@ -377,7 +377,8 @@ impl Runner {
         };
         // The failure is recorded even when ClickHouse cannot be reached; what still runs there is killed
         // before the migration runs again.
-        if let Err(error) = self.engine.kill_statements(name).await {
+        // Not the rollback's: a kill the server takes late must not end the rollback that follows.
+        if let Err(error) = self.engine.kill_statements_of(name, false).await {
             message = format!("{message}; its query could not be killed: {error}");
         }
         if let Some(on_interrupt) = definition.operations[index].on_interrupt.as_ref().filter(|_| interrupted) {
