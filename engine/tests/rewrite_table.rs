@@ -238,6 +238,22 @@ async fn assert_rewritten(engine: &Engine, original: &(String, String)) {
     assert_eq!(count(engine, "SELECT count() FROM orders").await, before + 1, "the view writes into the new orders");
 }
 
+/// Waits until the orders migration settles, stops the product, and checks it completed with every acknowledged
+/// row once in the rewritten `orders`.
+async fn assert_completed_whole(
+    engine: &Engine,
+    product: Product,
+    merges_stopped: tokio::task::JoinHandle<()>,
+    original: &(String, String),
+) {
+    let done = settled(engine, ORDERS).await;
+    let acknowledged = product.stop().await;
+    merges_stopped.await.unwrap();
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
+    assert_every_acknowledged_row_once(engine, acknowledged).await;
+    assert_rewritten(engine, original).await;
+}
+
 async fn settled(engine: &Engine, name: &str) -> engine::MigrationOverview {
     wait_for(engine, name, Duration::from_secs(180), "settled", is_settled).await
 }
@@ -346,12 +362,7 @@ async fn large_partitions_are_copied_in_slices_on_two_streams_and_a_resume_redoe
         .unwrap();
 
     engine.resume(ORDERS, TESTER).await.unwrap();
-    let done = settled(&engine, ORDERS).await;
-    let acknowledged = product.stop().await;
-    merges_stopped.await.unwrap();
-    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
-    assert_every_acknowledged_row_once(&engine, acknowledged).await;
-    assert_rewritten(&engine, &original).await;
+    assert_completed_whole(&engine, product, merges_stopped, &original).await;
 }
 
 #[tokio::test]
@@ -393,12 +404,7 @@ async fn a_paused_rewrite_holds_between_partitions_then_continues_while_rows_kee
 
     let continued = engine.continue_run(ORDERS, TESTER).await.unwrap();
     assert_eq!((continued.phase, continued.record.pause_requested_by), (Phase::Running, None));
-    let done = settled(&engine, ORDERS).await;
-    let acknowledged = product.stop().await;
-    merges_stopped.await.unwrap();
-    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(ORDERS).await);
-    assert_every_acknowledged_row_once(&engine, acknowledged).await;
-    assert_rewritten(&engine, &original).await;
+    assert_completed_whole(&engine, product, merges_stopped, &original).await;
     let actions: Vec<String> = engine.audit_log(10).await.unwrap().into_iter().rev().map(|entry| entry.action).collect();
     assert_eq!(actions[..3], ["start", "pause", "continue"], "{actions:?}");
     let detail = engine.detail(ORDERS).await.unwrap();
