@@ -206,19 +206,24 @@ pub async fn create_schema(clickhouse: &ClickHouse) -> Result<()> {
     );
     clickhouse.client().query(&events).execute().await?;
     clickhouse.client().query(&person).execute().await?;
-    if let Some(cluster) = clickhouse.cluster() {
-        let distributed = format!(
-            "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = Distributed({}, {}, {}, cityHash64(distinct_id))",
-            clickhouse.qualified(EVENTS_TABLE),
-            clickhouse.on_cluster(),
-            clickhouse.qualified(storage),
-            quote_identifier(cluster),
-            quote_identifier(clickhouse.database()),
-            quote_identifier(storage),
-        );
-        clickhouse.client().query(&distributed).execute().await?;
+    if clickhouse.cluster().is_some() {
+        clickhouse.client().query(&distributed_events_sql(clickhouse, EVENTS_TABLE, storage)).execute().await?;
     }
     Ok(())
+}
+
+/// On a cluster, the `CREATE` (on every node) of `name`, a `Distributed` table over the per-shard `storage` with
+/// its columns, sharded as `events` is: by `distinct_id`.
+pub fn distributed_events_sql(clickhouse: &ClickHouse, name: &str, storage: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = Distributed({}, {}, {}, cityHash64(distinct_id))",
+        clickhouse.qualified(name),
+        clickhouse.on_cluster(),
+        clickhouse.qualified(storage),
+        quote_identifier(clickhouse.cluster().unwrap_or_default()),
+        quote_identifier(clickhouse.database()),
+        quote_identifier(storage),
+    )
 }
 
 /// Writes the demo data `request` describes: creates the schema if missing, refuses to add to existing rows

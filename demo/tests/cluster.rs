@@ -190,12 +190,55 @@ async fn events_sort_key_then_backfill_person_id_run_on_every_shard() {
         .unwrap();
     assert_eq!(through_distributed, 200_000, "the Distributed events has the column too");
 
-    // 0003 does not run on a cluster yet, and says so before it changes anything.
+    // 0003 moves the old months into the archive on every shard, then its rollback moves them back.
+    let before = checksums_per_node(&engine, "events_local").await;
     engine.start(move_old_partitions::NAME, TESTER, &serde_json::Map::new()).await.expect("start 0003");
-    let refused = settled_migration(&engine, move_old_partitions::NAME).await;
-    assert_eq!(refused.record.status, Status::FailedAtStartup);
+    let moved = settled_migration(&engine, move_old_partitions::NAME).await;
+    assert_eq!(moved.record.status, Status::Completed, "{:?}", engine.errors(move_old_partitions::NAME).await);
+    let cutoff = move_old_partitions::cutoff_month(chrono::Utc::now(), 12).to_string();
+    let (kept, archived) = (checksums_per_node(&engine, "events_local").await, checksums_per_node(&engine, "events_archive_local").await);
+    for (node, before) in before.iter().enumerate() {
+        let (old, recent): (Vec<_>, Vec<_>) = before.iter().cloned().partition(|partition| partition.partition_id < cutoff);
+        assert!(!old.is_empty() && !recent.is_empty(), "node {}: seeded months on both sides of {cutoff}", node + 1);
+        assert_eq!(archived[node], old, "node {}: the archive holds exactly the old months", node + 1);
+        assert_eq!(kept[node], recent, "node {}: the events keep exactly the recent months", node + 1);
+    }
+    assert_eq!(distributed_count(&engine).await + distributed_rows(&engine, "events_archive").await, 200_000);
+}
+
+#[tokio::test]
+async fn move_old_partitions_failing_on_one_shard_rolls_back_every_shard() {
+    let cluster = PrivateCluster::start().await;
+    let engine = seeded(&cluster, 40_000).await;
+    let _runner = spawn_runner(&engine);
+    for name in [NAME, backfill_person_id::NAME] {
+        engine.start(name, TESTER, &serde_json::Map::new()).await.expect("start");
+        assert_eq!(settled_migration(&engine, name).await.record.status, Status::Completed, "{:?}", engine.errors(name).await);
+    }
+    let before = checksums_per_node(&engine, "events_local").await;
+    // Shard 2's archive gets a column events_local lacks (an ALTER on one replica reaches the other through
+    // ZooKeeper, not the other shard): partition operations refuse tables of different structures, so shard 2
+    // fails at its first month, after shard 1 may have moved some of its own.
+    let clickhouse = engine.clickhouse();
+    let create = engine::recipes::rewrite_table::create_table_like_sql(clickhouse, "events_local", "events_archive_local").await.unwrap();
+    clickhouse.client().query(&create).execute().await.expect("create the archive");
+    let shard_two = engine.cluster().unwrap().nodes().iter().find(|node| node.shard == 2).unwrap().clickhouse.clone();
+    let alter = format!("ALTER TABLE {} ADD COLUMN extra UInt8", shard_two.qualified("events_archive_local"));
+    shard_two.client().query(&alter).execute().await.expect("alter shard 2's archive");
+
+    engine.start(move_old_partitions::NAME, TESTER, &serde_json::Map::new()).await.expect("start 0003");
+    let rolled_back = settled_migration(&engine, move_old_partitions::NAME).await;
+    assert_eq!(rolled_back.record.status, Status::RolledBack);
     let errors = engine.errors(move_old_partitions::NAME).await.unwrap();
-    assert!(errors[0].message.contains("does not run on a cluster yet"), "{errors:?}");
+    assert!(errors.iter().any(|error| error.message.contains("shard 2")), "{errors:?}");
+    assert_eq!(checksums_per_node(&engine, "events_local").await, before, "every month is back on every replica");
+    for tables in tables_per_node(&engine).await {
+        assert!(!tables.iter().any(|table| table.starts_with("events_archive")), "an archive table is left: {tables:?}");
+    }
+}
+
+async fn distributed_rows(engine: &Engine, table: &str) -> u64 {
+    engine.clickhouse().client().query(&format!("SELECT count() FROM {table}")).fetch_one().await.expect("count")
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! A ClickHouse cluster: the nodes `system.clusters` lists under the configured name, a connection to each,
-//! the replica of each shard that per-shard statements run on, and killing a query on the node it runs on.
+//! the replica of each shard that per-shard statements run on (the least lagging writable one), and what
+//! every replica says of its replication.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use crate::clickhouse::ClickHouse;
 use crate::{Error, Result};
 
 /// How long a replica may take to answer before the next replica of its shard is asked.
-const NODE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const NODE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One server of the cluster.
 #[derive(Clone)]
@@ -83,39 +84,122 @@ impl Cluster {
         &self.nodes
     }
 
-    /// For each shard in order, its first replica that answers now with writable replicated tables (not read-only
-    /// for want of ZooKeeper, as a node is for a moment after a restart): per-shard statements run there and
-    /// replication brings their result to the other replicas. Fails naming a shard none of whose replicas does.
-    pub async fn answering_replicas(&self) -> Result<Vec<ClusterNode>> {
-        let mut shards: BTreeMap<u32, Vec<&ClusterNode>> = BTreeMap::new();
-        for node in &self.nodes {
-            shards.entry(node.shard).or_default().push(node);
+    /// For each shard in order, the replica its per-shard statements run on (replication brings their result to
+    /// the others), with what every other replica of the shard says now: among the replicas that answer with
+    /// writable replicated tables (a node is read-only for a moment after a restart, until its ZooKeeper session
+    /// is up), the least lagging one, the first in replica order among equals. Fails naming a shard none of
+    /// whose replicas answers writable.
+    pub async fn choose_replicas(&self) -> Result<Vec<ShardReplicas>> {
+        let states = futures::future::join_all(self.nodes.iter().map(ReplicaState::of)).await;
+        let mut shards: BTreeMap<u32, Vec<(&ClusterNode, ReplicaState)>> = BTreeMap::new();
+        for (node, state) in self.nodes.iter().zip(states) {
+            shards.entry(node.shard).or_default().push((node, state));
         }
         let mut chosen = Vec::with_capacity(shards.len());
-        for (shard, replicas) in shards {
-            let mut answering = None;
-            for node in &replicas {
-                if let Ok(Ok(0)) = tokio::time::timeout(NODE_ANSWER_TIMEOUT, read_only_tables(&node.clickhouse)).await {
-                    answering = Some((*node).clone());
-                    break;
-                }
-            }
-            let Some(node) = answering else {
-                let replicas = replicas.iter().map(|node| node.address.as_str()).collect::<Vec<_>>().join(", ");
+        for (shard, mut replicas) in shards {
+            let best = replicas
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, state))| state.writable())
+                .min_by_key(|(_, (_, state))| state.lag_seconds)
+                .map(|(index, _)| index);
+            let Some(best) = best else {
+                let replicas = replicas.iter().map(|(node, _)| node.address.as_str()).collect::<Vec<_>>().join(", ");
                 return Err(Error::ShardUnreachable { cluster: self.name.clone(), shard, replicas });
             };
-            chosen.push(node);
+            let (node, _) = replicas.remove(best);
+            chosen.push(ShardReplicas { node: node.clone(), others: replicas.into_iter().map(|(_, state)| state).collect() });
         }
         Ok(chosen)
     }
+
+    /// The other replicas of `node`'s shard, as they answer now.
+    pub async fn other_replicas(&self, node: &ClusterNode) -> Vec<ReplicaState> {
+        let others = self.nodes.iter().filter(|other| other.shard == node.shard && other.address != node.address);
+        futures::future::join_all(others.map(ReplicaState::of)).await
+    }
+
+    /// The node that answers first in `system.clusters` order, for statements any node can send (`ON CLUSTER`
+    /// DDL, reads through a `Distributed` table) when the entry server does not answer.
+    pub async fn answering_node(&self) -> Option<&ClusterNode> {
+        for node in &self.nodes {
+            if let Ok(Ok(_)) = tokio::time::timeout(NODE_ANSWER_TIMEOUT, node.clickhouse.server_version()).await {
+                return Some(node);
+            }
+        }
+        None
+    }
+
+    /// The most lagging replica of the cluster that answers, when its lag is over `bound_seconds`: the shard,
+    /// the node and its lag. A node that does not answer is not lagging: its shard's watch reports it.
+    pub async fn replica_lagging_over(&self, bound_seconds: u64) -> Option<(u32, ReplicaState)> {
+        let states = futures::future::join_all(self.nodes.iter().map(ReplicaState::of)).await;
+        self.nodes
+            .iter()
+            .zip(states)
+            .filter(|(_, state)| state.answering && state.lag_seconds > bound_seconds)
+            .max_by_key(|(_, state)| state.lag_seconds)
+            .map(|(node, state)| (node.shard, state))
+    }
 }
 
-/// How many replicated tables of the engine's database cannot be written on this node now.
-async fn read_only_tables(clickhouse: &ClickHouse) -> Result<u64> {
-    Ok(clickhouse
-        .client()
-        .query("SELECT count() FROM system.replicas WHERE database = ? AND (is_readonly OR is_session_expired)")
-        .bind(clickhouse.database())
-        .fetch_one()
-        .await?)
+/// The replica a shard's statements run on, and what the shard's other replicas say.
+pub struct ShardReplicas {
+    pub node: ClusterNode,
+    pub others: Vec<ReplicaState>,
+}
+
+/// What one replica says of the replicated tables of the engine's database, as the page shows it beside its
+/// shard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaState {
+    /// `host:port`, as [`ClusterNode::address`].
+    pub node: String,
+    /// False when it did not answer within 2 s; the other fields are then zero.
+    pub answering: bool,
+    /// Replicated tables that cannot be written there now (no ZooKeeper session).
+    pub readonly_tables: u64,
+    /// How far behind the freshest replica it is, in seconds (`system.replicas.absolute_delay`, the most of its
+    /// tables).
+    pub lag_seconds: u64,
+    /// Replication tasks waiting in its queue (fetches, merges), over its tables.
+    pub queue_size: u64,
+}
+
+/// One row of the summary of `system.replicas`.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct ReplicasRow {
+    readonly_tables: u64,
+    lag_seconds: u64,
+    queue_size: u64,
+}
+
+impl ReplicaState {
+    /// Asks `node`, waiting at most 2 s for its answer.
+    async fn of(node: &ClusterNode) -> ReplicaState {
+        let query = node
+            .clickhouse
+            .client()
+            .query(
+                "SELECT toUInt64(countIf(is_readonly OR is_session_expired)) AS readonly_tables,
+                        toUInt64(max(absolute_delay)) AS lag_seconds, toUInt64(sum(queue_size)) AS queue_size
+                 FROM system.replicas WHERE database = ?",
+            )
+            .bind(node.clickhouse.database());
+        match tokio::time::timeout(NODE_ANSWER_TIMEOUT, query.fetch_one::<ReplicasRow>()).await {
+            Ok(Ok(row)) => ReplicaState {
+                node: node.address.clone(),
+                answering: true,
+                readonly_tables: row.readonly_tables,
+                lag_seconds: row.lag_seconds,
+                queue_size: row.queue_size,
+            },
+            _ => ReplicaState { node: node.address.clone(), answering: false, readonly_tables: 0, lag_seconds: 0, queue_size: 0 },
+        }
+    }
+
+    /// Answers, with every replicated table writable.
+    fn writable(&self) -> bool {
+        self.answering && self.readonly_tables == 0
+    }
 }

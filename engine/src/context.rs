@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::clickhouse::{ClickHouse, QueryOptions};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterNode, ReplicaState, ShardReplicas};
 use crate::definition::{CheckOutcome, StepFn};
 use crate::parameters::{ParameterValue, Parameters};
 use crate::pressure;
@@ -458,15 +458,17 @@ impl MigrationContext {
         position.store.record_position(&self.migration, &position.runner_id, position.operation_index, percent, query_id).await
     }
 
-    /// Whether ClickHouse is under pressure on `tables` ([`pressure::clickhouse_pressure`]), with the free-disk
-    /// share of the settings in force (read at each call, so that a change applies to the next check; the
-    /// defaults outside a run).
+    /// Whether ClickHouse is under pressure on `tables` ([`pressure::clickhouse_pressure`]) and, on a cluster,
+    /// whether a replica lags behind its shard by more than `max_replica_lag_seconds`, with the settings in force
+    /// (read at each call, so that a change applies to the next check; the defaults outside a run).
     pub async fn clickhouse_pressure(&self, tables: &[&str]) -> Result<CheckOutcome> {
         let settings = match &self.position {
             Some(position) => RuntimeSettings::from_stored(&position.store.settings().await?),
             None => RuntimeSettings::default(),
         };
-        pressure::clickhouse_pressure(&self.clickhouse, tables, settings.min_free_disk_percent).await
+        let outcome = pressure::clickhouse_pressure(&self.clickhouse, tables, settings.min_free_disk_percent).await?;
+        let (CheckOutcome::Pass, Some(cluster)) = (&outcome, &self.cluster) else { return Ok(outcome) };
+        Ok(pressure::replica_lag(cluster, settings.max_replica_lag_seconds).await)
     }
 
     /// Holds the run between two units of work (e.g. partitions, batches), as operations call it there: while
@@ -681,12 +683,12 @@ impl MigrationContext {
         let fractions = Arc::new(Mutex::new(BTreeMap::new()));
         let rows_copied = Arc::new(Mutex::new(BTreeMap::new()));
         let mut shard_contexts = Vec::new();
-        for node in cluster.answering_replicas().await? {
+        for ShardReplicas { node, others } in cluster.choose_replicas().await? {
             let checkpoint = match &self.position {
                 Some(position) => {
                     position
                         .store
-                        .begin_shard(&self.migration, &position.runner_id, node.shard, position.operation_index, &node.address)
+                        .begin_shard(&self.migration, &position.runner_id, node.shard, position.operation_index, &node.address, &others)
                         .await?
                 }
                 None => None,
@@ -700,10 +702,11 @@ impl MigrationContext {
                 fractions: fractions.clone(),
                 rows_copied: rows_copied.clone(),
             };
-            shard_contexts.push(MigrationContext { clickhouse: node.clickhouse.clone(), shard: Some(Arc::new(shard)), ..self.clone() });
+            let context = MigrationContext { clickhouse: node.clickhouse.clone(), shard: Some(Arc::new(shard)), ..self.clone() };
+            shard_contexts.push((context, node, others));
         }
         let work = &work;
-        futures::future::try_join_all(shard_contexts.into_iter().map(|context| async move {
+        futures::future::try_join_all(shard_contexts.into_iter().map(|(context, node, others)| async move {
             let shard = context.shard.clone().expect("a shard context");
             let outcome = tokio::select! {
                 outcome = work(context.clone()) => match outcome {
@@ -711,6 +714,7 @@ impl MigrationContext {
                     Err(error) => Err(error),
                 },
                 silent = context.clickhouse.stops_answering(NODE_WATCH_INTERVAL, NODE_SILENCE_LIMIT) => Err(silent),
+                never = context.watch_other_replicas(cluster, &node, others) => match never {},
             };
             outcome.map_err(|error| Error::OnShard { shard: shard.shard, node: shard.node.clone(), source: Box::new(error) })
         }))
@@ -732,6 +736,25 @@ impl MigrationContext {
             })?;
         }
         Ok(())
+    }
+
+    /// Records what the other replicas of this context's shard say, every [`NODE_WATCH_INTERVAL`], whenever it
+    /// changed since `last`; never returns (a failed write is logged, and the next reading tries again).
+    async fn watch_other_replicas(&self, cluster: &Cluster, node: &ClusterNode, mut last: Vec<ReplicaState>) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(NODE_WATCH_INTERVAL).await;
+            let (Some(position), Some(shard)) = (&self.position, &self.shard) else { continue };
+            let now = cluster.other_replicas(node).await;
+            if now == last {
+                continue;
+            }
+            match position.store.record_shard_replicas(&self.migration, &position.runner_id, shard.shard, &now).await {
+                Ok(()) => last = now,
+                Err(error) => {
+                    tracing::warn!(migration = %self.migration, shard = shard.shard, %error, "cannot record the shard's replicas")
+                }
+            }
+        }
     }
 
     /// The shard this context's statements run on, inside [`MigrationContext::on_every_shard`]; 0 on a single

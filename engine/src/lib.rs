@@ -124,6 +124,27 @@ pub struct MigrationOverview {
     pub allowed_actions: Vec<Action>,
 }
 
+/// Connects to the first server of `urls` (one address, or several separated by commas: entry nodes of a
+/// cluster) that answers; fails naming each and why when none does.
+async fn connect_to_first_answering(urls: &str, database: &str) -> Result<ClickHouse> {
+    let mut refusals = Vec::new();
+    for url in urls.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+        match ClickHouse::connect(url, database).await {
+            Ok(clickhouse) => return Ok(clickhouse),
+            Err(Error::ClickHouseUnreachable { url, message }) => refusals.push((url, message)),
+            Err(error) => return Err(error),
+        }
+    }
+    match refusals.as_slice() {
+        [] => Err(Error::ClickHouseUnreachable { url: urls.to_string(), message: "no address given".into() }),
+        [(url, message)] => Err(Error::ClickHouseUnreachable { url: url.clone(), message: message.clone() }),
+        _ => Err(Error::ClickHouseUnreachable {
+            url: urls.to_string(),
+            message: refusals.iter().map(|(url, message)| format!("{url}: {message}")).collect::<Vec<_>>().join("; "),
+        }),
+    }
+}
+
 /// `reason` trimmed, refused when empty: the escape hatches say why on the row and in the audit log.
 fn required_reason<'a>(verb: &str, name: &str, reason: &'a str) -> Result<&'a str> {
     let reason = reason.trim();
@@ -164,7 +185,7 @@ impl Engine {
         let definitions = loader::assemble(definitions, config.migrations_dir.as_deref())?;
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
-        let mut clickhouse = ClickHouse::connect(&config.clickhouse_url, &config.clickhouse_database).await?;
+        let mut clickhouse = connect_to_first_answering(&config.clickhouse_url, &config.clickhouse_database).await?;
         let mut cluster = None;
         if let Some(name) = &config.clickhouse_cluster {
             clickhouse = clickhouse.with_cluster(name);
@@ -196,6 +217,22 @@ impl Engine {
     /// The cluster's nodes, when the product's ClickHouse is a cluster.
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_deref()
+    }
+
+    /// The server a run or a plan sends its statements through: the one amigo connected to, or on a cluster,
+    /// while that one does not answer, the first node of the cluster that does (any node sends `ON CLUSTER`
+    /// DDL and reads the `Distributed` tables), so that a dead entry node stops no migration.
+    pub async fn entry(&self) -> Result<ClickHouse> {
+        let Some(cluster) = &self.cluster else { return Ok(self.clickhouse.clone()) };
+        if let Ok(Ok(_)) = tokio::time::timeout(cluster::NODE_ANSWER_TIMEOUT, self.clickhouse.server_version()).await {
+            return Ok(self.clickhouse.clone());
+        }
+        let node = cluster.answering_node().await.ok_or_else(|| Error::ClickHouseUnreachable {
+            url: self.clickhouse.url().to_string(),
+            message: "neither it nor any node of the cluster answers".into(),
+        })?;
+        tracing::warn!(entry = %self.clickhouse.url(), node = %node.address, "the entry server does not answer; going through another node");
+        Ok(node.clickhouse.clone())
     }
 
     pub fn definition(&self, name: &str) -> Option<&MigrationDefinition> {
@@ -288,8 +325,7 @@ impl Engine {
     /// What a run of `name` with `parameters` would send, operation by operation ([`plan::Plan`]); changes nothing.
     pub async fn plan(&self, name: &str, parameters: Parameters) -> Result<plan::Plan> {
         let definition = self.require_definition(name)?;
-        let context =
-            MigrationContext::for_checks(name, self.clickhouse.clone(), self.cluster.clone(), self.store.pool().clone(), parameters);
+        let context = MigrationContext::for_checks(name, self.entry().await?, self.cluster.clone(), self.store.pool().clone(), parameters);
         plan::Plan::of(definition, &context, self.store.copy_throughput().await?).await
     }
 
@@ -425,8 +461,9 @@ impl Engine {
     pub async fn finalize(&self, name: &str, actor: &str) -> Result<MigrationOverview> {
         let record = self.record_allowing(name, Action::Finalize).await?;
         let table = record.backup_table.clone().unwrap_or_default();
-        let drop = self.clickhouse.drop_table_sql(&self.clickhouse.qualified(&table));
-        self.clickhouse.execute(&drop, &format!("amigo-{name}-finalize-{}", uuid::Uuid::new_v4().simple()), &Default::default()).await?;
+        let entry = self.entry().await?;
+        let drop = entry.drop_table_sql(&entry.qualified(&table));
+        entry.execute(&drop, &format!("amigo-{name}-finalize-{}", uuid::Uuid::new_v4().simple()), &Default::default()).await?;
         Ok(self.overview(self.store.finalize(name, actor, &table).await?))
     }
 
@@ -477,7 +514,14 @@ impl Engine {
                 outcome => outcome,
             }
         }));
-        let (entry, on_nodes) = futures::future::join(self.clickhouse.kill_queries_named(&prefix, &tag), on_nodes).await;
+        let on_entry = async {
+            match self.clickhouse.kill_queries_named(&prefix, &tag).await {
+                // On a cluster, statements go through another node while the entry server is down.
+                Err(error) if self.cluster.is_some() && error.is_connection_refused() => Ok(()),
+                outcome => outcome,
+            }
+        };
+        let (entry, on_nodes) = futures::future::join(on_entry, on_nodes).await;
         on_nodes.into_iter().fold(entry, Result::and)
     }
 

@@ -1,7 +1,8 @@
-//! Signs that ClickHouse is under pressure, for migrations' throttle checks: a run pauses between units of
+//! Signs that ClickHouse is under pressure (parts, merges, disk, a lagging replica), for migrations' throttle checks: a run pauses between units of
 //! work while one of them holds, and goes on by itself when it clears.
 
 use crate::clickhouse::ClickHouse;
+use crate::cluster::Cluster;
 use crate::definition::CheckOutcome;
 use crate::Result;
 
@@ -44,6 +45,23 @@ pub async fn clickhouse_pressure(clickhouse: &ClickHouse, tables: &[&str], min_f
         }
     }
     Ok(CheckOutcome::Pass)
+}
+
+/// Whether a replica of the cluster lags behind its shard by more than `bound_seconds` (the runtime setting
+/// `max_replica_lag_seconds`; 0 skips the check): copies made now would reach it later still, and reads
+/// through the `Distributed` table that land on it would miss more.
+pub async fn replica_lag(cluster: &Cluster, bound_seconds: u64) -> CheckOutcome {
+    if bound_seconds == 0 {
+        return CheckOutcome::Pass;
+    }
+    match cluster.replica_lagging_over(bound_seconds).await {
+        Some((shard, replica)) => CheckOutcome::Fail(format!(
+            "replica {} of shard {shard} is {} s behind, with {} replication tasks queued (pausing over {bound_seconds} s, \
+             the setting max_replica_lag_seconds) until it catches up",
+            replica.node, replica.lag_seconds, replica.queue_size
+        )),
+        None => CheckOutcome::Pass,
+    }
 }
 
 /// The partition of `tables` (in the engine's database) with the most active parts: its table, partition id

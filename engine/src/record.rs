@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::cluster::ReplicaState;
 use crate::status::{Observed, Phase, Status};
 
 /// One migration's recorded state.
@@ -83,6 +84,9 @@ pub struct ShardPosition {
     pub node: String,
     pub progress: i16,
     pub current_query_id: String,
+    /// What the shard's other replicas said at the latest reading (every 5 s while the shard's work runs).
+    #[serde(default)]
+    pub replicas: Vec<ReplicaState>,
 }
 
 /// What the store records of a defined migration: the migration's name, description and amigo version range.

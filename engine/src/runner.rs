@@ -55,15 +55,20 @@ impl Engine {
     /// need it. Runners do this when they start and before each auto-start; not at connect, so that commands
     /// which prepare the instance (`amigo seed`) come first.
     pub async fn complete_not_required(&self) -> Result<()> {
+        let mut entry = None;
         for record in self.store.migrations().await? {
             if record.status != Status::NotStarted {
                 continue;
             }
             let Some(definition) = self.definition(&record.name) else { continue };
             let Some(is_required) = &definition.is_required else { continue };
+            let clickhouse = match &entry {
+                Some(clickhouse) => clickhouse,
+                None => entry.insert(self.entry().await?),
+            };
             let context = MigrationContext::for_checks(
                 &record.name,
-                self.clickhouse.clone(),
+                clickhouse.clone(),
                 self.cluster.clone(),
                 self.store.pool().clone(),
                 Parameters::from_json(&record.name, &definition.parameters, &serde_json::Map::new())?,
@@ -202,7 +207,7 @@ impl Runner {
         self.engine.kill_statements(&record.name).await?;
         let context = MigrationContext::for_checks(
             &record.name,
-            self.engine.clickhouse.clone(),
+            self.engine.entry().await?,
             self.engine.cluster.clone(),
             store.pool().clone(),
             parameters,

@@ -18,6 +18,9 @@ pub struct RuntimeSettings {
     pub health_check_interval_seconds: u64,
     /// Share of free disk (in percent) under which a migration's throttle holds it; 0 turns the check off.
     pub min_free_disk_percent: u64,
+    /// On a cluster, the replication lag (seconds) over which a migration's throttle holds it; 0 turns the
+    /// check off.
+    pub max_replica_lag_seconds: u64,
     /// How long a migration ready to cut over waits for staff's Cut over before it fails (resumable); 0 waits
     /// as long as it takes.
     pub cutover_timeout_hours: u64,
@@ -35,6 +38,7 @@ impl Default for RuntimeSettings {
             rollback_timeout_seconds: 1800,
             health_check_interval_seconds: 10,
             min_free_disk_percent: 10,
+            max_replica_lag_seconds: 300,
             cutover_timeout_hours: 72,
             webhook_url: String::new(),
             notify_waiting_minutes: 30,
@@ -67,7 +71,7 @@ pub struct SettingSpec {
 }
 
 /// Every setting, in the order the settings tab shows them (auto-start first).
-pub const SETTINGS: [SettingSpec; 8] = [
+pub const SETTINGS: [SettingSpec; 9] = [
     SettingSpec {
         key: "auto_start",
         label: "Auto-run migrations",
@@ -97,6 +101,12 @@ pub const SETTINGS: [SettingSpec; 8] = [
         label: "Minimum free disk (%)",
         description: "A migration that copies or moves data waits while any ClickHouse disk has less free space than this share, and goes on when it is freed; 0 turns the check off.",
         kind: SettingKind::WholeNumber { min: 0, max: 90, unit: "%" },
+    },
+    SettingSpec {
+        key: "max_replica_lag_seconds",
+        label: "Maximum replica lag (seconds)",
+        description: "On a cluster, a migration that copies or moves data waits while any replica is further behind its shard than this, and goes on once it has caught up; 0 turns the check off.",
+        kind: SettingKind::WholeNumber { min: 0, max: 7 * 24 * 3600, unit: "s" },
     },
     SettingSpec {
         key: "cutover_timeout_hours",
@@ -178,6 +188,7 @@ impl RuntimeSettings {
             "rollback_timeout_seconds" => &mut self.rollback_timeout_seconds,
             "health_check_interval_seconds" => &mut self.health_check_interval_seconds,
             "min_free_disk_percent" => &mut self.min_free_disk_percent,
+            "max_replica_lag_seconds" => &mut self.max_replica_lag_seconds,
             "cutover_timeout_hours" => &mut self.cutover_timeout_hours,
             "notify_waiting_minutes" => &mut self.notify_waiting_minutes,
             _ => unreachable!("{key} is not a whole-number setting"),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
+use crate::cluster::ReplicaState;
 use crate::preview::PartitionSize;
 use crate::record::{Attempt, AuditEntry, MigrationError, MigrationRecord, PartitionProgress, Registration, StaleLease};
 use crate::status::{check_move, Status};
@@ -25,7 +26,7 @@ const MIGRATION_COLUMNS: &str = "name, description, status, progress, current_op
      updated_at, (SELECT extract(epoch FROM now() - heartbeat_at)::float8 FROM runner_lease \
       WHERE migration_name = async_migration.name) AS heartbeat_age_seconds, \
      (SELECT coalesce(jsonb_agg(jsonb_build_object('shard', shard, 'operation_index', operation_index, 'node', node, \
-         'progress', progress, 'current_query_id', current_query_id) ORDER BY shard), '[]'::jsonb) \
+         'progress', progress, 'current_query_id', current_query_id, 'replicas', replicas) ORDER BY shard), '[]'::jsonb) \
       FROM async_migration_shard WHERE migration_name = async_migration.name) AS shards";
 
 /// A row of `async_migration` read with [`MIGRATION_COLUMNS`].
@@ -587,8 +588,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records that `shard` runs operation `operation_index` on `node`, and returns the checkpoint it saved
-    /// in an earlier attempt at the same operation (a different operation's row starts over).
+    /// Records that `shard` runs operation `operation_index` on `node`, its other replicas as `replicas` says,
+    /// and returns the checkpoint it saved in an earlier attempt at the same operation (a different operation's
+    /// row starts over).
     pub async fn begin_shard(
         &self,
         name: &str,
@@ -596,18 +598,20 @@ impl Store {
         shard: u32,
         operation_index: usize,
         node: &str,
+        replicas: &[ReplicaState],
     ) -> Result<Option<serde_json::Value>> {
+        let replicas = serde_json::to_value(replicas).map_err(|error| Error::Corrupt(format!("replica states: {error}")))?;
         let checkpoint = retry_while_unreachable("recording a shard's start", || {
             sqlx::query_scalar::<_, Option<serde_json::Value>>(
-                "INSERT INTO async_migration_shard (migration_name, shard, operation_index, node)
-                 SELECT $1, $3, $4, $5 FROM async_migration WHERE name = $1 AND runner_id = $2
+                "INSERT INTO async_migration_shard (migration_name, shard, operation_index, node, replicas)
+                 SELECT $1, $3, $4, $5, $6 FROM async_migration WHERE name = $1 AND runner_id = $2
                  ON CONFLICT (migration_name, shard) DO UPDATE SET
                      checkpoint = CASE WHEN async_migration_shard.operation_index = EXCLUDED.operation_index
                                        THEN async_migration_shard.checkpoint END,
                      progress = CASE WHEN async_migration_shard.operation_index = EXCLUDED.operation_index
                                      THEN async_migration_shard.progress ELSE 0 END,
                      operation_index = EXCLUDED.operation_index, node = EXCLUDED.node, current_query_id = '',
-                     updated_at = now()
+                     replicas = EXCLUDED.replicas, updated_at = now()
                  RETURNING checkpoint",
             )
             .bind(name)
@@ -615,6 +619,7 @@ impl Store {
             .bind(shard as i32)
             .bind(operation_index as i32)
             .bind(node)
+            .bind(&replicas)
             .fetch_optional(&self.pool)
         })
         .await?;
@@ -635,6 +640,25 @@ impl Store {
             .bind(shard as i32)
             .bind(i16::from(progress.min(100)))
             .bind(query_id)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records what the other replicas of a shard say now; retried while Postgres is unreachable.
+    pub async fn record_shard_replicas(&self, name: &str, runner_id: &str, shard: u32, replicas: &[ReplicaState]) -> Result<()> {
+        let replicas = serde_json::to_value(replicas).map_err(|error| Error::Corrupt(format!("replica states: {error}")))?;
+        retry_while_unreachable("recording a shard's replicas", || {
+            sqlx::query(
+                "UPDATE async_migration_shard SET replicas = $4, updated_at = now()
+                 WHERE migration_name = $1 AND shard = $3
+                     AND EXISTS (SELECT FROM async_migration WHERE name = $1 AND runner_id = $2)",
+            )
+            .bind(name)
+            .bind(runner_id)
+            .bind(shard as i32)
+            .bind(&replicas)
             .execute(&self.pool)
         })
         .await?;

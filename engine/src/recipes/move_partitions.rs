@@ -10,7 +10,7 @@
 //! `row_identity`; then the source's rows must all be in the target (checksums, or identities after a
 //! partial copy); then `DROP PARTITION` from the source. On servers without `MOVE PARTITION` a row inserted
 //! into the partition between its verification and its drop (milliseconds) is lost: the partitions moved
-//! must not receive inserts.
+//! must not receive inserts. On a cluster, each shard moves its own partitions, on one replica of it.
 
 use std::sync::Arc;
 
@@ -112,8 +112,14 @@ impl PartitionMove {
     }
 
     /// Moves the partitions chosen at the first attempt, skipping none: a partition already moved is empty in
-    /// the source, unless rows arrived in it since, which then follow.
+    /// the source, unless rows arrived in it since, which then follow. On a cluster, on every shard at once
+    /// (each with its own checkpoint), between the tables of that shard's node: name the replicated tables,
+    /// not `Distributed` ones over them.
     pub async fn run(&self, context: &MigrationContext) -> Result<()> {
+        context.on_every_shard(|context| async move { self.run_on_shard(&context).await }).await
+    }
+
+    async fn run_on_shard(&self, context: &MigrationContext) -> Result<()> {
         let checkpoint = context.checkpoint().unwrap_or_default();
         let chosen: Vec<String> = match serde_json::from_value(checkpoint["partitions"].clone()) {
             Ok(partitions) => partitions,
@@ -151,8 +157,13 @@ impl PartitionMove {
         Ok(())
     }
 
-    /// Rollback: every partition of the target that satisfies the condition back into the source.
+    /// Rollback: every partition of the target that satisfies the condition back into the source, on every shard
+    /// of a cluster.
     pub async fn move_back(&self, context: &MigrationContext) -> Result<()> {
+        context.on_every_shard(|context| async move { self.move_back_on_shard(&context).await }).await
+    }
+
+    async fn move_back_on_shard(&self, context: &MigrationContext) -> Result<()> {
         let partitions = self.partitions_of(context, &self.to).await?;
         let total = partitions.len().max(1) as f64;
         for (index, partition_id) in partitions.iter().enumerate() {

@@ -837,6 +837,15 @@ async fn table_shape(clickhouse: &ClickHouse, table: &str) -> Result<Option<Tabl
         .await?)
 }
 
+/// `CREATE TABLE IF NOT EXISTS name AS like` with `like`'s engine, keys, TTL and settings, on every node of a
+/// cluster, a replicated `like`'s copy with a ZooKeeper path of its own: a table that partition operations
+/// (`MOVE`, `REPLACE`, `ATTACH PARTITION … FROM`) accept beside `like`.
+pub async fn create_table_like_sql(clickhouse: &ClickHouse, like: &str, name: &str) -> Result<String> {
+    let shape = table_shape(clickhouse, like).await?.ok_or_else(|| Error::Migration(format!("{like} does not exist")))?;
+    let copy = RewriteTable { table: like.to_string(), new_table: name.to_string(), ..RewriteTable::default() };
+    Ok(copy.create_sql(clickhouse, like, &shape))
+}
+
 /// Renames `from` to `to` (on every node of a cluster).
 async fn rename(context: &MigrationContext, from: &str, to: &str) -> Result<()> {
     context.clickhouse_execute_part(&rename_sql(&context.clickhouse, from, to), &QueryOptions::default(), 0.0..0.0).await
