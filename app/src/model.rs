@@ -85,6 +85,23 @@ pub struct ShardRow {
     pub progress: u8,
     /// Its ClickHouse query running now, if any.
     pub current_query_id: Option<String>,
+    /// What the shard's other replicas said at the latest reading (every 5 s while the shard's work runs).
+    pub replicas: Vec<ReplicaRow>,
+}
+
+/// One of a shard's other replicas: whether it answers, and how far behind the shard's work it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRow {
+    /// `host:port`.
+    pub node: String,
+    /// False when it did not answer within 2 s; the other fields are then zero.
+    pub answering: bool,
+    /// Its replicated tables that cannot be written now (no ZooKeeper session).
+    pub readonly_tables: u64,
+    /// How far behind the freshest replica it is, in seconds.
+    pub lag_seconds: u64,
+    /// Replication tasks waiting in its queue.
+    pub queue_size: u64,
 }
 
 /// One entry of a migration's error log.
@@ -255,6 +272,19 @@ mod from_engine {
                 node: position.node,
                 progress: position.progress.clamp(0, 100) as u8,
                 current_query_id: Some(position.current_query_id).filter(|id| !id.is_empty()),
+                replicas: position.replicas.into_iter().map(ReplicaRow::from).collect(),
+            }
+        }
+    }
+
+    impl From<engine::cluster::ReplicaState> for ReplicaRow {
+        fn from(state: engine::cluster::ReplicaState) -> Self {
+            ReplicaRow {
+                node: state.node,
+                answering: state.answering,
+                readonly_tables: state.readonly_tables,
+                lag_seconds: state.lag_seconds,
+                queue_size: state.queue_size,
             }
         }
     }

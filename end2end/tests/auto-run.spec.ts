@@ -6,7 +6,7 @@ test('toggle auto-run in settings and see it take effect', async ({ page }) => {
   await logIn(page);
   await page.getByRole('link', { name: 'Settings' }).click();
   const settings = page.locator('.setting');
-  await expect(settings).toHaveCount(8);
+  await expect(settings).toHaveCount(9);
   await expect(settings.first()).toContainText('Auto-run migrations');
   await expect(settings.first()).toContainText('Start the next required migration by itself');
   await expect(page.getByRole('switch', { name: 'Auto-run migrations' })).not.toBeChecked();

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use crate::components::{LoadError, Moment};
 use crate::console::use_console;
 use crate::dom::{self, MenuMove};
-use crate::model::{MigrationRow, Phase, Status, UnixMillis};
+use crate::model::{MigrationRow, Phase, ReplicaRow, Status, UnixMillis};
 use crate::time;
 
 /// The table, with a one-line summary of what is going on.
@@ -253,14 +253,37 @@ fn Shards(row: Memo<MigrationRow>) -> impl IntoView {
                                 <div class="progress-fill tone-info" style:width=format!("{}%", shard.progress)></div>
                             </div>
                             <span class="shard-value" data-field="shard-progress">{format!("{}%", shard.progress)}</span>
-                            <code class="shard-node" data-field="shard-node" title="The replica this shard's statements run on">{shard.node.clone()}</code>
+                            <span class="shard-node" title="The replica this shard's statements run on">
+                                "runs on " <code data-field="shard-node">{shard.node.clone()}</code>
+                            </span>
                             <code class="shard-query" data-field="shard-query-id" title=shard.current_query_id.clone().unwrap_or_default()>{query}</code>
+                            {shard.replicas.iter().map(replica_line).collect::<Vec<_>>()}
                         </li>
                     }
                 })
                 .collect::<Vec<_>>();
             Some(view! { <ul class="shards" data-field="shards">{shards}</ul> })
         })
+    }
+}
+
+/// One of a shard's other replicas, as it answered at the latest reading: how far behind it is and how many
+/// replication tasks it has queued, or that it does not answer or cannot be written.
+fn replica_line(replica: &ReplicaRow) -> impl IntoView {
+    let (state, text) = if !replica.answering {
+        ("not-answering", "not answering".to_string())
+    } else if replica.readonly_tables > 0 {
+        ("read-only", format!("read-only, {} s behind", replica.lag_seconds))
+    } else {
+        let state = if replica.lag_seconds > 0 { "behind" } else { "ok" };
+        (state, format!("{} s behind, {} queued", replica.lag_seconds, replica.queue_size))
+    };
+    view! {
+        <span class="shard-replica" data-field="replica" data-replica=replica.node.clone() data-state=state
+            title="Another replica of this shard, at the latest reading (every 5 s)">
+            "replica " <code data-field="replica-node">{replica.node.clone()}</code> ": "
+            <span data-field="replica-state">{text}</span>
+        </span>
     }
 }
 
