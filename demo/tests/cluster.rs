@@ -424,3 +424,54 @@ async fn too_many_parts_on_a_node_other_than_the_entry_fails_the_health_check_na
     assert!(message.contains("active parts"), "{message}");
     assert!(shard_two.iter().any(|node| message.contains(&format!("node {}", node.address))), "{message}");
 }
+
+#[tokio::test]
+async fn a_lagging_replica_makes_the_run_wait_until_it_catches_up() {
+    let cluster = PrivateCluster::start().await;
+    let engine = seeded(&cluster, FAULT_EVENTS).await;
+    let original = checksums_per_node(&engine, "events_local").await;
+    engine.update_setting("max_replica_lag_seconds", &json!(1), TESTER).await.expect("lag bound of 1 s");
+    let nodes = engine.cluster().expect("a cluster").nodes().to_vec();
+    let (worker, lagging) = (&nodes[0], &nodes[1]);
+    // Node 2, shard 1's second replica, stops fetching parts of events_local, and one event arrives on node 1:
+    // node 2 falls behind by the seconds that part waits.
+    let stop_fetches = format!("SYSTEM STOP FETCHES {}", lagging.clickhouse.qualified("events_local"));
+    lagging.clickhouse.client().query(&stop_fetches).execute().await.expect("stop fetches");
+    let insert = format!(
+        "INSERT INTO {} (uuid, event, team_id, distinct_id, properties, timestamp, created_at)
+         SELECT generateUUIDv4(), 'late', 1, 'late', '{{}}', now(), now()",
+        worker.clickhouse.qualified("events_local")
+    );
+    worker.clickhouse.client().query(&insert).execute().await.expect("insert on node 1");
+    let shard_one_rows = events_partition_checksums(&worker.clickhouse, "events_local").await.expect("checksums");
+    let expected = vec![shard_one_rows.clone(), shard_one_rows, original[2].clone(), original[3].clone()];
+    let _runner = spawn_runner(&engine);
+    engine.start(NAME, TESTER, json!({ "max_threads": 1 }).as_object().unwrap()).await.expect("start");
+
+    let waiting = wait_for(&engine, NAME, Duration::from_secs(90), "waiting for the lagging replica", |overview| {
+        let shard_one = overview.record.shards.iter().find(|shard| shard.shard == 1);
+        let lag_shown =
+            shard_one.is_some_and(|shard| shard.replicas.iter().any(|replica| replica.node == lagging.address && replica.lag_seconds > 0));
+        let reason = overview.record.waiting_reason.as_deref().unwrap_or_default();
+        reason.contains(&lagging.address) && reason.contains("behind") && lag_shown
+    })
+    .await;
+    assert_eq!(waiting.phase, engine::status::Phase::Waiting);
+    let shard_one = waiting.record.shards.iter().find(|shard| shard.shard == 1).unwrap();
+    assert_eq!(shard_one.node, worker.address, "shard 1 works on its replica that is not behind");
+    assert!(shard_one.replicas.iter().all(|replica| replica.node != worker.address), "{shard_one:?}");
+    // It waits, it does not fail: some seconds on, still waiting.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = engine.migration(NAME).await.unwrap();
+    assert_eq!(still.phase, engine::status::Phase::Waiting, "{:?}", engine.errors(NAME).await);
+
+    let start_fetches = stop_fetches.replace("STOP", "START");
+    lagging.clickhouse.client().query(&start_fetches).execute().await.expect("start fetches");
+    let done = settled(&engine).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+    assert_eq!(
+        checksums_per_node(&engine, "events_local").await,
+        expected,
+        "every replica holds its shard's rows, the late event included"
+    );
+}

@@ -159,8 +159,8 @@ pub struct ReplicaState {
     pub answering: bool,
     /// Replicated tables that cannot be written there now (no ZooKeeper session).
     pub readonly_tables: u64,
-    /// How far behind the freshest replica it is, in seconds (`system.replicas.absolute_delay`, the most of its
-    /// tables).
+    /// How far behind the freshest replica it is, in seconds: the most of its tables' `absolute_delay` and of
+    /// the age of the oldest part it has still to fetch.
     pub lag_seconds: u64,
     /// Replication tasks waiting in its queue (fetches, merges), over its tables.
     pub queue_size: u64,
@@ -175,23 +175,34 @@ struct ReplicasRow {
 }
 
 impl ReplicaState {
-    /// Asks `node`, waiting at most 2 s for its answer.
+    /// Asks `node`, waiting at most 2 s for its answer. Its lag is `absolute_delay` or, where that is larger,
+    /// the age of the oldest part it has still to fetch: 18.16 reports an `absolute_delay` of 0 while fetches
+    /// wait in its queue.
     async fn of(node: &ClusterNode) -> ReplicaState {
-        let query = node
-            .clickhouse
-            .client()
+        let client = node.clickhouse.client();
+        let database = node.clickhouse.database();
+        let replicas = client
             .query(
                 "SELECT toUInt64(countIf(is_readonly OR is_session_expired)) AS readonly_tables,
                         toUInt64(max(absolute_delay)) AS lag_seconds, toUInt64(sum(queue_size)) AS queue_size
                  FROM system.replicas WHERE database = ?",
             )
-            .bind(node.clickhouse.database());
-        match tokio::time::timeout(NODE_ANSWER_TIMEOUT, query.fetch_one::<ReplicasRow>()).await {
-            Ok(Ok(row)) => ReplicaState {
+            .bind(database)
+            .fetch_one::<ReplicasRow>();
+        let oldest_fetch = client
+            .query(
+                "SELECT toUInt64(if(count() = 0, 0, greatest(toInt64(now()) - toInt64(min(create_time)), 0)))
+                 FROM system.replication_queue WHERE database = ? AND type = 'GET_PART'",
+            )
+            .bind(database)
+            .fetch_one::<u64>();
+        let answered = tokio::time::timeout(NODE_ANSWER_TIMEOUT, futures::future::try_join(replicas, oldest_fetch)).await;
+        match answered {
+            Ok(Ok((row, oldest_fetch))) => ReplicaState {
                 node: node.address.clone(),
                 answering: true,
                 readonly_tables: row.readonly_tables,
-                lag_seconds: row.lag_seconds,
+                lag_seconds: row.lag_seconds.max(oldest_fetch),
                 queue_size: row.queue_size,
             },
             _ => ReplicaState { node: node.address.clone(), answering: false, readonly_tables: 0, lag_seconds: 0, queue_size: 0 },
