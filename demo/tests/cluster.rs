@@ -1,7 +1,9 @@
 //! Migrations on a real ClickHouse cluster (two shards of two replicas and a ZooKeeper, started by
 //! `scripts/cluster` for each test): 0001_events_sort_key rebuilds `events_local` behind the `Distributed`
 //! `events` on every shard, with per-shard progress, query ids and row counts, then 0002_backfill_person_id
-//! fills `person_id` on every replica of every shard, and 0003 refuses to start; stop-and-rollback restores
+//! fills `person_id` on every replica of every shard, and 0003 moves old months shard by shard (a failure on
+//! one shard rolls back every shard); a lagging replica holds the run; the entry node killed mid-copy, the
+//! run resumes through another node; stop-and-rollback restores
 //! every shard; a node killed or paused mid-copy leaves the migration errored, and once it is back, resume
 //! finishes it; each shard resumes from its own checkpoint; too many parts on any node fails the health check.
 //!
@@ -288,6 +290,44 @@ async fn a_node_killed_mid_copy_errors_the_migration_and_resume_finishes_once_it
     let done = settled(&engine).await;
     assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
     assert_eq!(checksums_per_node(&engine, "events_local").await, original);
+    assert_eq!(distributed_count(&engine).await, FAULT_EVENTS);
+}
+
+#[tokio::test]
+async fn the_entry_node_killed_mid_copy_the_migration_resumes_through_another_node() {
+    let cluster = PrivateCluster::start().await;
+    // Node 1 is the entry amigo was pointed at, and shard 1's least lagging replica: its copy runs there.
+    let (engine, _runner, original, killed) = copying_on_shard(&cluster, 1).await;
+    assert_eq!(killed, 1, "shard 1's copy runs on the entry node");
+    cluster.kill_node(killed).await;
+    let errored = settled(&engine).await;
+    assert_eq!(errored.record.status, Status::Errored);
+
+    // With node 1 still down, an instance that lists several entry nodes connects through the next one...
+    let mut config = engine.config().clone();
+    config.clickhouse_url = format!("{},{}", cluster.node_url(1), cluster.node_url(2));
+    let definitions = vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition()];
+    let second = Engine::connect(&config, definitions).await.expect("connect through node 2");
+    assert_eq!(second.clickhouse().url(), cluster.node_url(2));
+    // ...and the resumed run goes through a node that answers, shard 1's copy on its other replica.
+    engine.resume(NAME, TESTER).await.expect("resume");
+    let resumed = wait_for(&engine, NAME, Duration::from_secs(60), "shard 1 copying on node 2", |overview| {
+        overview
+            .record
+            .shards
+            .iter()
+            .any(|shard| shard.shard == 1 && cluster.node_at(&shard.node) == 2 && overview.record.status == Status::Running)
+    })
+    .await;
+    let shard_one = resumed.record.shards.iter().find(|shard| shard.shard == 1).unwrap();
+    let dead = shard_one.replicas.iter().find(|replica| cluster.node_at(&replica.node) == 1).expect("node 1 listed");
+    assert!(!dead.answering, "{dead:?}");
+
+    // Statements sent ON CLUSTER (the swap) wait for every node: bring node 1 back while the copy goes on.
+    cluster.start_node(killed).await;
+    let done = settled(&engine).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+    assert_eq!(checksums_per_node(&engine, "events_local").await, original, "every replica holds its shard's rows once");
     assert_eq!(distributed_count(&engine).await, FAULT_EVENTS);
 }
 
