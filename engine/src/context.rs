@@ -741,9 +741,10 @@ impl MigrationContext {
     /// Records what the other replicas of this context's shard say, every [`NODE_WATCH_INTERVAL`], whenever it
     /// changed since `last`; never returns (a failed write is logged, and the next reading tries again).
     async fn watch_other_replicas(&self, cluster: &Cluster, node: &ClusterNode, mut last: Vec<ReplicaState>) -> std::convert::Infallible {
+        // Outside a run (a plan's checks) there is nothing to record.
+        let (Some(position), Some(shard)) = (&self.position, &self.shard) else { return std::future::pending().await };
         loop {
             tokio::time::sleep(NODE_WATCH_INTERVAL).await;
-            let (Some(position), Some(shard)) = (&self.position, &self.shard) else { continue };
             let now = cluster.other_replicas(node).await;
             if now == last {
                 continue;

@@ -1,5 +1,5 @@
-//! Signs that ClickHouse is under pressure (parts, merges, disk, a lagging replica), for migrations' throttle checks: a run pauses between units of
-//! work while one of them holds, and goes on by itself when it clears.
+//! Signs that ClickHouse is under pressure (parts, merges, disk, a lagging replica), for migrations' throttle
+//! checks: a run pauses between units of work while one of them holds, and goes on by itself when it clears.
 
 use crate::clickhouse::ClickHouse;
 use crate::cluster::Cluster;

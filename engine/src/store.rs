@@ -600,7 +600,6 @@ impl Store {
         node: &str,
         replicas: &[ReplicaState],
     ) -> Result<Option<serde_json::Value>> {
-        let replicas = serde_json::to_value(replicas).map_err(|error| Error::Corrupt(format!("replica states: {error}")))?;
         let checkpoint = retry_while_unreachable("recording a shard's start", || {
             sqlx::query_scalar::<_, Option<serde_json::Value>>(
                 "INSERT INTO async_migration_shard (migration_name, shard, operation_index, node, replicas)
@@ -619,7 +618,7 @@ impl Store {
             .bind(shard as i32)
             .bind(operation_index as i32)
             .bind(node)
-            .bind(&replicas)
+            .bind(sqlx::types::Json(replicas))
             .fetch_optional(&self.pool)
         })
         .await?;
@@ -648,36 +647,28 @@ impl Store {
 
     /// Records what the other replicas of a shard say now; retried while Postgres is unreachable.
     pub async fn record_shard_replicas(&self, name: &str, runner_id: &str, shard: u32, replicas: &[ReplicaState]) -> Result<()> {
-        let replicas = serde_json::to_value(replicas).map_err(|error| Error::Corrupt(format!("replica states: {error}")))?;
-        retry_while_unreachable("recording a shard's replicas", || {
-            sqlx::query(
-                "UPDATE async_migration_shard SET replicas = $4, updated_at = now()
-                 WHERE migration_name = $1 AND shard = $3
-                     AND EXISTS (SELECT FROM async_migration WHERE name = $1 AND runner_id = $2)",
-            )
-            .bind(name)
-            .bind(runner_id)
-            .bind(shard as i32)
-            .bind(&replicas)
-            .execute(&self.pool)
-        })
-        .await?;
-        Ok(())
+        self.update_shard_json(name, runner_id, shard, "replicas", sqlx::types::Json(replicas), "recording a shard's replicas").await
     }
 
     /// Saves a shard's checkpoint in its operation; retried while Postgres is unreachable.
     pub async fn save_shard_checkpoint(&self, name: &str, runner_id: &str, shard: u32, checkpoint: &serde_json::Value) -> Result<()> {
-        retry_while_unreachable("saving a shard's checkpoint", || {
-            sqlx::query(
-                "UPDATE async_migration_shard SET checkpoint = $4, updated_at = now()
-                 WHERE migration_name = $1 AND shard = $3
-                     AND EXISTS (SELECT FROM async_migration WHERE name = $1 AND runner_id = $2)",
-            )
-            .bind(name)
-            .bind(runner_id)
-            .bind(shard as i32)
-            .bind(checkpoint)
-            .execute(&self.pool)
+        self.update_shard_json(name, runner_id, shard, "checkpoint", checkpoint, "saving a shard's checkpoint").await
+    }
+
+    /// Sets the JSON `column` of a shard's row to `value`, while `runner_id` holds the migration's lease;
+    /// retried while Postgres is unreachable (`doing` names the write in the log).
+    async fn update_shard_json<Value>(&self, name: &str, runner_id: &str, shard: u32, column: &str, value: Value, doing: &str) -> Result<()>
+    where
+        Value: serde::Serialize + Copy + Send + Sync,
+        sqlx::types::Json<Value>: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        let sql = format!(
+            "UPDATE async_migration_shard SET {column} = $4, updated_at = now()
+             WHERE migration_name = $1 AND shard = $3
+                 AND EXISTS (SELECT FROM async_migration WHERE name = $1 AND runner_id = $2)"
+        );
+        retry_while_unreachable(doing, || {
+            sqlx::query(&sql).bind(name).bind(runner_id).bind(shard as i32).bind(sqlx::types::Json(value)).execute(&self.pool)
         })
         .await?;
         Ok(())
