@@ -17,6 +17,7 @@ use sqlx::PgPool;
 
 use engine::capabilities::Capabilities;
 use engine::clickhouse::{quote_identifier, ClickHouse};
+use engine::cluster::Cluster;
 pub use engine::tables::PartitionChecksum;
 use engine::tables::{partition_checksums, partition_row_counts, row_count, table_engine, table_exists};
 use engine::{Error, Result};
@@ -306,6 +307,18 @@ pub const EVENT_HASH: &str = "cityHash64(toString(uuid), event, team_id, distinc
 /// Reads every row of the event columns (uuid, event, team_id, distinct_id, properties, timestamp).
 pub async fn events_partition_checksums(clickhouse: &ClickHouse, table: &str) -> Result<Vec<PartitionChecksum>> {
     partition_checksums(clickhouse, table, EVENT_HASH).await
+}
+
+/// [`events_partition_checksums`] of `table` on each node of `cluster`, in the cluster's order, each read once
+/// the node has fetched every part its replica has (`SYSTEM SYNC REPLICA`): what every replica holds.
+pub async fn events_partition_checksums_on_every_node(cluster: &Cluster, table: &str) -> Result<Vec<Vec<PartitionChecksum>>> {
+    let mut nodes = Vec::new();
+    for node in cluster.nodes() {
+        let sync = format!("SYSTEM SYNC REPLICA {}", node.clickhouse.qualified(table));
+        node.clickhouse.client().query(&sync).execute().await?;
+        nodes.push(events_partition_checksums(&node.clickhouse, table).await?);
+    }
+    Ok(nodes)
 }
 
 /// One calendar month of the seeded window: its first second and how many of its seconds get events.

@@ -2,7 +2,8 @@
 //! `scripts/cluster` for each test): 0001_events_sort_key rebuilds `events_local` behind the `Distributed`
 //! `events` on every shard, with per-shard progress, query ids and row counts, then 0002_backfill_person_id
 //! fills `person_id` on every replica of every shard, and 0003 moves old months shard by shard (a failure on
-//! one shard rolls back every shard); a lagging replica holds the run; the entry node killed mid-copy, the
+//! one shard rolls back every shard); 0002 stopped mid-mutation on every shard, then resumed; a lagging
+//! replica holds the run; the entry node killed mid-copy, the
 //! run resumes through another node; stop-and-rollback restores
 //! every shard; a node killed or paused mid-copy leaves the migration errored, and once it is back, resume
 //! finishes it; each shard resumes from its own checkpoint; too many parts on any node fails the health check.
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use demo::migrations::events_sort_key::{self, NAME};
 use demo::migrations::{backfill_person_id, move_old_partitions};
-use demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
+use demo::{events_partition_checksums, events_partition_checksums_on_every_node, seed, PartitionChecksum, SeedRequest};
 use engine::clickhouse::QueryOptions;
 use engine::context::MigrationContext;
 use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
@@ -40,16 +41,9 @@ async fn seeded(cluster: &PrivateCluster, events: u64) -> Engine {
     engine
 }
 
-/// `events_partition_checksums` of `table` on each node (1 to 4), after the node has fetched every part its
-/// replica has.
+/// Every node's checksums of `table` (nodes 1 to 4).
 async fn checksums_per_node(engine: &Engine, table: &str) -> Vec<Vec<PartitionChecksum>> {
-    let mut nodes = Vec::new();
-    for node in engine.cluster().expect("a cluster").nodes() {
-        let sync = format!("SYSTEM SYNC REPLICA {}", node.clickhouse.qualified(table));
-        node.clickhouse.client().query(&sync).execute().await.expect("sync replica");
-        nodes.push(events_partition_checksums(&node.clickhouse, table).await.expect("checksums"));
-    }
-    nodes
+    events_partition_checksums_on_every_node(engine.cluster().expect("a cluster"), table).await.expect("checksums")
 }
 
 async fn tables_per_node(engine: &Engine) -> Vec<Vec<String>> {
@@ -161,28 +155,22 @@ async fn events_sort_key_then_backfill_person_id_run_on_every_shard() {
     );
     // Every replica of every shard: each local event has its person's id (person is on every node), and the
     // lookup tables are gone.
-    let mut rows_on_shards = 0;
+    let person_ids = person_ids_per_node(&engine).await;
+    assert!(
+        person_ids.iter().all(|(rows, wrong)| *rows > 0 && *wrong == 0),
+        "every replica's events have their person's id: {person_ids:?}"
+    );
+    assert_eq!(person_ids[0].0 + person_ids[2].0, 200_000, "the shards together hold every event once");
     for node in engine.cluster().unwrap().nodes() {
-        let client = node.clickhouse.client();
-        client.query(&format!("SYSTEM SYNC REPLICA {}", node.clickhouse.qualified("events_local"))).execute().await.unwrap();
-        let (rows, wrong_person): (u64, u64) = client
-            .query(
-                "SELECT count(), countIf(person_id != id) FROM events_local
-                 ANY LEFT JOIN (SELECT team_id, distinct_id, id FROM person FINAL) USING (team_id, distinct_id)",
-            )
+        let lookups: u64 = node
+            .clickhouse
+            .client()
+            .query("SELECT count() FROM system.tables WHERE name LIKE '%person_lookup_0002'")
             .fetch_one()
             .await
             .unwrap();
-        assert!(rows > 0, "node {} holds no events", node.address);
-        assert_eq!(wrong_person, 0, "node {}: {wrong_person} of {rows} events lack their person's id", node.address);
-        if node.replica == 1 {
-            rows_on_shards += rows;
-        }
-        let lookups: u64 =
-            client.query("SELECT count() FROM system.tables WHERE name LIKE '%person_lookup_0002'").fetch_one().await.unwrap();
         assert_eq!(lookups, 0, "a lookup table is left on node {}", node.address);
     }
-    assert_eq!(rows_on_shards, 200_000, "the shards together hold every event once");
     let through_distributed: u64 = engine
         .clickhouse()
         .client()
@@ -270,6 +258,114 @@ async fn stop_and_rollback_mid_copy_restores_every_shard() {
             node.clickhouse.client().query("SELECT count() FROM system.processes WHERE query_id LIKE 'amigo-%'").fetch_one().await.unwrap();
         assert_eq!(running, 0, "a query of the migration still runs on {}", node.address);
     }
+}
+
+/// Each node's mutations of 0002 on `events_local`, as (mutation id, done).
+async fn backfill_mutations_per_node(engine: &Engine) -> Vec<Vec<(String, u8)>> {
+    let mut nodes = Vec::new();
+    for node in engine.cluster().expect("a cluster").nodes() {
+        let mutations = node
+            .clickhouse
+            .client()
+            .query(
+                "SELECT mutation_id, is_done FROM system.mutations WHERE database = currentDatabase() AND table = 'events_local'
+                 AND command LIKE '%person_id = joinGet(%' ORDER BY mutation_id",
+            )
+            .fetch_all()
+            .await
+            .expect("mutations");
+        nodes.push(mutations);
+    }
+    nodes
+}
+
+/// Every node's events carrying their person's id, checked against `person` (on every node): (rows, wrong).
+async fn person_ids_per_node(engine: &Engine) -> Vec<(u64, u64)> {
+    let mut nodes = Vec::new();
+    for node in engine.cluster().expect("a cluster").nodes() {
+        let client = node.clickhouse.client();
+        client.query(&format!("SYSTEM SYNC REPLICA {}", node.clickhouse.qualified("events_local"))).execute().await.unwrap();
+        let counts = client
+            .query(
+                "SELECT count(), countIf(person_id != id) FROM events_local
+                 ANY LEFT JOIN (SELECT team_id, distinct_id, id FROM person FINAL) USING (team_id, distinct_id)",
+            )
+            .fetch_one()
+            .await
+            .unwrap();
+        nodes.push(counts);
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn backfill_person_id_stopped_mid_mutation_on_every_shard_then_resumed_fills_every_replica() {
+    let cluster = PrivateCluster::start().await;
+    let engine = seeded(&cluster, FAULT_EVENTS).await;
+    let _runner = spawn_runner(&engine);
+    engine.start(NAME, TESTER, &serde_json::Map::new()).await.expect("start 0001");
+    assert_eq!(settled(&engine).await.record.status, Status::Completed, "{:?}", engine.errors(NAME).await);
+    let events = checksums_per_node(&engine, "events_local").await;
+    // A slow mutation (it deletes nothing, sleeping 30 µs per row) queued on every shard ahead of 0002's: each
+    // replica runs a table's mutations in order, so 0002's stays pending for seconds on every shard.
+    let slow = format!(
+        "ALTER TABLE {}{} DELETE WHERE sleepEachRow(0.00003) != 0",
+        engine.clickhouse().qualified("events_local"),
+        engine.clickhouse().on_cluster()
+    );
+    engine.clickhouse().client().query(&slow).execute().await.expect("queue a slow mutation");
+
+    engine.start(backfill_person_id::NAME, TESTER, &serde_json::Map::new()).await.expect("start 0002");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let issued = loop {
+        let mutations = backfill_mutations_per_node(&engine).await;
+        if mutations.iter().all(|node| node.len() == 1 && node[0].1 == 0) {
+            break mutations;
+        }
+        assert!(std::time::Instant::now() < deadline, "0002's mutation never pending on every node: {mutations:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    engine.stop(backfill_person_id::NAME, TESTER, false).await.expect("stop");
+    let stopped = settled_migration(&engine, backfill_person_id::NAME).await;
+    assert_eq!(stopped.record.status, Status::Errored);
+    assert_eq!(stopped.record.current_operation_index, 2);
+    let message = engine.errors(backfill_person_id::NAME).await.unwrap().last().expect("an error").message.clone();
+    assert!(message.starts_with(&format!("stopped by {TESTER} during operation 2")), "{message}");
+    for shard in 1..=2 {
+        let mutation_id = &issued[2 * shard - 2][0].0;
+        assert!(message.contains(&format!("shard {shard}: ")), "the stop names what it did on shard {shard}: {message}");
+        if engine.clickhouse().capabilities().kills_mutations() {
+            assert!(message.contains(&format!("mutation {mutation_id} was killed")), "{message}");
+        } else {
+            assert!(message.contains(&format!("mutation {mutation_id} goes on")), "{message}");
+        }
+    }
+    if !engine.clickhouse().capabilities().kills_mutations() {
+        // As the message says: the mutation goes on to its end by itself, on every replica.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while backfill_mutations_per_node(&engine).await.iter().flatten().any(|(_, done)| *done == 0) {
+            assert!(std::time::Instant::now() < deadline, "the mutations never finished");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    engine.resume(backfill_person_id::NAME, TESTER).await.expect("resume");
+    let done = settled_migration(&engine, backfill_person_id::NAME).await;
+    assert_eq!(done.record.status, Status::Completed, "{:?}", engine.errors(backfill_person_id::NAME).await);
+    let after = backfill_mutations_per_node(&engine).await;
+    if engine.clickhouse().capabilities().kills_mutations() {
+        assert!(after.iter().all(|node| node.len() == 2 && node.iter().all(|(_, done)| *done == 1)), "killed, then one more: {after:?}");
+    } else {
+        let expected: Vec<Vec<(String, u8)>> = issued.iter().map(|node| vec![(node[0].0.clone(), 1)]).collect();
+        assert_eq!(after, expected, "the resume found each shard's mutation done and issued no other");
+    }
+    let person_ids = person_ids_per_node(&engine).await;
+    assert!(
+        person_ids.iter().all(|(rows, wrong)| *rows > 0 && *wrong == 0),
+        "every replica's events have their person's id: {person_ids:?}"
+    );
+    assert_eq!(person_ids[0].0 + person_ids[2].0, FAULT_EVENTS, "the shards together hold every event once");
+    assert_eq!(checksums_per_node(&engine, "events_local").await, events, "the event columns are untouched on every replica");
 }
 
 #[tokio::test]

@@ -1,27 +1,30 @@
-//! Faults, each on a Postgres and a ClickHouse of the test's own (`engine::testing::PrivateServices`), so
-//! that killing, pausing or restarting a server never touches the servers other tests share. Every case
-//! checks the data afterwards (rows and checksum of every partition against the seeded original) and prints
-//! how long recovery took: `cargo test -p server --test faults -- --nocapture` shows the figures.
+//! Faults, each on a Postgres and a ClickHouse of the test's own (`engine::testing::PrivateServices`, or for
+//! the cluster case a `PrivateCluster`), so that killing, pausing or restarting a server never touches the
+//! servers other tests share. Every case checks the data afterwards (rows and checksum of every partition
+//! against the seeded original, on every replica on a cluster) and prints how long recovery took:
+//! `cargo test -p server --test faults -- --nocapture` shows the figures.
 //!
 //! ClickHouse 18.16 only (`scripts/test`'s first tier): these cases kill, pause and restart the server
 //! process, and the current ClickHouse of the second tier (chdb 26.9 inside `scripts/chdb-http`) is a library
 //! in a process of its own, not a server that can stand in for that.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use demo::migrations::events_sort_key::{self, NAME};
-use demo::{events_partition_checksums, seed, PartitionChecksum, SeedRequest};
-use engine::clickhouse::quote_identifier;
+use demo::{events_partition_checksums, events_partition_checksums_on_every_node, seed, PartitionChecksum, SeedRequest};
+use engine::clickhouse::{quote_identifier, ClickHouse};
 use engine::context::WAITING_FOR_CLICKHOUSE;
 use engine::status::Status;
 use engine::tables::partition_row_counts;
-use engine::testing::{is_settled, table_names, wait_for, PrivateServices};
+use engine::testing::{is_settled, table_names, wait_for, PrivateCluster, PrivateServices};
 use engine::{Engine, EngineConfig, MigrationOverview};
 use serde_json::json;
 use sqlx::Connection;
+
+mod support;
 
 const TESTER: &str = "tester@example.com";
 
@@ -79,7 +82,7 @@ impl Group {
         );
         assert_eq!(sorting_key(engine).await, "team_id, toDate(timestamp), event, cityHash64(distinct_id), uuid");
         assert_eq!(table_names(engine).await, ["events", "events_0001_backup"]);
-        assert_eq!(running_migration_queries(engine).await, 0, "nothing of the migration still runs in ClickHouse");
+        assert_eq!(running_migration_queries(engine.clickhouse()).await, 0, "nothing of the migration still runs in ClickHouse");
     }
 
     /// `events` is the original, untouched, and nothing else is left.
@@ -87,7 +90,7 @@ impl Group {
         assert_eq!(events_partition_checksums(engine.clickhouse(), "events").await.unwrap(), self.original, "events is the original");
         assert_eq!(sorting_key(engine).await, "team_id, toDate(timestamp), event, distinct_id, uuid");
         assert_eq!(table_names(engine).await, ["events"]);
-        assert_eq!(running_migration_queries(engine).await, 0, "nothing of the migration still runs in ClickHouse");
+        assert_eq!(running_migration_queries(engine.clickhouse()).await, 0, "nothing of the migration still runs in ClickHouse");
     }
 }
 
@@ -101,9 +104,9 @@ async fn sorting_key(engine: &Engine) -> String {
         .unwrap()
 }
 
-async fn running_migration_queries(engine: &Engine) -> u64 {
-    engine
-        .clickhouse()
+/// Statements of the migration that still run on `clickhouse` and name its database.
+async fn running_migration_queries(clickhouse: &ClickHouse) -> u64 {
+    clickhouse
         .client()
         .query("SELECT count() FROM system.processes WHERE startsWith(query_id, 'amigo-0001_events_sort_key-') AND position(query, currentDatabase()) > 0")
         .fetch_one()
@@ -119,13 +122,7 @@ struct Amigo {
 
 impl Amigo {
     fn spawn(config: &EngineConfig, arguments: &[&str]) -> Amigo {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_amigo"))
-            .args(arguments)
-            .env("AMIGO_DATABASE_URL", &config.database_url)
-            .env("AMIGO_CLICKHOUSE_URL", &config.clickhouse_url)
-            .env("AMIGO_CLICKHOUSE_DATABASE", &config.clickhouse_database)
-            .env("AMIGO_LEASE_TIMEOUT_SECONDS", config.lease_timeout.as_secs().to_string())
-            .env("AMIGO_DEMO", "on")
+        let mut child = support::amigo_command(config, arguments)
             .env("AMIGO_LOG", "warn,engine::runner=info")
             .env("AMIGO_LOG_JSON", "true")
             .stdout(Stdio::null())
@@ -353,6 +350,67 @@ async fn a_runner_killed_in_each_operation_is_errored_within_the_lease_timeout_a
             seconds(to_completed)
         );
     }
+}
+
+/// Events seeded for the cluster case: copying them on one thread per shard lasts a few seconds.
+const CLUSTER_EVENTS: u64 = 400_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_runner_killed_mid_copy_is_errored_and_resumed_to_every_replica_holding_its_shards_rows() {
+    let cluster = PrivateCluster::start().await;
+    let mut config = cluster.fresh_databases().await;
+    config.lease_timeout = SHORT_LEASE;
+    let engine = Engine::connect(&config, vec![events_sort_key::definition()]).await.expect("connect");
+    seed(engine.clickhouse(), &SeedRequest::new(CLUSTER_EVENTS)).await.expect("seed");
+    let nodes = engine.cluster().expect("a cluster");
+    let original = events_partition_checksums_on_every_node(nodes, "events_local").await.unwrap();
+
+    let mut runner = Amigo::spawn(&config, &["migrations", "start", NAME, "--wait", "--param", "max_threads=1"]);
+    let copying = wait_for(&engine, NAME, Duration::from_secs(60), "copying on both shards", |overview| {
+        overview.record.current_operation_index == 1
+            && overview.record.shards.len() == 2
+            && overview.record.shards.iter().all(|shard| !shard.current_query_id.is_empty())
+    })
+    .await;
+    let dead_runner = copying.record.runner_id.clone().expect("a runner holds it");
+    assert!(runner.owns(&dead_runner), "{dead_runner}");
+    runner.kill();
+    let killed = Instant::now();
+
+    let _worker = Amigo::worker(&config);
+    let errored = settled(&engine).await;
+    let to_errored = killed.elapsed();
+    assert_eq!(errored.record.status, Status::Errored);
+    assert_eq!(errored.record.current_operation_index, 1);
+    assert_eq!(error_messages(&engine).await, [format!("runner {dead_runner} died during operation 1; resume it, or roll it back")]);
+    assert!(to_errored < SHORT_LEASE + Duration::from_secs(1), "errored {to_errored:?} after the kill");
+    for node in nodes.nodes() {
+        assert_eq!(running_migration_queries(&node.clickhouse).await, 0, "the dead runner's copy was killed on {}", node.address);
+    }
+
+    let resumed = Instant::now();
+    engine.resume(NAME, TESTER).await.unwrap();
+    let done = settled(&engine).await;
+    let to_completed = resumed.elapsed();
+    assert_eq!(done.record.status, Status::Completed, "{:?}", error_messages(&engine).await);
+    assert_eq!(
+        events_partition_checksums_on_every_node(nodes, "events_local").await.unwrap(),
+        original,
+        "every replica holds its shard's rows, once"
+    );
+    assert_eq!(
+        events_partition_checksums_on_every_node(nodes, "events_0001_backup").await.unwrap(),
+        original,
+        "the backup is the original"
+    );
+    for node in nodes.nodes() {
+        assert_eq!(running_migration_queries(&node.clickhouse).await, 0, "nothing of the migration still runs on {}", node.address);
+    }
+    println!(
+        "runner SIGKILL mid-copy on a 2x2 cluster: errored {} after the kill, resume completed in {}",
+        seconds(to_errored),
+        seconds(to_completed)
+    );
 }
 
 /// The runner ids that held migration `NAME`, in order, once per stretch they held it: polled every few
