@@ -243,7 +243,7 @@ pub async fn logout() -> Result<(), AppError> {
         engine::accounts::Accounts::of(&engine).delete_session(&token).await?;
     }
     set_cookie(&crate::session::session_cookie("", 0, crate::session::is_https(&headers)));
-    leptos_axum::redirect("/login");
+    leptos_axum::redirect(crate::LOGIN_PAGE);
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use app::{shell, App};
+use app::shell;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -13,7 +13,7 @@ use axum::{middleware, Router};
 use engine::runner::Runner;
 use engine::Engine;
 use leptos::prelude::*;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::LeptosRoutes;
 use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 
@@ -111,7 +111,7 @@ pub async fn serve(engine: Engine, args: &ServeArgs) -> Result<ExitCode> {
 
 /// The whole HTTP surface.
 pub fn router(state: ServerState) -> Router {
-    let routes = generate_route_list(App);
+    let routes = app::page_routes();
     let context_engine = state.engine.clone();
     let provide_engine = move || provide_context(context_engine.clone());
     let shell_options = state.leptos_options.clone();

@@ -6,8 +6,6 @@ use std::time::Duration;
 use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::components::Redirect;
-use leptos_router::hooks::use_query_map;
 
 use crate::api::{current_user, list_migrations, Logout, STAFF_PAGE};
 use crate::components::audit::AuditTab;
@@ -20,6 +18,7 @@ use crate::components::upgrade_banner::UpgradeBanner;
 use crate::components::{Brand, LiveIndicator, NoticeBar};
 use crate::console::Console;
 use crate::loading::load;
+use crate::location;
 use crate::model::LoggedInUser;
 
 /// Checks who is asking, then shows the console, the "staff only" page, or sends to the login page.
@@ -33,7 +32,10 @@ pub fn AsyncMigrationsPage() -> impl IntoView {
                 match user.await {
                     Ok(Some(user)) if user.is_staff => view! { <StaffConsole user/> }.into_any(),
                     Ok(Some(user)) => view! { <StaffOnly user/> }.into_any(),
-                    Ok(None) => view! { <Redirect path="/login"/> }.into_any(),
+                    Ok(None) => {
+                        location::redirect(crate::LOGIN_PAGE);
+                        ().into_any()
+                    }
                     Err(error) => view! { <p class="page-error" role="alert">{error.to_string()}</p> }.into_any(),
                 }
             })}
@@ -95,8 +97,13 @@ fn StaffConsole(user: LoggedInUser) -> impl IntoView {
             stream.abort();
         });
     });
-    let query = use_query_map();
-    let tab = Memo::new(move |_| Tab::parse(query.read().get("tab").as_deref()));
+    // The tab links change the address and the tab without a reload; back and forward change the tab back.
+    let tab = RwSignal::new(Tab::parse(location::query_value("tab").as_deref()));
+    Effect::new(move |_| {
+        let back_or_forward =
+            window_event_listener(leptos::ev::popstate, move |_| tab.set(Tab::parse(location::query_value("tab").as_deref())));
+        on_cleanup(move || back_or_forward.remove());
+    });
     view! {
         <TopBar user/>
         <main class="content">
@@ -117,6 +124,15 @@ fn StaffConsole(user: LoggedInUser) -> impl IntoView {
                                 href=item.href()
                                 class="tab"
                                 aria-current=move || (tab.get() == item).then_some("page")
+                                on:click=move |event: leptos::ev::MouseEvent| {
+                                    let plain_click = event.button() == 0
+                                        && !(event.ctrl_key() || event.meta_key() || event.shift_key() || event.alt_key());
+                                    if plain_click {
+                                        event.prevent_default();
+                                        location::show_address(&item.href());
+                                        tab.set(item);
+                                    }
+                                }
                             >
                                 {item.label()}
                             </a>
