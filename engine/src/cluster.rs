@@ -175,12 +175,16 @@ struct ReplicasRow {
 }
 
 impl ReplicaState {
-    /// Asks `node`, waiting at most 2 s for its answer. Its lag is `absolute_delay` or, where that is larger,
-    /// the age of the oldest part it has still to fetch: 18.16 reports an `absolute_delay` of 0 while fetches
-    /// wait in its queue.
     async fn of(node: &ClusterNode) -> ReplicaState {
-        let client = node.clickhouse.client();
-        let database = node.clickhouse.database();
+        ReplicaState::read(&node.clickhouse, &node.address).await
+    }
+
+    /// Asks the server behind `clickhouse` (the node at `address`) of the replicated tables of its database,
+    /// waiting at most 2 s for its answer. Its lag is `absolute_delay` or, where that is larger, the age of the
+    /// oldest part it has still to fetch: 18.16 reports an `absolute_delay` of 0 while fetches wait in its queue.
+    pub async fn read(clickhouse: &ClickHouse, address: &str) -> ReplicaState {
+        let client = clickhouse.client();
+        let database = clickhouse.database();
         let replicas = client
             .query(
                 "SELECT toUInt64(countIf(is_readonly OR is_session_expired)) AS readonly_tables,
@@ -199,13 +203,13 @@ impl ReplicaState {
         let answered = tokio::time::timeout(NODE_ANSWER_TIMEOUT, futures::future::try_join(replicas, oldest_fetch)).await;
         match answered {
             Ok(Ok((row, oldest_fetch))) => ReplicaState {
-                node: node.address.clone(),
+                node: address.to_string(),
                 answering: true,
                 readonly_tables: row.readonly_tables,
                 lag_seconds: row.lag_seconds.max(oldest_fetch),
                 queue_size: row.queue_size,
             },
-            _ => ReplicaState { node: node.address.clone(), answering: false, readonly_tables: 0, lag_seconds: 0, queue_size: 0 },
+            _ => ReplicaState { node: address.to_string(), answering: false, readonly_tables: 0, lag_seconds: 0, queue_size: 0 },
         }
     }
 

@@ -95,3 +95,16 @@ async fn a_question_mark_in_a_statement_is_sent_as_written() {
     let texts: Vec<String> = clickhouse.client().query("SELECT text FROM notes ORDER BY text").fetch_all().await.unwrap();
     assert_eq!(texts, ["??", "why?"]);
 }
+
+#[tokio::test]
+async fn a_replicas_state_is_read_under_the_servers_validation() {
+    // The lag and read-only readings of a cluster's replicas (system.replicas, system.replication_queue) on a
+    // database without replicated tables: they answer, with nothing behind. A query or a typed read the server
+    // refused would read as a replica not answering.
+    let engine = connected().await;
+    let state = engine::cluster::ReplicaState::read(engine.clickhouse(), "entry").await;
+    assert_eq!(
+        state,
+        engine::cluster::ReplicaState { node: "entry".into(), answering: true, readonly_tables: 0, lag_seconds: 0, queue_size: 0 }
+    );
+}
