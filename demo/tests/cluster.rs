@@ -405,7 +405,10 @@ async fn the_entry_node_killed_mid_copy_the_migration_resumes_through_another_no
     let definitions = vec![events_sort_key::definition(), backfill_person_id::definition(), move_old_partitions::definition()];
     let second = Engine::connect(&config, definitions).await.expect("connect through node 2");
     assert_eq!(second.clickhouse().url(), cluster.node_url(2));
-    // ...and the resumed run goes through a node that answers, shard 1's copy on its other replica.
+    // ...and the resumed run goes through a node that answers, shard 1's copy on its other replica. Resumed once
+    // ZooKeeper has expired the dead node's session (10 s here): before that, node 2 may hand statements to node 1
+    // as its shard's leader (a CI run saw Code 210, connection refused to node 1, from node 2).
+    tokio::time::sleep(Duration::from_secs(12)).await;
     engine.resume(NAME, TESTER).await.expect("resume");
     let resumed = wait_for(&engine, NAME, Duration::from_secs(60), "shard 1 copying on node 2", |overview| {
         overview
@@ -579,6 +582,12 @@ async fn a_lagging_replica_makes_the_run_wait_until_it_catches_up() {
         worker.clickhouse.qualified("events_local")
     );
     worker.clickhouse.client().query(&insert).execute().await.expect("insert on node 1");
+    // Started once node 2 reads as behind, so that the first throttle check already sees it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while engine::cluster::ReplicaState::read(&lagging.clickhouse, &lagging.address).await.lag_seconds <= 1 {
+        assert!(std::time::Instant::now() < deadline, "node 2 never fell behind with its fetches stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let shard_one_rows = events_partition_checksums(&worker.clickhouse, "events_local").await.expect("checksums");
     let expected = vec![shard_one_rows.clone(), shard_one_rows, original[2].clone(), original[3].clone()];
     let _runner = spawn_runner(&engine);
