@@ -3,10 +3,10 @@
 //! `events` on every shard, with per-shard progress, query ids and row counts, then 0002_backfill_person_id
 //! fills `person_id` on every replica of every shard, and 0003 moves old months shard by shard (a failure on
 //! one shard rolls back every shard); 0002 stopped mid-mutation on every shard, then resumed; a lagging
-//! replica holds the run; the entry node killed mid-copy, the
-//! run resumes through another node; stop-and-rollback restores
-//! every shard; a node killed or paused mid-copy leaves the migration errored, and once it is back, resume
-//! finishes it; each shard resumes from its own checkpoint; too many parts on any node fails the health check.
+//! replica holds the run; the entry node killed mid-copy, the run resumes through another node;
+//! stop-and-rollback restores every shard; a node killed or paused mid-copy leaves the migration errored, and
+//! once it is back, resume finishes it; each shard resumes from its own checkpoint; too many parts on any node
+//! fails the health check.
 //!
 //! ClickHouse 18.16 only: `scripts/cluster` runs Debian's server, the only one installable here; on a
 //! current-release cluster, what differs is covered by the capability tests (docs/cluster.md says which).
@@ -21,7 +21,7 @@ use engine::clickhouse::QueryOptions;
 use engine::context::MigrationContext;
 use engine::definition::{nothing_to_undo, MigrationDefinition, Operation};
 use engine::status::Status;
-use engine::testing::{is_settled, spawn_runner, wait_for, PrivateCluster};
+use engine::testing::{is_settled, spawn_runner, wait_for, PrivateCluster, ZOOKEEPER_SESSION_TIMEOUT};
 use engine::Engine;
 use serde_json::json;
 
@@ -406,9 +406,9 @@ async fn the_entry_node_killed_mid_copy_the_migration_resumes_through_another_no
     let second = Engine::connect(&config, definitions).await.expect("connect through node 2");
     assert_eq!(second.clickhouse().url(), cluster.node_url(2));
     // ...and the resumed run goes through a node that answers, shard 1's copy on its other replica. Resumed once
-    // ZooKeeper has expired the dead node's session (10 s here): before that, node 2 may hand statements to node 1
-    // as its shard's leader (a CI run saw Code 210, connection refused to node 1, from node 2).
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // ZooKeeper has expired the dead node's session: before that, node 2 may hand statements to node 1 as its
+    // shard's leader (a CI run saw Code 210, connection refused to node 1, from node 2).
+    tokio::time::sleep(ZOOKEEPER_SESSION_TIMEOUT + Duration::from_secs(2)).await;
     engine.resume(NAME, TESTER).await.expect("resume");
     let resumed = wait_for(&engine, NAME, Duration::from_secs(60), "shard 1 copying on node 2", |overview| {
         overview

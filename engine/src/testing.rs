@@ -211,7 +211,7 @@ const CLUSTER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cl
 pub const CLUSTER_NAME: &str = "amigo_cluster";
 
 /// The ZooKeeper session timeout of `scripts/cluster`'s nodes.
-const ZOOKEEPER_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ZOOKEEPER_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Nodes of `scripts/cluster`'s cluster serve HTTP on their TCP port plus this.
 const CLUSTER_HTTP_PORT_OFFSET: i32 = -10;
