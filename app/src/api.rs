@@ -1,7 +1,7 @@
 //! Server functions: each checks the session itself, calls one engine verb, and maps the error.
 //!
-//! All are POSTs at `/api/<name>`. Login and logout take form fields, so their forms work before the WASM
-//! loads; the others take JSON.
+//! All are POSTs at `/api/<name>`. Login and logout take form fields: the page posts them as plain forms, with or
+//! without the WASM, whose build then holds no form reader. The others take JSON.
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;

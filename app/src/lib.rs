@@ -47,7 +47,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    location::provide_form_error();
     // Effects run only in the browser, so this turns true once the WASM has hydrated the page.
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));

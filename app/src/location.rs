@@ -42,12 +42,12 @@ fn form_decoded(text: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// A plain form post that the server refused comes back to the page with `__path` and `__err` in the address:
-/// the server action of that path then starts with the error, so the page says it without the WASM.
-pub fn provide_form_error() {
-    if let (Some(path), Some(error)) = (query_value("__path"), query_value("__err")) {
-        leptos::prelude::provide_context(leptos::server::ServerActionError::new(&path, &error));
-    }
+/// The error of a plain form post to `path` that the server refused: it redirects back to the page with `__path`
+/// and `__err` (the error as the server function encodes it, in base64) in the address, so the page can say it
+/// with or without the WASM.
+pub fn refused_form_post(path: &str) -> Option<crate::error::AppError> {
+    let error = query_value("__err").filter(|_| query_value("__path").as_deref() == Some(path))?;
+    Some(leptos::server_fn::error::ServerFnUrlError::<crate::error::AppError>::decode_err(&error))
 }
 
 /// The value of `name` in `query` (`?a=1&tab=audit` or `a=1&tab=audit`).
@@ -87,12 +87,6 @@ pub fn show_address(href: &str) {
     }
     #[cfg(not(feature = "hydrate"))]
     let _ = href;
-}
-
-/// A server function's redirect (login, logout) loads the page it names.
-#[cfg(feature = "hydrate")]
-pub fn follow_server_redirects() {
-    let _ = leptos::server_fn::redirect::set_redirect_hook(redirect);
 }
 
 #[cfg(test)]

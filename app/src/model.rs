@@ -126,9 +126,11 @@ pub struct AuditRow {
     pub details: String,
 }
 
-/// A runtime setting's value and what it may be.
+/// A runtime setting's value and what it may be. Tagged the way serde tags by default (`{"boolean": {"value": true}}`):
+/// reading an internally tagged enum makes serde buffer the input first, and that reader cost the browser's WASM
+/// 4 KB brotli with [`ParameterKind`]'s (bench/README.md, page weight).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum SettingValue {
     Boolean {
         value: bool,

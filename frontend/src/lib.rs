@@ -3,6 +3,5 @@
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    app::location::follow_server_redirects();
     leptos::mount::hydrate_body(app::App);
 }

@@ -477,9 +477,10 @@ pub struct IllegalMove {
     pub to: Status,
 }
 
-/// What values a migration's parameter accepts.
+/// What values a migration's parameter accepts. Externally tagged, serde's default, like the staff page's other
+/// enums: the page's WASM reads it without buffering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ParameterKind {
     /// A whole number within `min..=max`.
     Integer { min: i64, max: i64 },

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use leptos::form::ActionForm;
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn as _;
 use leptos_meta::Title;
 
 use crate::api::{current_user, list_migrations, Logout, STAFF_PAGE};
@@ -154,16 +154,15 @@ fn StaffConsole(user: LoggedInUser) -> impl IntoView {
 /// The bar across the top: the product, where we are, who is logged in.
 #[component]
 fn TopBar(user: LoggedInUser) -> impl IntoView {
-    let logout = ServerAction::<Logout>::new();
     view! {
         <header class="topbar">
             <Brand/>
             <span class="crumbs">"Instance" <span aria-hidden="true">" / "</span> "Async migrations"</span>
             <div class="account">
                 <span class="user-email" title="Logged in as">{user.email}</span>
-                <ActionForm action=logout>
+                <form method="post" action=Logout::url()>
                     <button type="submit" class="button ghost small">"Log out"</button>
-                </ActionForm>
+                </form>
             </div>
         </header>
     }
@@ -172,7 +171,6 @@ fn TopBar(user: LoggedInUser) -> impl IntoView {
 /// What a logged-in account without staff access sees.
 #[component]
 fn StaffOnly(user: LoggedInUser) -> impl IntoView {
-    let logout = ServerAction::<Logout>::new();
     view! {
         <main class="login-page">
             <section class="login-card" aria-labelledby="staff-only-title">
@@ -186,9 +184,9 @@ fn StaffOnly(user: LoggedInUser) -> impl IntoView {
                     "If you need access, ask a staff member to create a staff account for you with "
                     <code>"amigo users create --email you@example.com --staff"</code> "."
                 </p>
-                <ActionForm action=logout>
+                <form method="post" action=Logout::url()>
                     <button type="submit" class="button wide">"Log out"</button>
-                </ActionForm>
+                </form>
             </section>
         </main>
     }

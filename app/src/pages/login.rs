@@ -1,17 +1,19 @@
-//! The login page at `/login`: a plain form that works before (and without) the WASM.
+//! The login page at `/login`: a plain form post, the same with or without the WASM; a refusal comes back in the
+//! address and is said above the button.
 
-use leptos::form::ActionForm;
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn as _;
 use leptos_meta::Title;
 
 use crate::api::Login;
 use crate::components::Brand;
+use crate::location;
 
 /// Email and password; a wrong pair, or too many attempts, is said above the button.
 #[component]
 pub fn LoginPage() -> impl IntoView {
-    let login = ServerAction::<Login>::new();
-    let refusal = move || login.value().get().and_then(Result::err).map(|error| error.to_string());
+    let submitting = RwSignal::new(false);
+    let refusal = location::refused_form_post(Login::url()).map(|error| error.to_string());
     view! {
         <Title text="Log in · amigo"/>
         <main class="login-page">
@@ -19,7 +21,7 @@ pub fn LoginPage() -> impl IntoView {
                 <Brand/>
                 <h1 id="login-title">"Log in"</h1>
                 <p class="muted">"The staff page runs, stops and rolls back this instance's async migrations."</p>
-                <ActionForm action=login>
+                <form method="post" action=Login::url() on:submit=move |_| submitting.set(true)>
                     <div class="field">
                         <label for="email">"Email"</label>
                         <input id="email" name="email" type="email" autocomplete="username" required=true/>
@@ -28,11 +30,11 @@ pub fn LoginPage() -> impl IntoView {
                         <label for="password">"Password"</label>
                         <input id="password" name="password" type="password" autocomplete="current-password" required=true/>
                     </div>
-                    {move || refusal().map(|text| view! { <p class="form-error" role="alert">{text}</p> })}
-                    <button type="submit" class="button primary wide" disabled=move || login.pending().get()>
-                        {move || if login.pending().get() { "Logging in…" } else { "Log in" }}
+                    {refusal.map(|text| view! { <p class="form-error" role="alert">{text}</p> })}
+                    <button type="submit" class="button primary wide" disabled=move || submitting.get()>
+                        {move || if submitting.get() { "Logging in…" } else { "Log in" }}
                     </button>
-                </ActionForm>
+                </form>
                 <p class="hint">
                     "No account yet? On the server, run "
                     <code>"amigo users create --email you@example.com"</code>
