@@ -514,16 +514,24 @@ impl MigrationContext {
     /// adjustments of the parameters on the way.
     async fn what_holds(&self, held: bool) -> Result<(Option<String>, Option<String>)> {
         let Some(position) = &self.position else { return Ok((None, None)) };
-        let (paused_by, values) = position.store.between_units(&self.migration).await?;
+        // The throttle check runs beside the read of the pause, and its outcome is dropped when the run is paused.
+        let throttle = async {
+            match &position.throttle {
+                Some(throttle) if !held => throttle(self.clone()).await.map(Some),
+                _ => Ok(None),
+            }
+        };
+        let (between_units, throttled) = tokio::join!(position.store.between_units(&self.migration), throttle);
+        let (paused_by, values) = between_units?;
         if let Ok(values) = serde_json::from_value::<Parameters>(values) {
             *self.adjusted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(values);
         }
-        let reason = match &position.throttle {
-            Some(throttle) if !held && paused_by.is_none() => match throttle(self.clone()).await? {
-                CheckOutcome::Pass => None,
-                CheckOutcome::Fail(reason) => Some(reason),
-            },
-            _ => None,
+        if paused_by.is_some() {
+            return Ok((paused_by, None));
+        }
+        let reason = match throttled? {
+            Some(CheckOutcome::Fail(reason)) => Some(reason),
+            Some(CheckOutcome::Pass) | None => None,
         };
         Ok((paused_by, reason))
     }

@@ -1,6 +1,8 @@
 //! What any product's tables look like to a migration: whether one exists, its engine on a cluster, its rows
 //! and checksums per partition and how to select one partition's rows, read from the server's system tables.
 
+use std::collections::BTreeMap;
+
 use crate::clickhouse::{quote_identifier, ClickHouse};
 use crate::parameters::quote_string;
 use crate::Result;
@@ -114,30 +116,59 @@ pub async fn row_hash(clickhouse: &ClickHouse, table: &str) -> Result<String> {
 /// prune by. A key or value that cannot be taken apart that way (a tuple-typed key, an unpartitioned table)
 /// leaves `_partition_id` alone: the statement is then slower, never wrong.
 pub async fn partition_filter(clickhouse: &ClickHouse, table: &str, partition_id: &str) -> Result<String> {
-    let by_id = format!("_partition_id = {}", quote_string(partition_id));
-    if clickhouse.capabilities().prunes_by_partition_id() {
-        return Ok(by_id);
+    Ok(PartitionFilters::read(clickhouse, table, Some(partition_id)).await?.filter(partition_id))
+}
+
+/// [`partition_filter`] of every partition of a table, read in two queries: what a copy asks for once per unit
+/// of work.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionFilters {
+    /// The partition key, where the server needs its elements compared (it does not prune by `_partition_id`).
+    key: Option<String>,
+    /// Each partition's value (`system.parts.partition`), by partition id.
+    values: BTreeMap<String, String>,
+}
+
+impl PartitionFilters {
+    /// The filters of `table`'s partitions as they are now.
+    pub async fn of(clickhouse: &ClickHouse, table: &str) -> Result<PartitionFilters> {
+        PartitionFilters::read(clickhouse, table, None).await
     }
-    let key: Option<String> = clickhouse
-        .client()
-        .query("SELECT partition_key FROM system.tables WHERE database = ? AND name = ?")
-        .bind(clickhouse.database())
-        .bind(table)
-        .fetch_optional()
-        .await?;
-    let value: Option<String> = clickhouse
-        .client()
-        .query("SELECT partition FROM system.parts WHERE database = ? AND table = ? AND partition_id = ? LIMIT 1")
-        .bind(clickhouse.database())
-        .bind(table)
-        .bind(partition_id)
-        .fetch_optional()
-        .await?;
-    let (Some(key), Some(value)) = (key, value) else { return Ok(by_id) };
-    Ok(match partition_key_conditions(&key, &value) {
-        Some(conditions) => format!("{by_id} AND {conditions}"),
-        None => by_id,
-    })
+
+    /// The filters of `table`'s partitions, of partition `only` alone when given.
+    async fn read(clickhouse: &ClickHouse, table: &str, only: Option<&str>) -> Result<PartitionFilters> {
+        if clickhouse.capabilities().prunes_by_partition_id() {
+            return Ok(PartitionFilters::default());
+        }
+        let key: Option<String> = clickhouse
+            .client()
+            .query("SELECT partition_key FROM system.tables WHERE database = ? AND name = ?")
+            .bind(clickhouse.database())
+            .bind(table)
+            .fetch_optional()
+            .await?;
+        let values: Vec<(String, String)> = clickhouse
+            .client()
+            .query("SELECT partition_id, any(partition) FROM system.parts WHERE database = ? AND table = ? AND (? = '' OR partition_id = ?) GROUP BY partition_id")
+            .bind(clickhouse.database())
+            .bind(table)
+            .bind(only.unwrap_or_default())
+            .bind(only.unwrap_or_default())
+            .fetch_all()
+            .await?;
+        Ok(PartitionFilters { key, values: values.into_iter().collect() })
+    }
+
+    /// The condition of partition `partition_id`: `_partition_id` alone where the server prunes by it, or for a
+    /// partition that was not there when these were read (the statement is then slower, never wrong).
+    pub fn filter(&self, partition_id: &str) -> String {
+        let by_id = format!("_partition_id = {}", quote_string(partition_id));
+        let (Some(key), Some(value)) = (&self.key, self.values.get(partition_id)) else { return by_id };
+        match partition_key_conditions(key, value) {
+            Some(conditions) => format!("{by_id} AND {conditions}"),
+            None => by_id,
+        }
+    }
 }
 
 /// `element = value AND …` for each element of partition key `key` and its value in `value` (both as the

@@ -16,7 +16,7 @@ use crate::clickhouse::{quote_identifier, ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::parameters::{quote_string, ParameterSpec, ParameterValue};
 use crate::preview::PartitionSize;
-use crate::tables::{partition_filter, split_top_level, strip_enclosing_parentheses};
+use crate::tables::{partition_filter, split_top_level, strip_enclosing_parentheses, PartitionFilters};
 use crate::Result;
 
 /// The parameter that says how many partitions (or slices) are copied at once (0: one per core of the server).
@@ -178,6 +178,7 @@ impl PartitionCopy {
         checkpointed: bool,
     ) -> Result<()> {
         let automatic = server_cores(&context.clickhouse).await.min(MAX_AUTOMATIC_STREAMS);
+        let known = &KnownPartitions::read(&context.clickhouse, self).await?;
         let streams = move |context: &MigrationContext| match context.value_now(PARALLELISM) {
             Some(ParameterValue::Integer(streams)) if streams > 0 => streams as usize,
             _ => automatic,
@@ -185,8 +186,8 @@ impl PartitionCopy {
         context
             .in_parallel(units, already_done, streams, |context, stream, unit| async move {
                 match unit {
-                    CopyUnit::Partition(partition_id) => self.copy_partition(&context, &partition_id, ledger, checkpointed).await,
-                    CopyUnit::Slice { partition_id, index } => self.copy_slice(&context, stream, &partition_id, index, ledger).await,
+                    CopyUnit::Partition(partition_id) => self.copy_partition(&context, &partition_id, known, ledger, checkpointed).await,
+                    CopyUnit::Slice { partition_id, index } => self.copy_slice(&context, stream, &partition_id, index, known, ledger).await,
                 }
             })
             .await
@@ -198,16 +199,17 @@ impl PartitionCopy {
         &self,
         context: &MigrationContext,
         partition_id: &str,
+        known: &KnownPartitions,
         ledger: &Mutex<Ledger>,
         checkpointed: bool,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let clickhouse = &context.clickhouse;
-        let insert = self.insert_sql(clickhouse, &self.target, partition_id, None).await?;
+        let insert = self.insert_sql(clickhouse, &self.target, &known.source_filters.filter(partition_id), None);
         // Dropped only when something of it is there (a stopped copy's, or a catch-up's): on servers before
         // MVCC parts (18.16 measured) a `DROP PARTITION` waits for every insert into the table, so another
         // stream's copy would hold this one.
-        if partition_has_rows(clickhouse, &self.target, partition_id).await? {
+        if known.filled_in_target.contains(partition_id) {
             let drop = Self::drop_partition_sql(clickhouse, &self.target, partition_id);
             context.clickhouse_execute_part(&drop, &QueryOptions::default(), 0.0..0.0).await?;
         }
@@ -229,6 +231,7 @@ impl PartitionCopy {
         stream: usize,
         partition_id: &str,
         index: usize,
+        known: &KnownPartitions,
         ledger: &Mutex<Ledger>,
     ) -> Result<()> {
         let started = std::time::Instant::now();
@@ -244,7 +247,7 @@ impl PartitionCopy {
         let staging = self.staging_table(stream);
         let clickhouse = &context.clickhouse;
         let create = self.create_staging_sql(clickhouse, &staging);
-        let insert = self.insert_sql(clickhouse, &staging, partition_id, Some(&sliced.condition(index))).await?;
+        let insert = self.insert_sql(clickhouse, &staging, &known.source_filters.filter(partition_id), Some(&sliced.condition(index)));
         let attach = self.attach_sql(clickhouse, &staging, partition_id);
         let empty_staging = Self::drop_partition_sql(clickhouse, &staging, partition_id);
         context.clickhouse_execute_part(&create, &QueryOptions::default(), 0.0..0.0).await?;
@@ -345,12 +348,14 @@ impl PartitionCopy {
     /// reaches it.
     pub async fn preview(&self, context: &MigrationContext, sizes: &[PartitionSize]) -> Result<Vec<String>> {
         let (clickhouse, slice_rows) = (&context.clickhouse, slice_rows(context));
+        let filters = PartitionFilters::of(clickhouse, &self.source).await?;
         let mut statements = Vec::with_capacity(sizes.len() * 2);
         for size in sizes {
             let partition_id = &size.partition_id;
+            let filter = filters.filter(partition_id);
             if size.rows <= slice_rows {
                 statements.push(Self::drop_partition_sql(clickhouse, &self.target, partition_id));
-                statements.push(self.insert_sql(clickhouse, &self.target, partition_id, None).await?);
+                statements.push(self.insert_sql(clickhouse, &self.target, &filter, None));
                 continue;
             }
             let slices = size.rows.div_ceil(slice_rows);
@@ -358,7 +363,7 @@ impl PartitionCopy {
             let condition = format!("<slice 1 of {slices}: a range of the first sort-key element, from its quantiles>");
             statements.push(self.create_staging_sql(clickhouse, &staging));
             statements.push(Self::drop_partition_sql(clickhouse, &staging, partition_id));
-            statements.push(self.insert_sql(clickhouse, &staging, partition_id, Some(&condition)).await?);
+            statements.push(self.insert_sql(clickhouse, &staging, &filter, Some(&condition)));
             statements.push(self.attach_sql(clickhouse, &staging, partition_id));
         }
         Ok(statements)
@@ -382,16 +387,16 @@ impl PartitionCopy {
         )
     }
 
-    /// The `INSERT … SELECT` of `partition_id` (and `condition`, for a slice) from the source into `into`.
-    pub async fn insert_sql(&self, clickhouse: &ClickHouse, into: &str, partition_id: &str, condition: Option<&str>) -> Result<String> {
-        let filter = partition_filter(clickhouse, &self.source, partition_id).await?;
+    /// The `INSERT … SELECT` of the source's partition that `filter` selects ([`PartitionFilters::filter`]), and
+    /// `condition` for a slice, into `into`.
+    pub fn insert_sql(&self, clickhouse: &ClickHouse, into: &str, filter: &str, condition: Option<&str>) -> String {
         let condition = condition.map(|condition| format!(" AND {condition}")).unwrap_or_default();
-        Ok(format!(
+        format!(
             "INSERT INTO {} ({list}) SELECT {list} FROM {} WHERE {filter}{condition}",
             clickhouse.qualified(into),
             clickhouse.qualified(&self.source),
             list = self.columns.list
-        ))
+        )
     }
 
     /// The statement of a partition's copy: the copy's partition dropped.
@@ -422,17 +427,28 @@ pub async fn drop_staging_tables(context: &MigrationContext, target: &str) -> Re
     Ok(())
 }
 
-/// Whether `table` has active parts in partition `partition_id`.
-async fn partition_has_rows(clickhouse: &ClickHouse, table: &str, partition_id: &str) -> Result<bool> {
-    let parts: u64 = clickhouse
-        .client()
-        .query("SELECT count() FROM system.parts WHERE database = ? AND table = ? AND partition_id = ? AND active AND rows > 0")
-        .bind(clickhouse.database())
-        .bind(table)
-        .bind(partition_id)
-        .fetch_one()
-        .await?;
-    Ok(parts > 0)
+/// What a copy's units ask of the servers' partitions, read once as the units start: the source's partition
+/// filters, and the target's partitions that already hold rows (from a stopped attempt, or for a catch-up). Only
+/// the copy writes to the target, and each partition is one unit, so the latter stays true while they run.
+struct KnownPartitions {
+    source_filters: PartitionFilters,
+    filled_in_target: BTreeSet<String>,
+}
+
+impl KnownPartitions {
+    async fn read(clickhouse: &ClickHouse, copy: &PartitionCopy) -> Result<KnownPartitions> {
+        let filled_in_target: Vec<String> = clickhouse
+            .client()
+            .query("SELECT DISTINCT partition_id FROM system.parts WHERE database = ? AND table = ? AND active AND rows > 0")
+            .bind(clickhouse.database())
+            .bind(&copy.target)
+            .fetch_all()
+            .await?;
+        Ok(KnownPartitions {
+            source_filters: PartitionFilters::of(clickhouse, &copy.source).await?,
+            filled_in_target: filled_in_target.into_iter().collect(),
+        })
+    }
 }
 
 /// The checkpoint of a copy in progress, the source's partitions for its figures, and when this attempt began
@@ -444,21 +460,29 @@ struct Ledger {
 }
 
 impl Ledger {
-    /// Records that `share` of partition `partition_id` was copied in `took`: once the partition is whole, its
-    /// mark on the page, then the checkpoint (under the ledger's lock, so that a later state is never overwritten
-    /// by an earlier one), then the rows copied so far.
+    /// Records that `share` of partition `partition_id` was copied in `took`: the speed sample, once the partition
+    /// is whole its mark on the page, the checkpoint and the rows copied so far, written at once (each on its own
+    /// connection) under the ledger's lock, so that a later state is never overwritten by an earlier one. A resume
+    /// marks again what the checkpoint says is copied.
     async fn record(&mut self, context: &MigrationContext, partition_id: &str, took: std::time::Duration, share: f64) -> Result<()> {
-        if let Some(size) = self.sizes.get(partition_id) {
-            let rows = (size.rows as f64 * share) as u64;
-            context.record_copy_sample(rows, (size.bytes_on_disk as f64 * share) as u64, took).await;
-            if self.checkpoint.copied.contains(partition_id) {
+        let (_, copied) = units_left(&self.sizes.values().cloned().collect::<Vec<_>>(), &self.checkpoint);
+        let size = self.sizes.get(partition_id);
+        let sample = async {
+            if let Some(size) = size {
+                let rows = (size.rows as f64 * share) as u64;
+                context.record_copy_sample(rows, (size.bytes_on_disk as f64 * share) as u64, took).await;
+            }
+            Ok(())
+        };
+        let mark = async {
+            if size.is_some() && self.checkpoint.copied.contains(partition_id) {
                 let whole = self.began.get(partition_id).map_or(took, std::time::Instant::elapsed);
                 context.partition_done(partition_id, whole).await?;
             }
-        }
-        context.save_checkpoint(self.checkpoint.value()).await?;
-        let (_, copied) = units_left(&self.sizes.values().cloned().collect::<Vec<_>>(), &self.checkpoint);
-        context.record_rows_copied(copied).await
+            Ok(())
+        };
+        tokio::try_join!(sample, mark, context.save_checkpoint(self.checkpoint.value()), context.record_rows_copied(copied))?;
+        Ok(())
     }
 }
 
