@@ -43,13 +43,56 @@ build_front() {
     # `|| return 1`: set -e does not apply inside a function called from `build_front || ...`.
     "${WASM_BUILD[@]}" --quiet -p frontend --profile wasm-release --target-dir target/front || return 1
     mkdir -p "$site/pkg"
+    # The `#[lazy]` functions (the dialogs, the details, the errors table) go into WASM chunks of their own, fetched
+    # by `__wasm_split.js` when first called: the main module, `amigo.wasm` here, is what the page loads
+    # (frontend/build.rs keeps the link relocations this needs; bench/README.md, page weight).
+    local split=target/front/split
+    rm -rf "$split" && mkdir -p "$split" || return 1
+    wasm-split-cli --out-name amigo target/front/wasm32-unknown-unknown/wasm-release/frontend.wasm "$split" || return 1
     # The name section (function names for stack traces) is over half of the .wasm: the browser gets none.
-    wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
-        --out-dir "$site/pkg" --out-name amigo \
-        target/front/wasm32-unknown-unknown/wasm-release/frontend.wasm || return 1
+    # --keep-lld-exports: the chunks import the memory, the table and the shared functions from the main module.
+    wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section --keep-lld-exports \
+        --out-dir "$site/pkg" --out-name amigo "$split/amigo.wasm" || return 1
+    # The chunks: split_<function>_<hash>.wasm for each `#[lazy]` function, chunk_<n>.wasm for code two share.
+    rm -f "$site/pkg"/split_*.wasm* "$site/pkg"/chunk_*.wasm*
+    cp "$split"/__wasm_split.js "$site/pkg/" || return 1
+    local chunk chunks=()
+    for chunk in "$split"/*.wasm; do
+        [ "$chunk" = "$split/amigo.wasm" ] && continue
+        strip_custom_sections "$chunk" "$site/pkg/${chunk##*/}" || return 1
+        chunks+=("$site/pkg/${chunk##*/}")
+    done
     cp style/main.css "$site/pkg/amigo.css"
     cp -R public/. "$site/"
-    precompress "$site/pkg"/amigo_bg.wasm "$site/pkg"/amigo.js "$site/pkg"/amigo.css
+    precompress "$site/pkg"/amigo_bg.wasm "$site/pkg"/amigo.js "$site/pkg"/amigo.css "$site/pkg"/__wasm_split.js "${chunks[@]}"
+}
+
+# Copies the WASM module IN to OUT without its custom sections: wasm-split-cli gives each chunk the names of its
+# functions (half of a chunk; wasm-bindgen drops them from the main module), which the browser does not need.
+strip_custom_sections() {
+    python3 - "$1" "$2" <<'PYTHON'
+import sys
+
+def uleb(data, at):
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+data = open(sys.argv[1], "rb").read()
+out, at = bytearray(data[:8]), 8
+while at < len(data):
+    start = at
+    size, at = uleb(data, at + 1)
+    if data[start] != 0:
+        out += data[start:at + size]
+    at += size
+open(sys.argv[2], "wb").write(out)
+PYTHON
 }
 
 # Writes FILE.br and FILE.gz beside each file, at the strongest settings: the server sends the one the browser

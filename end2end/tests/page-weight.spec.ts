@@ -6,8 +6,11 @@ import { test, expect, STAFF, STAFF_PAGE } from './support/instance';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-/** HTML + JS + WASM + CSS as transferred: 285 KB measured on 2026-12-07; the goal is 250 KB (bench/README.md says what is left). */
-const TOTAL_BUDGET_BYTES = 295_000;
+/**
+ * HTML + JS + WASM + CSS as transferred: 247.8 KB measured on 2026-12-07, the goal 250 KB (bench/README.md). The
+ * dialogs, the details and the errors table are WASM chunks loaded when first shown: not here.
+ */
+const TOTAL_BUDGET_BYTES = 250_000;
 /** From the page request to the hydrated page, on localhost: 290 to 450 ms on 2 cores (2026-12-07). */
 const HYDRATED_BUDGET_MS = 1_000;
 
@@ -46,7 +49,10 @@ test('the staff page: transferred size and time to hydrated', async ({ page, bas
         if (!response || request.url().includes('/api/events')) return;
         const headers = await response.allHeaders();
         const what = kind(new URL(request.url()).pathname, headers['content-type'] ?? '');
-        transferred[what] += Math.max(0, (await request.sizes()).responseBodySize);
+        // Awaited before the `+=`, which reads its left side first: two files of a kind finishing together
+        // (amigo.js and __wasm_split.js) would otherwise lose one's bytes.
+        const size = Math.max(0, (await request.sizes()).responseBodySize);
+        transferred[what] += size;
         encodings[what] = headers['content-encoding'] ?? 'identity';
       })(),
     );

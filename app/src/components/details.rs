@@ -33,13 +33,19 @@ pub fn DetailsPanel() -> impl IntoView {
         <MigrationPanel kind="details" title="Details" open_for=console.details_for>
             <Transition fallback=|| view! { <p class="loading">"Loading details…"</p> }>
                 {move || details.get().map(|loaded| match loaded {
-                    Ok(Some(details)) => view! { <Details details/> }.into_any(),
+                    Ok(Some(details)) => Suspend::new(details_view(details)).into_any(),
                     Ok(None) => ().into_any(),
                     Err(error) => view! { <LoadError error/> }.into_any(),
                 })}
             </Transition>
         </MigrationPanel>
     }
+}
+
+/// The details' view. `#[lazy]`: in the browser a WASM chunk of its own, fetched when details first show.
+#[lazy]
+fn details_view(details: MigrationDetails) -> AnyView {
+    view! { <Details details/> }.into_any()
 }
 
 #[component]

@@ -17,11 +17,24 @@ use crate::model::{Action, ParameterField, ParameterKind};
 pub fn Dialogs() -> impl IntoView {
     let console = use_console();
     move || {
-        console.dialog.get().map(|dialog| match dialog {
-            Dialog::Run(name) => view! { <RunDialog name/> }.into_any(),
-            Dialog::Adjust(name) => view! { <AdjustDialog name/> }.into_any(),
-            Dialog::Confirm(name, action) => view! { <ConfirmDialog name action/> }.into_any(),
+        console.dialog.get().map(|dialog| {
+            view! {
+                <Suspense fallback=|| view! { <p class="loading dialog-loading">"Loading…"</p> }>
+                    {Suspend::new(dialog_view(dialog))}
+                </Suspense>
+            }
         })
+    }
+}
+
+/// The open dialog's view. `#[lazy]`: in the browser the dialogs' code is a WASM chunk of its own
+/// (`scripts/lib.sh`, `build_front`), fetched when the first dialog opens; the page's first load goes without it.
+#[lazy]
+fn dialog_view(dialog: Dialog) -> AnyView {
+    match dialog {
+        Dialog::Run(name) => view! { <RunDialog name/> }.into_any(),
+        Dialog::Adjust(name) => view! { <AdjustDialog name/> }.into_any(),
+        Dialog::Confirm(name, action) => view! { <ConfirmDialog name action/> }.into_any(),
     }
 }
 
@@ -32,12 +45,16 @@ pub fn Dialogs() -> impl IntoView {
 fn Modal(title: String, name: String, children: Children) -> impl IntoView {
     let console = use_console();
     let dialog_ref = NodeRef::<leptos::html::Dialog>::new();
+    // The dialog's view comes from the lazily loaded chunk and is mounted after this effect first runs, and
+    // `showModal()` needs the element in the document: it opens on the next frame.
     Effect::new(move |_| {
         if let Some(dialog) = dialog_ref.get() {
-            if !dialog.open() {
-                let _ = dialog.show_modal();
-            }
-            dom::focus_first(&dialog, "input, .dialog-actions .button-default");
+            request_animation_frame(move || {
+                if !dialog.open() {
+                    let _ = dialog.show_modal();
+                }
+                dom::focus_first(&dialog, "input, .dialog-actions .button-default");
+            });
         }
     });
     let close = move || {

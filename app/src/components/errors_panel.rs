@@ -32,13 +32,19 @@ pub fn ErrorsPanel() -> impl IntoView {
                     Ok(Some(entries)) if entries.is_empty() => {
                         view! { <p class="empty">"No errors recorded for this migration."</p> }.into_any()
                     }
-                    Ok(Some(entries)) => view! { <ErrorsTable entries/> }.into_any(),
+                    Ok(Some(entries)) => Suspend::new(errors_view(entries)).into_any(),
                     Ok(None) => ().into_any(),
                     Err(error) => view! { <LoadError error/> }.into_any(),
                 })}
             </Transition>
         </MigrationPanel>
     }
+}
+
+/// The errors table's view. `#[lazy]`: in the browser a WASM chunk of its own, fetched when errors first show.
+#[lazy]
+fn errors_view(entries: Vec<ErrorEntry>) -> AnyView {
+    view! { <ErrorsTable entries/> }.into_any()
 }
 
 #[component]
