@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,14 @@ const STATEMENT_TRANSIT_MARGIN: Duration = Duration::from_secs(1);
 const CUTOVER_KEEP_UP_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a held run asks again whether the pause stands and whether its throttle check passes.
 const HOLD_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// While the units of [`MigrationContext::in_parallel`] run, their throttle check is asked this often in the
+/// background (as gh-ost's throttler does), so that the next unit starts on a fresh reading instead of waiting
+/// for a check of its own...
+const THROTTLE_READING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// ...which stands for this long; an older one (a check slower than the interval) is asked again before the unit.
+const THROTTLE_READING_LIFETIME: Duration = Duration::from_millis(1500);
 
 /// The context handed to every step of a migration. Cheap to clone.
 #[derive(Clone)]
@@ -480,7 +489,7 @@ impl MigrationContext {
         let Some(position) = &self.position else { return Ok(()) };
         let (mut held, mut shown): (bool, Option<String>) = (false, None);
         loop {
-            let (paused_by, reason) = self.what_holds(held).await?;
+            let (paused_by, reason) = self.what_holds(held, None).await?;
             if paused_by.is_some() != held {
                 held = paused_by.is_some();
                 position.store.set_held(&self.migration, &position.runner_id, held).await?;
@@ -505,20 +514,22 @@ impl MigrationContext {
 
     /// Whether something would hold the run before its next unit of work ([`MigrationContext::hold_between_units`])
     /// now, without showing it: asked while other units still run, which finish before the run is held.
-    async fn must_hold(&self) -> Result<bool> {
-        let (paused_by, reason) = self.what_holds(false).await?;
+    /// `reading` is the throttle check's outcome when a fresh one is at hand.
+    async fn must_hold(&self, reading: Option<&CheckOutcome>) -> Result<bool> {
+        let (paused_by, reason) = self.what_holds(false, reading).await?;
         Ok(paused_by.is_some() || reason.is_some())
     }
 
-    /// Who paused the run, and why its throttle check holds it (not asked while `held`); takes in staff's
-    /// adjustments of the parameters on the way.
-    async fn what_holds(&self, held: bool) -> Result<(Option<String>, Option<String>)> {
+    /// Who paused the run, and why its throttle check holds it (not asked while `held`, nor when `reading` is a
+    /// fresh outcome of it); takes in staff's adjustments of the parameters on the way.
+    async fn what_holds(&self, held: bool, reading: Option<&CheckOutcome>) -> Result<(Option<String>, Option<String>)> {
         let Some(position) = &self.position else { return Ok((None, None)) };
         // The throttle check runs beside the read of the pause, and its outcome is dropped when the run is paused.
         let throttle = async {
-            match &position.throttle {
-                Some(throttle) if !held => throttle(self.clone()).await.map(Some),
-                _ => Ok(None),
+            match reading {
+                _ if held => Ok(None),
+                Some(reading) => Ok(Some(reading.clone())),
+                None => self.throttle_outcome().await,
             }
         };
         let (between_units, throttled) = tokio::join!(position.store.between_units(&self.migration), throttle);
@@ -536,6 +547,14 @@ impl MigrationContext {
         Ok((paused_by, reason))
     }
 
+    /// What the definition's throttle check says now, if it has one.
+    async fn throttle_outcome(&self) -> Result<Option<CheckOutcome>> {
+        match self.position.as_ref().and_then(|position| position.throttle.as_ref()) {
+            Some(throttle) => throttle(self.clone()).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Runs `work` on each of `units` (each with its weight in the operation's progress, e.g. its rows), as many
     /// at once as `streams` says (asked again before each unit, so that an adjusted parameter takes effect at
     /// the next one), and returns once all are done or as soon as one fails (the runner then kills every
@@ -543,7 +562,8 @@ impl MigrationContext {
     /// (the operation's progress counts every stream: `already_done` weight plus each unit's share), and the
     /// number of the stream it runs on, below the largest parallelism asked, none in use by another unit.
     /// Before each unit the run is held as [`MigrationContext::hold_between_units`] says, once the units in
-    /// flight have finished: a pause lets every stream finish its unit.
+    /// flight have finished: a pause lets every stream finish its unit. While units run, the throttle check is
+    /// read in the background ([`THROTTLE_READING_INTERVAL`]).
     pub async fn in_parallel<Unit, Streams, Work, WorkFuture>(
         &self,
         units: Vec<(Unit, u64)>,
@@ -564,15 +584,21 @@ impl MigrationContext {
         let mut running = FuturesUnordered::new();
         let mut busy: BTreeSet<usize> = BTreeSet::new();
         let work = &work;
+        let throttled = self.position.as_ref().is_some_and(|position| position.throttle.is_some());
+        let mut reading: Option<(Instant, CheckOutcome)> = None;
+        let mut check: Option<Pin<Box<dyn Future<Output = Result<Option<CheckOutcome>>> + Send + '_>>> = None;
+        let mut next_check = tokio::time::Instant::now() + THROTTLE_READING_INTERVAL;
         loop {
             if queue.peek().is_some() && running.len() < streams(self).max(1) {
+                let fresh = reading.as_ref().filter(|(at, _)| at.elapsed() < THROTTLE_READING_LIFETIME).map(|(_, outcome)| outcome);
                 if running.is_empty() {
                     self.hold_between_units().await?;
-                } else if self.must_hold().await? {
+                } else if self.must_hold(fresh).await? {
                     while let Some((stream, outcome)) = running.next().await {
                         busy.remove(&stream);
                         outcome?;
                     }
+                    (reading, check) = (None, None);
                     continue;
                 }
                 if running.len() >= streams(self).max(1) {
@@ -593,12 +619,22 @@ impl MigrationContext {
                 });
                 continue;
             }
-            match running.next().await {
-                Some((stream, outcome)) => {
-                    busy.remove(&stream);
-                    outcome?;
+            tokio::select! {
+                finished = running.next() => match finished {
+                    Some((stream, outcome)) => {
+                        busy.remove(&stream);
+                        outcome?;
+                    }
+                    None => return Ok(()),
+                },
+                outcome = async { check.as_mut().expect("a throttle check in flight").await }, if check.is_some() => {
+                    check = None;
+                    reading = outcome?.map(|outcome| (Instant::now(), outcome));
                 }
-                None => return Ok(()),
+                _ = tokio::time::sleep_until(next_check), if throttled && check.is_none() => {
+                    check = Some(Box::pin(self.throttle_outcome()));
+                    next_check = tokio::time::Instant::now() + THROTTLE_READING_INTERVAL;
+                }
             }
         }
     }

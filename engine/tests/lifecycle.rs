@@ -888,6 +888,62 @@ async fn a_run_under_pressure_waits_with_its_reason_shown_and_goes_on_when_it_cl
     assert_eq!(journal.entries(), ["unit 0", "unit 1", "unit 2"]);
 }
 
+#[tokio::test]
+async fn units_run_two_at_a_time_start_no_more_once_pressure_is_read_and_go_on_when_it_clears() {
+    let under_pressure = Arc::new(AtomicBool::new(false));
+    let pressure = under_pressure.clone();
+    let journal = Journal::default();
+    let steps = journal.clone();
+    let definition = MigrationDefinition::new("0001_throttled_streams", "eight units of work on two streams, held under pressure")
+        .throttle(move |_| {
+            let pressure = pressure.clone();
+            async move { Ok(if pressure.load(Ordering::SeqCst) { CheckOutcome::Fail("merges behind".into()) } else { CheckOutcome::Pass }) }
+        })
+        .operation(Operation::rust(
+            "eight units, two at a time",
+            move |context| {
+                let steps = steps.clone();
+                async move {
+                    let units = (0..8).map(|unit| (unit, 1)).collect();
+                    context
+                        .in_parallel(
+                            units,
+                            0,
+                            |_| 2,
+                            |_, stream, unit| {
+                                let steps = steps.clone();
+                                async move {
+                                    steps.write(format!("unit {unit} on stream {stream}"));
+                                    tokio::time::sleep(Duration::from_millis(400)).await;
+                                    Ok(())
+                                }
+                            },
+                        )
+                        .await
+                }
+            },
+            |_| async { Ok(()) },
+        ));
+    let instance = Instance::new(vec![definition]).await;
+    instance.engine.start("0001_throttled_streams", TESTER, &serde_json::Map::new()).await.unwrap();
+    instance.spawn_runner();
+    instance.wait_for("0001_throttled_streams", "two units begun", |_| journal.entries().len() >= 2).await;
+    under_pressure.store(true, Ordering::SeqCst);
+    let waiting = instance.wait_for("0001_throttled_streams", "waiting", |overview| overview.record.waiting_reason.is_some()).await;
+    assert_eq!(waiting.record.waiting_reason.as_deref(), Some("merges behind"));
+    let units_before = journal.entries().len();
+    assert!(units_before < 8, "the pressure was read before the last units: {:?}", journal.entries());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(journal.entries().len(), units_before, "no unit starts while under pressure");
+
+    under_pressure.store(false, Ordering::SeqCst);
+    let done = instance.wait_until_settled("0001_throttled_streams").await;
+    assert_eq!(done.record.status, Status::Completed);
+    let entries = journal.entries();
+    assert_eq!(entries.len(), 8, "{entries:?}");
+    assert!(entries.iter().all(|entry| entry.ends_with("stream 0") || entry.ends_with("stream 1")), "{entries:?}");
+}
+
 /// A migration whose first operation takes `rollback_seconds` to roll back, and whose second runs a ClickHouse
 /// query for minutes unless killed: something to stop, resume and roll back while other requests race.
 fn contested_migration(name: &str, rollback_seconds: u64) -> MigrationDefinition {
