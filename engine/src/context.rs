@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -586,7 +585,7 @@ impl MigrationContext {
         let work = &work;
         let throttled = self.position.as_ref().is_some_and(|position| position.throttle.is_some());
         let mut reading: Option<(Instant, CheckOutcome)> = None;
-        let mut check: Option<Pin<Box<dyn Future<Output = Result<Option<CheckOutcome>>> + Send + '_>>> = None;
+        let mut check: Option<futures::future::BoxFuture<'_, Result<Option<CheckOutcome>>>> = None;
         let mut next_check = tokio::time::Instant::now() + THROTTLE_READING_INTERVAL;
         loop {
             if queue.peek().is_some() && running.len() < streams(self).max(1) {
