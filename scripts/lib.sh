@@ -24,13 +24,14 @@ rustup_has_wasm_std() {
 }
 
 # Fills WASM_BUILD with the command that builds a crate for wasm32: rustup's toolchain when it has the
-# wasm std, else Debian's rustc-web with std built from source (see shared/TOOLCHAIN.md).
+# wasm std, else Debian's rustc-web with std built from source (see shared/TOOLCHAIN.md), linked by Debian's
+# LLVM 19 wasm-ld (package lld-19): wasm-split-cli cannot read the relocations lld 14, Debian's `lld`, emits.
 wasm_build_command() {
     if rustup_has_wasm_std; then
         WASM_BUILD=(cargo build --target wasm32-unknown-unknown)
     else
         WASM_BUILD=(env RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc
-            CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld
+            CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=/usr/lib/llvm-19/bin/wasm-ld
             /usr/bin/cargo build --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort)
     fi
 }
