@@ -98,10 +98,10 @@ fn StaffConsole(user: LoggedInUser) -> impl IntoView {
         });
     });
     // The tab links change the address and the tab without a reload; back and forward change the tab back.
-    let tab = RwSignal::new(Tab::parse(location::query_value("tab").as_deref()));
+    let addressed_tab = || Tab::parse(location::query_value("tab").as_deref());
+    let tab = RwSignal::new(addressed_tab());
     Effect::new(move |_| {
-        let back_or_forward =
-            window_event_listener(leptos::ev::popstate, move |_| tab.set(Tab::parse(location::query_value("tab").as_deref())));
+        let back_or_forward = window_event_listener(leptos::ev::popstate, move |_| tab.set(addressed_tab()));
         on_cleanup(move || back_or_forward.remove());
     });
     view! {
