@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use crate::clickhouse::{quote_identifier, ClickHouse, QueryOptions};
 use crate::context::MigrationContext;
 use crate::parameters::{quote_string, ParameterSpec, ParameterValue};
-use crate::preview::PartitionSize;
+use crate::preview::{partition_sizes, PartitionSize};
 use crate::tables::{partition_filter, split_top_level, strip_enclosing_parentheses, PartitionFilters};
 use crate::Result;
 
@@ -437,16 +437,9 @@ struct KnownPartitions {
 
 impl KnownPartitions {
     async fn read(clickhouse: &ClickHouse, copy: &PartitionCopy) -> Result<KnownPartitions> {
-        let filled_in_target: Vec<String> = clickhouse
-            .client()
-            .query("SELECT DISTINCT partition_id FROM system.parts WHERE database = ? AND table = ? AND active AND rows > 0")
-            .bind(clickhouse.database())
-            .bind(&copy.target)
-            .fetch_all()
-            .await?;
         Ok(KnownPartitions {
             source_filters: PartitionFilters::of(clickhouse, &copy.source).await?,
-            filled_in_target: filled_in_target.into_iter().collect(),
+            filled_in_target: partition_sizes(clickhouse, &copy.target).await?.into_iter().map(|size| size.partition_id).collect(),
         })
     }
 }
